@@ -1,0 +1,143 @@
+// flashinfer-ts C ABI: the one contract between the TypeScript half and the CUDA half.
+//
+// Rules (see DESIGN.md):
+// - Every entry point returns int32_t: 0 (FI_OK) or an error code; fi_last_error() copies the
+//   message of the last error on this thread into a caller's buffer.
+// - Device pointers, streams and opaque handles cross as uint64_t. Host arrays cross as pointers to
+//   caller-owned memory (a TypedArray on the TypeScript side). No C string is read through a pointer.
+// - Nothing on a run path allocates device memory or synchronizes the host.
+#ifndef FLASHINFER_TS_H_
+#define FLASHINFER_TS_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define FI_API __declspec(dllexport)
+#else
+#define FI_API __attribute__((visibility("default")))
+#endif
+
+// Bumped whenever a signature or a meaning in this header changes; src/runtime/abi.ts holds the twin.
+#define FI_ABI_VERSION 1
+
+enum fi_status {
+  FI_OK = 0,
+  FI_ERR_INVALID_ARGUMENT = 1,  // a check the TypeScript side should have made first
+  FI_ERR_CUDA = 2,              // a CUDA runtime call failed; the message names it
+  FI_ERR_UNSUPPORTED = 3,       // a configuration outside the compiled set
+  FI_ERR_NO_DEVICE = 4,         // no CUDA device or driver
+};
+
+// Dtype codes, shared with src/runtime/dtype.ts.
+enum fi_dtype {
+  FI_F32 = 0,
+  FI_F16 = 1,
+  FI_BF16 = 2,
+  FI_E4M3 = 3,
+  FI_E5M2 = 4,
+  FI_I32 = 5,
+  FI_I64 = 6,
+  FI_U8 = 7,
+};
+
+// ---- library ---------------------------------------------------------------------------------
+FI_API int32_t fi_abi_version(void);  // returns FI_ABI_VERSION (the one entry that returns no status)
+// Copies the build's source hash (hex, NUL-terminated, truncated to n) into buf.
+FI_API int32_t fi_source_hash(uint8_t* buf, size_t n);
+// Copies the last error message of this thread (NUL-terminated, truncated to n) into buf.
+FI_API int32_t fi_last_error(uint8_t* buf, size_t n);
+
+// ---- device ----------------------------------------------------------------------------------
+FI_API int32_t fi_device_count(int32_t* out);
+FI_API int32_t fi_device_get(int32_t* out);
+FI_API int32_t fi_device_set(int32_t device);
+// out[0..7]: sm count, cc major, cc minor, total memory bytes, L2 bytes, max opt-in shared memory
+// per block, memory bus width bits, memory clock kHz. name: NUL-terminated, truncated to n.
+FI_API int32_t fi_device_props(int32_t device, int64_t* out, uint8_t* name, size_t n);
+FI_API int32_t fi_device_mem_info(int64_t* out /* [2] free, total */);
+FI_API int32_t fi_device_synchronize(void);
+
+// ---- memory ----------------------------------------------------------------------------------
+FI_API int32_t fi_malloc(uint64_t bytes, uint64_t* out_ptr);
+FI_API int32_t fi_free(uint64_t ptr);
+FI_API int32_t fi_host_alloc(uint64_t bytes, uint64_t* out_ptr);  // pinned host memory
+FI_API int32_t fi_host_free(uint64_t ptr);
+// Copies between host memory owned by the caller and the device, ordered on stream. host_to_device
+// returns once the source may be reused; device_to_host returns once the data is in dst.
+FI_API int32_t fi_copy_h2d(uint64_t dst, const uint8_t* src, uint64_t bytes, uint64_t stream);
+FI_API int32_t fi_copy_d2h(uint8_t* dst, uint64_t src, uint64_t bytes, uint64_t stream);
+// Asynchronous copies between device (or pinned host) addresses.
+FI_API int32_t fi_copy_async(uint64_t dst, uint64_t src, uint64_t bytes, uint64_t stream);
+// Strided 2-D copy: rows of width_bytes, pitches in bytes (for copying strided views).
+FI_API int32_t fi_copy_2d_async(uint64_t dst, uint64_t dst_pitch, uint64_t src, uint64_t src_pitch,
+                                uint64_t width_bytes, uint64_t rows, uint64_t stream);
+FI_API int32_t fi_memset_async(uint64_t dst, int32_t byte_value, uint64_t bytes, uint64_t stream);
+
+// ---- streams, events, graphs -------------------------------------------------------------------
+FI_API int32_t fi_stream_create(uint64_t* out);
+FI_API int32_t fi_stream_destroy(uint64_t stream);
+FI_API int32_t fi_stream_synchronize(uint64_t stream);
+FI_API int32_t fi_stream_query(uint64_t stream, int32_t* out_done);
+FI_API int32_t fi_event_create(uint64_t* out);
+FI_API int32_t fi_event_destroy(uint64_t event);
+FI_API int32_t fi_event_record(uint64_t event, uint64_t stream);
+FI_API int32_t fi_event_synchronize(uint64_t event);
+FI_API int32_t fi_event_elapsed_ms(uint64_t start, uint64_t end, float* out_ms);
+FI_API int32_t fi_graph_begin_capture(uint64_t stream);
+// Ends the capture and instantiates it; out_exec is the executable graph.
+FI_API int32_t fi_graph_end_capture(uint64_t stream, uint64_t* out_exec);
+FI_API int32_t fi_graph_launch(uint64_t exec, uint64_t stream);
+FI_API int32_t fi_graph_destroy(uint64_t exec);
+
+// ---- ops: norms ------------------------------------------------------------------------------
+// Rows of `hidden` elements; row strides in elements; x and out may alias. dtype: FI_F16 or FI_BF16.
+// kind: 0 rmsnorm (x * w), 1 gemma rmsnorm (x * (1 + w)).
+FI_API int32_t fi_rmsnorm(uint64_t out, int64_t out_stride, uint64_t x, int64_t x_stride,
+                          uint64_t weight, int32_t rows, int32_t hidden, float eps, int32_t kind,
+                          int32_t dtype, uint64_t stream);
+// residual += x; x = norm(residual) * w (or * (1 + w) for kind 1), both in place.
+FI_API int32_t fi_fused_add_rmsnorm(uint64_t x, int64_t x_stride, uint64_t residual,
+                                    int64_t residual_stride, uint64_t weight, int32_t rows,
+                                    int32_t hidden, float eps, int32_t kind, int32_t dtype,
+                                    uint64_t stream);
+// out = (x - mean) / sqrt(var + eps) * gamma + beta; gamma/beta of weight_dtype (FI_F32 or dtype).
+FI_API int32_t fi_layernorm(uint64_t out, int64_t out_stride, uint64_t x, int64_t x_stride,
+                            uint64_t gamma, uint64_t beta, int32_t rows, int32_t hidden, float eps,
+                            int32_t dtype, int32_t weight_dtype, uint64_t stream);
+
+// ---- ops: activations ------------------------------------------------------------------------
+// out[r, i] = act(x[r, i]) * x[r, d + i] for i < d. kind: 0 silu, 1 gelu (erf), 2 gelu tanh.
+FI_API int32_t fi_act_and_mul(uint64_t out, int64_t out_stride, uint64_t x, int64_t x_stride,
+                              int32_t rows, int32_t d, int32_t kind, int32_t dtype, uint64_t stream);
+
+// ---- ops: rotary embedding -------------------------------------------------------------------
+// One launch rotates q [nnz, Hq, D] and k [nnz, Hk, D] (last dim contiguous) into q_out / k_out
+// (which may alias q / k). Positions come from exactly one source:
+//   pos_mode 0: indptr [batch + 1] int32 and offsets [batch] int32 (pos = offsets[b] + i - indptr[b])
+//   pos_mode 1: pos_ids [nnz] of pos_dtype (FI_I32 or FI_I64)
+// freq_mode 0: standard (rope_scale, rope_theta); 1: Llama 3.1 (adds low/high freq factors and the
+// old context length); 2: cos_sin_cache [max_pos, rotary_dim] float32, cos half then sin half.
+// strides in elements: [0] q token, [1] q head, [2] k token, [3] k head, and the same four for outputs.
+// cache_rows: rows of cos_sin_cache; device-side positions are clamped into [0, cache_rows) so a bad
+// position reads a wrong row rather than out of bounds. Layout: 200 bytes, no implicit padding.
+typedef struct fi_rope_params {
+  uint64_t q, k, q_out, k_out;
+  uint64_t indptr, offsets, pos_ids, cos_sin_cache;
+  int64_t strides[8];
+  int32_t nnz, batch, num_q_heads, num_k_heads, head_dim, rotary_dim;
+  int32_t interleave, pos_mode, pos_dtype, freq_mode, dtype, cache_rows;
+  float rope_scale, rope_theta, low_freq_factor, high_freq_factor, old_context_len, pad2_;
+} fi_rope_params;
+// params: one fi_rope_params, passed as bytes so both runtimes hand over a plain buffer.
+FI_API int32_t fi_apply_rope(const uint8_t* params, uint64_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // FLASHINFER_TS_H_

@@ -1,0 +1,24 @@
+/**
+ * flashinfer-ts: FlashInfer's GPU kernels for LLM serving, for Deno and Bun.
+ *
+ * ```ts
+ * import { Tensor, rmsnorm } from "@flashinfer-ts/core";
+ * using x = Tensor.fromArray(values, [tokens, hidden], "bf16");
+ * using w = Tensor.fromArray(weights, [hidden], "bf16");
+ * using y = rmsnorm(x, w, { eps: 1e-6 });
+ * console.log(y.toArray());
+ * ```
+ * @module
+ */
+export { FlashInferError, type ErrorCode } from "./src/runtime/errors.ts";
+export { DTYPES, type DType, decode, encode, roundTo } from "./src/runtime/dtype.ts";
+export { ABI_VERSION } from "./src/runtime/abi.ts";
+export { defaultLibraryPath, libraryPath, loadLibrary, type LoadOptions } from "./src/runtime/library.ts";
+export { Device, type DeviceProperties } from "./src/runtime/device.ts";
+export { CudaGraph, Event, Stream, type StreamLike } from "./src/runtime/stream.ts";
+export { DeviceBuffer, PinnedBuffer } from "./src/runtime/memory.ts";
+export { type Shape, Tensor } from "./src/runtime/tensor.ts";
+export { Workspace } from "./src/runtime/workspace.ts";
+export * from "./src/ops/norm.ts";
+export * from "./src/ops/activation.ts";
+export * from "./src/ops/rope.ts";

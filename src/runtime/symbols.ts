@@ -1,0 +1,196 @@
+/**
+ * The one symbol table of the C ABI (cuda/include/flashinfer_ts.h), in Deno's dlopen format.
+ * `toBunSymbols` turns it into bun:ffi's. Device pointers, streams and handles are u64 (a bigint in
+ * both runtimes); host arrays are "buffer" (a TypedArray). Every entry returns an i32 status.
+ */
+
+export type NativeType = "i32" | "u32" | "i64" | "u64" | "usize" | "f32" | "f64" | "buffer" | "void";
+
+export interface SymbolSpec {
+  readonly parameters: readonly NativeType[];
+  readonly result: NativeType;
+  /** Deno only: run on a worker thread and return a Promise. Bun skips these entries. */
+  readonly nonblocking?: boolean;
+  /** The C symbol, when the key is an alias (e.g. a nonblocking twin). */
+  readonly name?: string;
+}
+
+export const symbols = {
+  // ---- library ----
+  fi_abi_version: { parameters: [], result: "i32" },
+  fi_source_hash: { parameters: ["buffer" /* uint8_t* buf */, "usize" /* size_t n */], result: "i32" },
+  fi_last_error: { parameters: ["buffer" /* uint8_t* buf */, "usize" /* size_t n */], result: "i32" },
+
+  // ---- device ----
+  fi_device_count: { parameters: ["buffer" /* int32_t* out [1] */], result: "i32" },
+  fi_device_get: { parameters: ["buffer" /* int32_t* out [1] */], result: "i32" },
+  fi_device_set: { parameters: ["i32" /* int32_t device */], result: "i32" },
+  fi_device_props: {
+    parameters: [
+      "i32", // int32_t device
+      "buffer", // int64_t* out [8]: sm count, cc major, cc minor, memory, L2, smem optin, bus bits, mem kHz
+      "buffer", // uint8_t* name
+      "usize", // size_t n
+    ],
+    result: "i32",
+  },
+  fi_device_mem_info: { parameters: ["buffer" /* int64_t* out [2] free, total */], result: "i32" },
+  fi_device_synchronize: { parameters: [], result: "i32" },
+
+  // ---- memory ----
+  fi_malloc: { parameters: ["u64" /* uint64_t bytes */, "buffer" /* uint64_t* out_ptr [1] */], result: "i32" },
+  fi_free: { parameters: ["u64" /* device ptr */], result: "i32" },
+  fi_host_alloc: { parameters: ["u64" /* uint64_t bytes */, "buffer" /* uint64_t* out_ptr [1] */], result: "i32" },
+  fi_host_free: { parameters: ["u64" /* pinned host ptr */], result: "i32" },
+  fi_copy_h2d: {
+    parameters: ["u64" /* device dst */, "buffer" /* const uint8_t* src */, "u64" /* bytes */, "u64" /* stream */],
+    result: "i32",
+  },
+  fi_copy_d2h: {
+    parameters: ["buffer" /* uint8_t* dst */, "u64" /* device src */, "u64" /* bytes */, "u64" /* stream */],
+    result: "i32",
+  },
+  fi_copy_async: {
+    parameters: ["u64" /* dst */, "u64" /* src */, "u64" /* bytes */, "u64" /* stream */],
+    result: "i32",
+  },
+  fi_copy_2d_async: {
+    parameters: [
+      "u64", // dst
+      "u64", // dst_pitch bytes
+      "u64", // src
+      "u64", // src_pitch bytes
+      "u64", // width_bytes
+      "u64", // rows
+      "u64", // stream
+    ],
+    result: "i32",
+  },
+  fi_memset_async: {
+    parameters: ["u64" /* dst */, "i32" /* byte value */, "u64" /* bytes */, "u64" /* stream */],
+    result: "i32",
+  },
+
+  // ---- streams, events, graphs ----
+  fi_stream_create: { parameters: ["buffer" /* uint64_t* out [1] */], result: "i32" },
+  fi_stream_destroy: { parameters: ["u64" /* stream */], result: "i32" },
+  fi_stream_synchronize: { parameters: ["u64" /* stream */], result: "i32" },
+  fi_stream_synchronize_nonblocking: {
+    name: "fi_stream_synchronize",
+    parameters: ["u64" /* stream */],
+    result: "i32",
+    nonblocking: true,
+  },
+  fi_stream_query: { parameters: ["u64" /* stream */, "buffer" /* int32_t* out_done [1] */], result: "i32" },
+  fi_event_create: { parameters: ["buffer" /* uint64_t* out [1] */], result: "i32" },
+  fi_event_destroy: { parameters: ["u64" /* event */], result: "i32" },
+  fi_event_record: { parameters: ["u64" /* event */, "u64" /* stream */], result: "i32" },
+  fi_event_synchronize: { parameters: ["u64" /* event */], result: "i32" },
+  fi_event_elapsed_ms: {
+    parameters: ["u64" /* start event */, "u64" /* end event */, "buffer" /* float* out_ms [1] */],
+    result: "i32",
+  },
+  fi_graph_begin_capture: { parameters: ["u64" /* stream */], result: "i32" },
+  fi_graph_end_capture: { parameters: ["u64" /* stream */, "buffer" /* uint64_t* out_exec [1] */], result: "i32" },
+  fi_graph_launch: { parameters: ["u64" /* graph exec */, "u64" /* stream */], result: "i32" },
+  fi_graph_destroy: { parameters: ["u64" /* graph exec */], result: "i32" },
+
+  // ---- ops: norms ----
+  fi_rmsnorm: {
+    parameters: [
+      "u64", // out [rows, hidden]
+      "i64", // out row stride (elements)
+      "u64", // x [rows, hidden]
+      "i64", // x row stride (elements)
+      "u64", // weight [hidden]
+      "i32", // rows
+      "i32", // hidden
+      "f32", // eps
+      "i32", // kind: 0 rmsnorm, 1 gemma
+      "i32", // dtype code
+      "u64", // stream
+    ],
+    result: "i32",
+  },
+  fi_fused_add_rmsnorm: {
+    parameters: [
+      "u64", // x [rows, hidden], in/out
+      "i64", // x row stride
+      "u64", // residual [rows, hidden], in/out
+      "i64", // residual row stride
+      "u64", // weight [hidden]
+      "i32", // rows
+      "i32", // hidden
+      "f32", // eps
+      "i32", // kind: 0 rmsnorm, 1 gemma
+      "i32", // dtype code
+      "u64", // stream
+    ],
+    result: "i32",
+  },
+  fi_layernorm: {
+    parameters: [
+      "u64", // out [rows, hidden]
+      "i64", // out row stride
+      "u64", // x [rows, hidden]
+      "i64", // x row stride
+      "u64", // gamma [hidden]
+      "u64", // beta [hidden]
+      "i32", // rows
+      "i32", // hidden
+      "f32", // eps
+      "i32", // dtype code of x and out
+      "i32", // dtype code of gamma and beta
+      "u64", // stream
+    ],
+    result: "i32",
+  },
+
+  // ---- ops: activations ----
+  fi_act_and_mul: {
+    parameters: [
+      "u64", // out [rows, d]
+      "i64", // out row stride
+      "u64", // x [rows, 2d]
+      "i64", // x row stride
+      "i32", // rows
+      "i32", // d
+      "i32", // kind: 0 silu, 1 gelu, 2 gelu tanh
+      "i32", // dtype code
+      "u64", // stream
+    ],
+    result: "i32",
+  },
+
+  // ---- ops: rotary embedding ----
+  fi_apply_rope: {
+    parameters: ["buffer" /* const fi_rope_params* (src/ops/rope.ts writes it) */, "u64" /* stream */],
+    result: "i32",
+  },
+} as const satisfies Record<string, SymbolSpec>;
+
+export type Symbols = typeof symbols;
+
+const BUN_TYPES: Record<NativeType, string> = {
+  i32: "i32",
+  u32: "u32",
+  i64: "i64",
+  u64: "u64",
+  usize: "u64",
+  f32: "f32",
+  f64: "f64",
+  buffer: "ptr",
+  void: "void",
+};
+
+/** bun:ffi's format of a Deno-format table: nonblocking twins dropped, "buffer" as "ptr". */
+export function toBunSymbols(
+  table: Record<string, SymbolSpec>,
+): Record<string, { args: string[]; returns: string }> {
+  const out: Record<string, { args: string[]; returns: string }> = {};
+  for (const [key, spec] of Object.entries(table)) {
+    if (spec.nonblocking) continue;
+    out[spec.name ?? key] = { args: spec.parameters.map((t) => BUN_TYPES[t]), returns: BUN_TYPES[spec.result] };
+  }
+  return out;
+}
