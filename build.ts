@@ -2,6 +2,7 @@
  * Builds the native library (cuda/) with CMake into build/, and copies it to build/lib/.
  *
  *   deno run -A build.ts            # or: deno task build / bun build.ts
+ *   deno run -A build.ts --if-possible   # skip (exit 0, with a note) when nvcc or cmake is missing
  *
  * Architectures: the GPU's own when nvidia-smi sees one (sm_90a on Hopper), sm_90a when there is no
  * GPU, or FLASHINFER_TS_CUDA_ARCHS="80;90a" to choose. Rebuilds only when the sources changed.
@@ -33,7 +34,15 @@ function runInherit(cmd: string[], cwd = packageRoot): number {
   return g.Bun.spawnSync(cmd, { cwd, stdout: "inherit", stderr: "inherit" }).exitCode ?? 1;
 }
 
-function fail(message: string): never {
+const args: string[] = isDeno ? g.Deno.args : g.process.argv.slice(2);
+const ifPossible = args.includes("--if-possible");
+
+function fail(message: string, missingTool = false): never {
+  if (missingTool && ifPossible) {
+    console.log(`build.ts: skipping the native build: ${message.split("\n")[0]}`);
+    if (isDeno) g.Deno.exit(0);
+    g.process.exit(0);
+  }
   console.error(`build.ts: ${message}`);
   if (isDeno) g.Deno.exit(1);
   g.process.exit(1);
@@ -47,6 +56,7 @@ function findNvcc(): string {
   return fail(
     "nvcc (the CUDA compiler) was not found on PATH, in $CUDA_HOME/bin or /usr/local/cuda/bin.\n" +
       "  Install the CUDA toolkit 12.4 or newer (https://developer.nvidia.com/cuda-downloads), or set CUDACXX to nvcc's path.",
+    true,
   );
 }
 
@@ -72,7 +82,7 @@ const nvcc = findNvcc();
 const [major, minor] = cudaVersion(nvcc);
 if (major < 12 || (major === 12 && minor < 4)) fail(`CUDA ${major}.${minor} is too old: flashinfer-ts needs CUDA 12.4 or newer (nvcc at ${nvcc}).`);
 if (run(["cmake", "--version"]).code !== 0) {
-  fail("cmake was not found on PATH. Install CMake 3.24 or newer (apt-get install cmake, or pip install cmake).");
+  fail("cmake was not found on PATH. Install CMake 3.24 or newer (apt-get install cmake, or pip install cmake).", true);
 }
 const ninja = run(["ninja", "--version"]).code === 0;
 

@@ -1,5 +1,6 @@
 // extern "C" entry points for RMSNorm, fused add + RMSNorm and LayerNorm.
 #include <initializer_list>
+#include <tuple>
 
 #include "../kernels/norm.cuh"
 #include "dispatch.h"
@@ -7,32 +8,36 @@
 namespace fi {
 namespace {
 
-// Registers hold at most 16 vectors a thread and 1024 threads a block: 16 * 1024 * 8 elements.
-constexpr int kMaxItems = 16;
+// The register path: ITEMS vectors a thread, at most 4, and at most 1024 threads a block. Two vectors a
+// thread keep enough loads in flight while leaving room for a full SM of threads (about 31 registers);
+// wider rows than 4 * 1024 vectors take the wide kernels (items = 0 below).
+constexpr int kMaxThreads = 1024;
 
 struct NormLaunch {
-  int items;
+  int items;  // 0: the wide (streaming) kernel
   int threads;
 };
 
 NormLaunch plan_norm(int nvec) {
-  int items = 1;
-  while (items < kMaxItems && nvec > items * 256) items *= 2;
+  int items;
+  if (nvec <= 256) items = 1;
+  else if (nvec <= 2 * kMaxThreads) items = 2;
+  else if (nvec <= 4 * kMaxThreads) items = 4;
+  else return {0, kMaxThreads};
   int threads = (nvec + items - 1) / items;
   threads = ((threads + 31) / 32) * 32;
   return {items, threads};
 }
 
-// Calls launch.template operator()<VEC, ITEMS>() for the run-time vec and items.
+// Calls launch.template operator()<VEC, ITEMS>() for the run-time vec and items (0: wide kernel).
 template <typename F>
 int32_t with_vec_items(int vec, int items, F&& launch) {
 #define FI_ITEMS_CASES(V)                                       \
   switch (items) {                                              \
+    case 0: return launch.template operator()<V, 0>();          \
     case 1: return launch.template operator()<V, 1>();          \
     case 2: return launch.template operator()<V, 2>();          \
-    case 4: return launch.template operator()<V, 4>();          \
-    case 8: return launch.template operator()<V, 8>();          \
-    default: return launch.template operator()<V, 16>();        \
+    default: return launch.template operator()<V, 4>();         \
   }
   switch (vec) {
     case 8: FI_ITEMS_CASES(8)
@@ -43,13 +48,17 @@ int32_t with_vec_items(int vec, int items, F&& launch) {
 #undef FI_ITEMS_CASES
 }
 
-int32_t check_norm_size(int rows, int hidden, int vec) {
+int32_t check_norm_size(int rows, int hidden) {
   if (rows < 0 || hidden <= 0)
     return set_error(FI_ERR_INVALID_ARGUMENT, "norm: rows %d and hidden %d must be positive", rows, hidden);
-  if (hidden / vec > kMaxItems * 1024)
-    return set_error(FI_ERR_UNSUPPORTED, "norm: hidden size %d is larger than %d", hidden,
-                     kMaxItems * 1024 * vec);
   return FI_OK;
+}
+
+// Launches kernel<<<rows, threads, 0, stream>>> with a tuple of arguments.
+template <typename... Params, typename... Args>
+void launch_kernel(void (*kernel)(Params...), int rows, int threads, uint64_t stream,
+                   const std::tuple<Args...>& args) {
+  std::apply([&](auto... a) { kernel<<<rows, threads, 0, as_stream(stream)>>>(a...); }, args);
 }
 
 }  // namespace
@@ -64,18 +73,18 @@ int32_t fi_rmsnorm(uint64_t out, int64_t out_stride, uint64_t x, int64_t x_strid
                    uint64_t stream) {
   FI_GUARD_BEGIN
   const int vec = vector_width(2, {out, x, weight}, {hidden, out_stride, x_stride});
-  if (int32_t st = check_norm_size(rows, hidden, vec)) return st;
+  if (int32_t st = check_norm_size(rows, hidden)) return st;
   if (rows == 0) return FI_OK;
   const NormLaunch l = plan_norm(hidden / vec);
   const NormShape s{hidden, hidden / vec, eps};
   return FI_DISPATCH_HALF(dtype, T, {
     return with_vec_items(vec, l.items, [&]<int V, int I>() -> int32_t {
-      if (kind == 0)
-        rmsnorm_kernel<T, V, I, 0><<<rows, l.threads, 0, as_stream(stream)>>>(
-            as_ptr<T>(out), out_stride, as_ptr<const T>(x), x_stride, as_ptr<const T>(weight), s);
+      auto args = std::make_tuple(as_ptr<T>(out), out_stride, as_ptr<const T>(x), x_stride,
+                                  as_ptr<const T>(weight), s);
+      if constexpr (I == 0)
+        launch_kernel(kind == 0 ? rmsnorm_wide_kernel<T, V, 0> : rmsnorm_wide_kernel<T, V, 1>, rows, l.threads, stream, args);
       else
-        rmsnorm_kernel<T, V, I, 1><<<rows, l.threads, 0, as_stream(stream)>>>(
-            as_ptr<T>(out), out_stride, as_ptr<const T>(x), x_stride, as_ptr<const T>(weight), s);
+        launch_kernel(kind == 0 ? rmsnorm_kernel<T, V, I, 0> : rmsnorm_kernel<T, V, I, 1>, rows, l.threads, stream, args);
       FI_CHECK_LAUNCH("rmsnorm");
       return FI_OK;
     });
@@ -88,18 +97,20 @@ int32_t fi_fused_add_rmsnorm(uint64_t x, int64_t x_stride, uint64_t residual, in
                              int32_t dtype, uint64_t stream) {
   FI_GUARD_BEGIN
   const int vec = vector_width(2, {x, residual, weight}, {hidden, x_stride, residual_stride});
-  if (int32_t st = check_norm_size(rows, hidden, vec)) return st;
+  if (int32_t st = check_norm_size(rows, hidden)) return st;
   if (rows == 0) return FI_OK;
   const NormLaunch l = plan_norm(hidden / vec);
   const NormShape s{hidden, hidden / vec, eps};
   return FI_DISPATCH_HALF(dtype, T, {
     return with_vec_items(vec, l.items, [&]<int V, int I>() -> int32_t {
-      if (kind == 0)
-        fused_add_rmsnorm_kernel<T, V, I, 0><<<rows, l.threads, 0, as_stream(stream)>>>(
-            as_ptr<T>(x), x_stride, as_ptr<T>(residual), residual_stride, as_ptr<const T>(weight), s);
+      auto args = std::make_tuple(as_ptr<T>(x), x_stride, as_ptr<T>(residual), residual_stride,
+                                  as_ptr<const T>(weight), s);
+      if constexpr (I == 0)
+        launch_kernel(kind == 0 ? fused_add_rmsnorm_wide_kernel<T, V, 0> : fused_add_rmsnorm_wide_kernel<T, V, 1>,
+                      rows, l.threads, stream, args);
       else
-        fused_add_rmsnorm_kernel<T, V, I, 1><<<rows, l.threads, 0, as_stream(stream)>>>(
-            as_ptr<T>(x), x_stride, as_ptr<T>(residual), residual_stride, as_ptr<const T>(weight), s);
+        launch_kernel(kind == 0 ? fused_add_rmsnorm_kernel<T, V, I, 0> : fused_add_rmsnorm_kernel<T, V, I, 1>,
+                      rows, l.threads, stream, args);
       FI_CHECK_LAUNCH("fused_add_rmsnorm");
       return FI_OK;
     });
@@ -112,7 +123,7 @@ int32_t fi_layernorm(uint64_t out, int64_t out_stride, uint64_t x, int64_t x_str
                      int32_t weight_dtype, uint64_t stream) {
   FI_GUARD_BEGIN
   const int vec = vector_width(2, {out, x}, {hidden, out_stride, x_stride});
-  if (int32_t st = check_norm_size(rows, hidden, vec)) return st;
+  if (int32_t st = check_norm_size(rows, hidden)) return st;
   if (weight_dtype != FI_F32 && weight_dtype != dtype)
     return set_error(FI_ERR_UNSUPPORTED, "layernorm: weight dtype %d must be f32 or the input's",
                      weight_dtype);
@@ -121,14 +132,14 @@ int32_t fi_layernorm(uint64_t out, int64_t out_stride, uint64_t x, int64_t x_str
   const NormShape s{hidden, hidden / vec, eps};
   return FI_DISPATCH_HALF(dtype, T, {
     return with_vec_items(vec, l.items, [&]<int V, int I>() -> int32_t {
-      if (weight_dtype == FI_F32)
-        layernorm_kernel<T, float, V, I><<<rows, l.threads, 0, as_stream(stream)>>>(
-            as_ptr<T>(out), out_stride, as_ptr<const T>(x), x_stride, as_ptr<const float>(gamma),
-            as_ptr<const float>(beta), s);
-      else
-        layernorm_kernel<T, T, V, I><<<rows, l.threads, 0, as_stream(stream)>>>(
-            as_ptr<T>(out), out_stride, as_ptr<const T>(x), x_stride, as_ptr<const T>(gamma),
-            as_ptr<const T>(beta), s);
+      auto launch_w = [&]<typename W>(W*) {
+        auto args = std::make_tuple(as_ptr<T>(out), out_stride, as_ptr<const T>(x), x_stride,
+                                    as_ptr<const W>(gamma), as_ptr<const W>(beta), s);
+        if constexpr (I == 0) launch_kernel(layernorm_wide_kernel<T, W, V>, rows, l.threads, stream, args);
+        else launch_kernel(layernorm_kernel<T, W, V, I>, rows, l.threads, stream, args);
+      };
+      if (weight_dtype == FI_F32) launch_w(static_cast<float*>(nullptr));
+      else launch_w(static_cast<T*>(nullptr));
       FI_CHECK_LAUNCH("layernorm");
       return FI_OK;
     });

@@ -1,0 +1,67 @@
+// Loader errors, in fresh processes: no library, a library of another ABI, sources that changed.
+import { spawnSync } from "node:child_process";
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { isDeno, packageRoot, selfExecutable } from "../src/runtime/platform.ts";
+import { symbols } from "../src/runtime/symbols.ts";
+import { assert, test } from "./harness.ts";
+
+/** Copies the TypeScript half (no build/) into a temp dir; optionally with cuda/ sources. */
+function sandbox(withCuda: boolean): string {
+  const dir = mkdtempSync(join(tmpdir(), "fi-loader-"));
+  for (const p of ["mod.ts", "src"]) cpSync(join(packageRoot, p), join(dir, p), { recursive: true });
+  if (withCuda) cpSync(join(packageRoot, "cuda"), join(dir, "cuda"), { recursive: true });
+  return dir;
+}
+
+function load(dir: string, env: Record<string, string>): { code: number | null; out: string } {
+  const script = `import { loadLibrary } from "${join(dir, "mod.ts")}"; try { loadLibrary(); console.log("LOADED"); } catch (e) { console.log(e.code + ": " + e.message); }`;
+  const file = join(dir, "probe.ts");
+  writeFileSync(file, script);
+  const args = isDeno ? ["run", "-A", file] : [file];
+  const r = spawnSync(selfExecutable(), args, { env: { ...process.env, ...env }, encoding: "utf8" });
+  return { code: r.status, out: (r.stdout ?? "") + (r.stderr ?? "") };
+}
+
+test("loader: no library anywhere lists every path tried", () => {
+  const dir = sandbox(false);
+  try {
+    const r = load(dir, { FLASHINFER_TS_LIB: "/nonexistent/libx.so" });
+    assert.match(r.out, /LIBRARY_NOT_FOUND: Cannot load the flashinfer-ts native library; tried:/);
+    assert.match(r.out, /\/nonexistent\/libx\.so \(not found\)/);
+    assert.match(r.out, /build\/lib\/libflashinfer_ts\.so \(not found\)/);
+    assert.match(r.out, /no cuda\/ sources/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("loader: build on demand can be disabled and says so", () => {
+  const dir = sandbox(true);
+  try {
+    const r = load(dir, { FLASHINFER_TS_NO_BUILD: "1" });
+    assert.match(r.out, /LIBRARY_NOT_FOUND/);
+    assert.match(r.out, /build on demand \(disabled\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("loader: a library of another ABI version is refused with how to rebuild", (): void => {
+  const cc = spawnSync("cc", ["--version"]);
+  if (cc.status !== 0) return; // no C compiler here: nothing to build a stand-in with
+  const dir = sandbox(false);
+  try {
+    // A stand-in library that exports every symbol but reports ABI version 999.
+    const names = [...new Set(Object.entries(symbols).map(([k, s]) => ("name" in s ? s.name : undefined) ?? k))];
+    const c = names.map((n) => (n === "fi_abi_version" ? "int fi_abi_version(void){return 999;}" : `int ${n}(void){return 0;}`)).join("\n");
+    writeFileSync(join(dir, "fake.c"), c);
+    const built = spawnSync("cc", ["-shared", "-fPIC", "-o", join(dir, "fake.so"), join(dir, "fake.c")]);
+    assert.equal(built.status, 0, String(built.stderr));
+    const r = load(dir, { FLASHINFER_TS_LIB: join(dir, "fake.so") });
+    assert.match(r.out, /speaks ABI version 999 but this code expects \d+: rebuild it with 'deno task build'/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
