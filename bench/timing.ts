@@ -5,25 +5,32 @@ import { DeviceBuffer } from "../src/runtime/memory.ts";
 
 export interface TimeOptions {
   warmup?: number;
-  iters?: number;
+  /** Timed batches; the median batch is reported. */
+  batches?: number;
+  /** Back-to-back calls per batch, between one pair of events. */
+  batch?: number;
 }
 
-/** Median microseconds of `fn` (which queues work on `stream`), timed by events around each call. */
+/**
+ * Median microseconds per call of `fn` (which queues work on `stream`): calls run back to back in
+ * batches between one pair of events, as they do inside a model step, and the median batch's mean is
+ * reported. (An event between every two kernels would add its own gap to each measurement.)
+ */
 export function timeKernel(stream: Stream, fn: (iter: number) => void, options: TimeOptions = {}): number {
-  const warmup = options.warmup ?? 10, iters = options.iters ?? 50;
-  for (let i = 0; i < warmup; i++) fn(i);
-  const events = Array.from({ length: iters + 1 }, () => new Event());
-  // Back-to-back events: each interval is one call; no host gap sits inside a timed interval as
-  // long as the host queues faster than the GPU runs.
-  events[0].record(stream);
-  for (let i = 0; i < iters; i++) {
-    fn(i);
-    events[i + 1].record(stream);
-  }
-  events[iters].synchronize();
+  const warmup = options.warmup ?? 10, batches = options.batches ?? 15, batch = options.batch ?? 10;
+  let iter = 0;
+  for (let i = 0; i < warmup; i++) fn(iter++);
+  const start = new Event(), end = new Event();
   const times: number[] = [];
-  for (let i = 0; i < iters; i++) times.push(events[i + 1].elapsedSince(events[i]) * 1e3);
-  events.forEach((e) => e.dispose());
+  for (let b = 0; b < batches; b++) {
+    start.record(stream);
+    for (let i = 0; i < batch; i++) fn(iter++);
+    end.record(stream);
+    end.synchronize();
+    times.push((end.elapsedSince(start) * 1e3) / batch);
+  }
+  start.dispose();
+  end.dispose();
   times.sort((a, b) => a - b);
   return times[Math.floor(times.length / 2)];
 }
@@ -36,7 +43,8 @@ export function copyBandwidth(stream: Stream): number {
   const lib = native();
   const us = timeKernel(stream, () => check(lib.fi_copy_async(b.ptr, a.ptr, BigInt(bytes), stream.handle), "copy"), {
     warmup: 3,
-    iters: 20,
+    batches: 5,
+    batch: 4,
   });
   return (2 * bytes) / us / 1e3;
 }

@@ -7,8 +7,10 @@ import { assertClose } from "./reference/compare.ts";
 import { layernormRef, rmsnormRef } from "./reference/ops.ts";
 import { makeRng, randn } from "./reference/random.ts";
 
-// 1 token, non-multiples of 8 (scalar and 2-wide paths), the model sizes, and the largest shape.
-const SHAPES: [number, number][] = [[1, 4096], [7, 129], [3, 130], [33, 1000], [128, 4096], [64, 8192], [5, 16384], [2, 65536], [2048, 8192]];
+// 1 token, non-multiples of 8 (scalar and 2-wide paths), the model sizes, 1024 threads a row, and a
+// row wider than the register path (the streaming kernels). The large-shape check is in
+// "rmsnorm: many rows".
+const SHAPES: [number, number][] = [[1, 4096], [7, 129], [3, 130], [33, 1000], [128, 4096], [64, 8192], [5, 16384], [2, 65536]];
 
 for (const dtype of ["f16", "bf16"] as const) {
   for (const gemma of [false, true]) {
@@ -78,4 +80,16 @@ gpuTest("rmsnorm: strided rows (a narrowed view) and 3-D input", () => {
   using o3 = rmsnorm(x3, w3);
   assert.deepEqual(o3.shape, [2, 3, 128]);
   assertClose(o3.toArray(), rmsnormRef(x3.toArray(), w3.toArray(), 6, 128, 1e-6, false), "bf16", "3-D rmsnorm");
+});
+
+gpuTest("rmsnorm: many rows (2048 x 8192, several waves of blocks)", () => {
+  const rng = makeRng();
+  const [rows, hidden] = [2048, 8192];
+  const x = roundTo("bf16", randn(rng, rows * hidden));
+  const w = roundTo("bf16", randn(rng, hidden));
+  using xt = Tensor.fromArray(x, [rows, hidden], "bf16");
+  using wt = Tensor.fromArray(w, [hidden], "bf16");
+  using out = Tensor.empty([rows, hidden], "bf16").fillBytes(0xff);
+  rmsnorm(xt, wt, { out });
+  assertClose(out.toArray(), rmsnormRef(x, w, rows, hidden, 1e-6, false), "bf16", "rmsnorm 2048x8192");
 });

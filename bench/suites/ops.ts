@@ -70,14 +70,14 @@ export const opsSuite: Suite = {
     rows.push({
       op: "applyRopePosIds bf16",
       shape: `nnz ${nnz} H32/8 D128`,
-      us: timeKernel(stream, () => applyRopePosIds(q, k, posIds, { qOut: qo, kOut: ko, stream }), { iters: 20 }),
+      us: timeKernel(stream, () => applyRopePosIds(q, k, posIds, { qOut: qo, kOut: ko, stream }), { batches: 7, batch: 4 }),
       bytes: ropeBytes,
       note: "target >= 2800 GB/s",
     });
     rows.push({
       op: "applyRopePosIdsInplace bf16",
       shape: `nnz ${nnz} H32/8 D128`,
-      us: timeKernel(stream, () => applyRopePosIdsInplace(q, k, posIds, { stream }), { iters: 20 }),
+      us: timeKernel(stream, () => applyRopePosIdsInplace(q, k, posIds, { stream }), { batches: 7, batch: 4 }),
       bytes: ropeBytes,
       note: "target >= 2800 GB/s",
     });

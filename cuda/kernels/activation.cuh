@@ -22,6 +22,8 @@ __device__ __forceinline__ float activate(float x) {
 template <typename T, int VEC, int KIND>
 __global__ void act_and_mul_kernel(T* __restrict__ out, int64_t out_stride, const T* __restrict__ x,
                                    int64_t x_stride, int64_t rows, int d) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int nvec = d / VEC;
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= rows * nvec) return;

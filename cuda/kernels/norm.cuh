@@ -22,6 +22,8 @@ __device__ __forceinline__ float apply_weight(float x, float w) {
 template <typename T, int VEC, int ITEMS, int KIND>
 __global__ void __launch_bounds__(1024) rmsnorm_kernel(T* __restrict__ out, int64_t out_stride, const T* __restrict__ x,
                                int64_t x_stride, const T* __restrict__ w, NormShape s) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ float scratch[32];
   const int64_t row = blockIdx.x;
   const T* xr = x + row * x_stride;
@@ -56,6 +58,8 @@ __global__ void __launch_bounds__(1024) rmsnorm_kernel(T* __restrict__ out, int6
 template <typename T, int VEC, int ITEMS, int KIND>
 __global__ void __launch_bounds__(1024) fused_add_rmsnorm_kernel(T* __restrict__ x, int64_t x_stride, T* __restrict__ residual,
                                          int64_t r_stride, const T* __restrict__ w, NormShape s) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ float scratch[32];
   const int64_t row = blockIdx.x;
   T* xr = x + row * x_stride;
@@ -97,6 +101,8 @@ template <typename T, typename W, int VEC, int ITEMS>
 __global__ void __launch_bounds__(1024) layernorm_kernel(T* __restrict__ out, int64_t out_stride, const T* __restrict__ x,
                                  int64_t x_stride, const W* __restrict__ gamma,
                                  const W* __restrict__ beta, NormShape s) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ float scratch[32];
   const int64_t row = blockIdx.x;
   const T* xr = x + row * x_stride;
@@ -145,6 +151,8 @@ template <typename T, int VEC, int KIND>
 __global__ void __launch_bounds__(1024) rmsnorm_wide_kernel(T* __restrict__ out, int64_t out_stride,
                                                             const T* __restrict__ x, int64_t x_stride,
                                                             const T* __restrict__ w, NormShape s) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ float scratch[32];
   const int64_t row = blockIdx.x;
   const T* xr = x + row * x_stride;
@@ -172,6 +180,8 @@ template <typename T, int VEC, int KIND>
 __global__ void __launch_bounds__(1024) fused_add_rmsnorm_wide_kernel(T* __restrict__ x, int64_t x_stride,
                                                                       T* __restrict__ residual, int64_t r_stride,
                                                                       const T* __restrict__ w, NormShape s) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ float scratch[32];
   const int64_t row = blockIdx.x;
   T* xr = x + row * x_stride;
@@ -205,6 +215,8 @@ __global__ void __launch_bounds__(1024) layernorm_wide_kernel(T* __restrict__ ou
                                                               const T* __restrict__ x, int64_t x_stride,
                                                               const W* __restrict__ gamma,
                                                               const W* __restrict__ beta, NormShape s) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ float scratch[32];
   const int64_t row = blockIdx.x;
   const T* xr = x + row * x_stride;

@@ -66,6 +66,8 @@ __device__ __forceinline__ void rope_sincos(const RopeArgs& a, int pos, int j, f
 // half and their VEC partners.
 template <typename T, int VEC, bool INTERLEAVE>
 __global__ void rope_kernel(RopeArgs a) {
+  pdl_wait();
+  pdl_launch_dependents();
   constexpr int NSC = INTERLEAVE ? VEC / 2 : VEC;
   const int token = blockIdx.x;
   const int half = a.rotary_dim / 2;

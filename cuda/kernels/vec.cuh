@@ -48,6 +48,21 @@ struct alignas(sizeof(T) * N) Vec {
   __device__ __forceinline__ void set(int i, float x) { v[i] = from_float<T>(x); }
 };
 
+// Programmatic dependent launch (sm_90+): a kernel launched with the PDL attribute may start while the
+// previous kernel on the stream finishes. pdl_wait() blocks until that kernel's writes are visible,
+// so it must come before the first global read; pdl_launch_dependents() lets the next kernel start
+// being scheduled. Both are no-ops without PDL or before sm_90.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
 __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);

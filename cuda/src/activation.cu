@@ -15,16 +15,16 @@ int32_t launch_act(uint64_t out, int64_t out_stride, uint64_t x, int64_t x_strid
   const unsigned blocks = unsigned((units + kThreads - 1) / kThreads);
   switch (kind) {
     case kSilu:
-      act_and_mul_kernel<T, V, kSilu><<<blocks, kThreads, 0, stream>>>(
-          as_ptr<T>(out), out_stride, as_ptr<const T>(x), x_stride, rows, d);
+      launch(act_and_mul_kernel<T, V, kSilu>, dim3(blocks), dim3(kThreads), 0, stream, as_ptr<T>(out),
+             out_stride, as_ptr<const T>(x), x_stride, int64_t(rows), d);
       break;
     case kGelu:
-      act_and_mul_kernel<T, V, kGelu><<<blocks, kThreads, 0, stream>>>(
-          as_ptr<T>(out), out_stride, as_ptr<const T>(x), x_stride, rows, d);
+      launch(act_and_mul_kernel<T, V, kGelu>, dim3(blocks), dim3(kThreads), 0, stream, as_ptr<T>(out),
+             out_stride, as_ptr<const T>(x), x_stride, int64_t(rows), d);
       break;
     default:
-      act_and_mul_kernel<T, V, kGeluTanh><<<blocks, kThreads, 0, stream>>>(
-          as_ptr<T>(out), out_stride, as_ptr<const T>(x), x_stride, rows, d);
+      launch(act_and_mul_kernel<T, V, kGeluTanh>, dim3(blocks), dim3(kThreads), 0, stream, as_ptr<T>(out),
+             out_stride, as_ptr<const T>(x), x_stride, int64_t(rows), d);
   }
   FI_CHECK_LAUNCH("act_and_mul");
   return FI_OK;

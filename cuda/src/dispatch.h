@@ -18,6 +18,25 @@
 
 namespace fi {
 
+// Launches kernel<<<grid, block, smem, stream>>>(args...) with programmatic dependent launch on, so
+// its blocks can be scheduled while the previous kernel on the stream drains (the kernels call
+// pdl_wait() before touching memory). Works inside CUDA graph capture too.
+template <typename... Params, typename... Args>
+cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   Args&&... args) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+}
+
 // The widest vector of `elem_bytes`-sized elements, at most 16 bytes, that every address and stride
 // allows: the kernels load whole vectors, so each must be aligned to the vector's size.
 inline int vector_width(int elem_bytes, std::initializer_list<uint64_t> ptrs,

@@ -54,11 +54,11 @@ int32_t check_norm_size(int rows, int hidden) {
   return FI_OK;
 }
 
-// Launches kernel<<<rows, threads, 0, stream>>> with a tuple of arguments.
+// Launches kernel over `rows` blocks with a tuple of arguments (with PDL, see dispatch.h).
 template <typename... Params, typename... Args>
 void launch_kernel(void (*kernel)(Params...), int rows, int threads, uint64_t stream,
                    const std::tuple<Args...>& args) {
-  std::apply([&](auto... a) { kernel<<<rows, threads, 0, as_stream(stream)>>>(a...); }, args);
+  std::apply([&](auto... a) { launch(kernel, dim3(rows), dim3(threads), 0, as_stream(stream), a...); }, args);
 }
 
 }  // namespace

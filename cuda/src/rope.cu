@@ -20,7 +20,7 @@ int32_t launch_rope(const RopeArgs& a, cudaStream_t stream) {
   int hy = 128 / units;
   if (hy < 1) hy = 1;
   if (hy > heads) hy = heads;
-  rope_kernel<T, V, IL><<<a.nnz, dim3(units, hy), 0, stream>>>(a);
+  launch(rope_kernel<T, V, IL>, dim3(a.nnz), dim3(units, hy), 0, stream, a);
   FI_CHECK_LAUNCH("rope");
   return FI_OK;
 }
