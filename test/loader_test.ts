@@ -1,6 +1,6 @@
 // Loader errors, in fresh processes: no library, a library of another ABI, sources that changed.
 import { spawnSync } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { isDeno, packageRoot, selfExecutable } from "../src/runtime/platform.ts";
@@ -61,6 +61,41 @@ test("loader: a library of another ABI version is refused with how to rebuild", 
     assert.equal(built.status, 0, String(built.stderr));
     const r = load(dir, { FLASHINFER_TS_LIB: join(dir, "fake.so") });
     assert.match(r.out, /speaks ABI version 999 but this code expects \d+: rebuild it with 'deno task build'/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("loader: a library built from other sources is refused, naming both hashes", () => {
+  const lib = join(packageRoot, "build", "lib", "libflashinfer_ts.so");
+  if (!existsSync(lib)) return; // nothing built here to copy
+  const dir = sandbox(true);
+  try {
+    mkdirSync(join(dir, "build", "lib"), { recursive: true });
+    cpSync(lib, join(dir, "build", "lib", "libflashinfer_ts.so"));
+    appendFileSync(join(dir, "cuda", "src", "runtime.cu"), "\n// an edit after the build\n");
+    const r = load(dir, { FLASHINFER_TS_NO_BUILD: "1" });
+    assert.match(r.out, /was built from other sources \(library [0-9a-f]{16}, sources [0-9a-f]{16}\): rebuild it with 'deno task build'/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("loader: without a GPU, device use fails with NO_GPU instead of a failing launch", () => {
+  const lib = join(packageRoot, "build", "lib", "libflashinfer_ts.so");
+  if (!existsSync(lib) || existsSync("/dev/nvidia0")) return; // needs the library and no GPU
+  const dir = sandbox(false);
+  try {
+    const probe = join(dir, "gpu.ts");
+    writeFileSync(probe, `import { Device, rmsnorm, Tensor } from "${join(dir, "mod.ts")}";
+console.log("count", Device.count());
+try { Tensor.empty([4], "f32"); } catch (e) { console.log(e.code + ": " + e.message); }
+try { Device.current(); } catch (e) { console.log(e.code + ": " + e.message); }`);
+    const r = spawnSync(selfExecutable(), isDeno ? ["run", "-A", probe] : [probe], { env: { ...process.env, FLASHINFER_TS_LIB: lib }, encoding: "utf8" });
+    const out = r.stdout + r.stderr;
+    assert.match(out, /count 0/);
+    assert.match(out, /NO_GPU: cudaMalloc\(16 bytes\) failed: no usable CUDA device \(no GPU, or no driver\): cudaMalloc: /);
+    assert.match(out, /NO_GPU: Cannot run on the GPU as no CUDA device was found/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -20,7 +20,10 @@ inline int32_t cuda_status(cudaError_t err, const char* what) {
   cudaGetLastError();  // clear the sticky-free error state so later calls are not blamed
   int32_t code = (err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver) ? FI_ERR_NO_DEVICE
                                                                                   : FI_ERR_CUDA;
-  return set_error(code, "%s failed: %s (%s)", what, cudaGetErrorString(err), cudaGetErrorName(err));
+  // `what` is the failing call's source text; its function name is enough for the message.
+  int name_len = 0;
+  while (what[name_len] && what[name_len] != '(') ++name_len;
+  return set_error(code, "%.*s: %s (%s)", name_len, what, cudaGetErrorString(err), cudaGetErrorName(err));
 }
 
 inline cudaStream_t as_stream(uint64_t s) { return reinterpret_cast<cudaStream_t>(s); }

@@ -156,6 +156,8 @@ export function lastError(): string {
 /** Throws a FlashInferError for a non-zero native status; `what` names the operation. */
 export function check(status: number, what: string): void {
   if (status !== 0) {
-    throw new FlashInferError(codeOfStatus(status), `${what} failed: ${lastError()}`);
+    const code = codeOfStatus(status);
+    const hint = code === "NO_GPU" ? "no usable CUDA device (no GPU, or no driver): " : "";
+    throw new FlashInferError(code, `${what} failed: ${hint}${lastError()}`);
   }
 }
