@@ -49,9 +49,13 @@ interface Frequencies {
   oldContextLen: number;
 }
 
-const params = new ArrayBuffer(200); // fi_rope_params in cuda/include/flashinfer_ts.h
-const view = new DataView(params);
+// fi_rope_params (cuda/include/flashinfer_ts.h), written through typed views at its field offsets.
+const params = new ArrayBuffer(200);
 const paramBytes = new Uint8Array(params);
+const paramPtrs = new BigUint64Array(params, 0, 8);
+const paramStrides = new BigInt64Array(params, 64, 8);
+const paramInts = new Int32Array(params, 128, 12);
+const paramFloats = new Float32Array(params, 176, 6);
 
 /** Checks q/k as [nnz, H, D] (or [nnz, H * headSize] when headSize is given) and returns 3-D shapes. */
 function heads(op: string, arg: string, t: Tensor, headSize?: number): { heads: number; dim: number; sn: number; sh: number } {
@@ -142,11 +146,10 @@ function launch(
     invalid(op, "q", "4-byte aligned with even strides for interleaved rotation", `=strides ${show(strides)}`);
   }
 
-  [ptrs[0], ptrs[1], ptrs[2], ptrs[3], indptr, offsets, posIds, cosSin].forEach((p, i) => view.setBigUint64(i * 8, p, true));
-  strides.forEach((s, i) => view.setBigInt64(64 + i * 8, BigInt(s), true));
-  const ints = [nnz, batch, qs.heads, ks.heads, qs.dim, rotaryDim, interleave ? 1 : 0, pos.mode, posDtype, freq.mode, DTYPE_CODE[q.dtype], cacheRows];
-  ints.forEach((v, i) => view.setInt32(128 + i * 4, v, true));
-  [freq.scale, freq.theta, freq.low, freq.high, freq.oldContextLen, 0].forEach((v, i) => view.setFloat32(176 + i * 4, v, true));
+  paramPtrs.set([ptrs[0], ptrs[1], ptrs[2], ptrs[3], indptr, offsets, posIds, cosSin]);
+  for (let i = 0; i < 8; i++) paramStrides[i] = BigInt(strides[i]);
+  paramInts.set([nnz, batch, qs.heads, ks.heads, qs.dim, rotaryDim, interleave ? 1 : 0, pos.mode, posDtype, freq.mode, DTYPE_CODE[q.dtype], cacheRows]);
+  paramFloats.set([freq.scale, freq.theta, freq.low, freq.high, freq.oldContextLen, 0]);
   check(native().fi_apply_rope(paramBytes, streamHandle(options.stream)), op);
   return { q: qOut, k: kOut };
 }
