@@ -61,6 +61,17 @@ __device__ __forceinline__ void rope_sincos(const RopeArgs& a, int pos, int j, f
   }
 }
 
+// The input and output rows of head h of `token`, where heads [0, Hq) are q's and the rest k's.
+template <typename T>
+__device__ __forceinline__ void head_rows(const RopeArgs& a, int token, int h, const T** src, T** dst) {
+  const bool is_q = h < a.num_q_heads;
+  const long long hh = is_q ? h : h - a.num_q_heads;
+  *src = static_cast<const T*>(is_q ? a.q : a.k) + token * (is_q ? a.q_stride_n : a.k_stride_n) +
+         hh * (is_q ? a.q_stride_h : a.k_stride_h);
+  *dst = static_cast<T*>(is_q ? a.q_out : a.k_out) + token * (is_q ? a.qo_stride_n : a.ko_stride_n) +
+         hh * (is_q ? a.qo_stride_h : a.ko_stride_h);
+}
+
 // INTERLEAVE: pairs (2j, 2j + 1), a unit holds VEC / 2 pairs.
 // Otherwise (NeoX): element i pairs with i + rotary_dim / 2; a unit holds VEC elements of the first
 // half and their VEC partners.
@@ -83,12 +94,9 @@ __global__ void rope_kernel(RopeArgs a) {
       rope_sincos(a, pos, j, &sn[e], &cs[e]);
     }
     for (int h = threadIdx.y; h < heads; h += blockDim.y) {
-      const bool is_q = h < a.num_q_heads;
-      const int hh = is_q ? h : h - a.num_q_heads;
-      const T* src = static_cast<const T*>(is_q ? a.q : a.k) +
-                     token * (is_q ? a.q_stride_n : a.k_stride_n) + hh * (is_q ? a.q_stride_h : a.k_stride_h);
-      T* dst = static_cast<T*>(is_q ? a.q_out : a.k_out) +
-               token * (is_q ? a.qo_stride_n : a.ko_stride_n) + hh * (is_q ? a.qo_stride_h : a.ko_stride_h);
+      const T* src;
+      T* dst;
+      head_rows(a, token, h, &src, &dst);
       if constexpr (INTERLEAVE) {
         Vec<T, VEC> x, o;
         x.load(src + u * VEC);
@@ -119,12 +127,9 @@ __global__ void rope_kernel(RopeArgs a) {
     const int tid = threadIdx.y * blockDim.x + threadIdx.x;
     for (int w = tid; w < heads * rest; w += blockDim.x * blockDim.y) {
       const int h = w / rest, d = a.rotary_dim + w % rest;
-      const bool is_q = h < a.num_q_heads;
-      const int hh = is_q ? h : h - a.num_q_heads;
-      const T* src = static_cast<const T*>(is_q ? a.q : a.k) +
-                     token * (is_q ? a.q_stride_n : a.k_stride_n) + hh * (is_q ? a.q_stride_h : a.k_stride_h);
-      T* dst = static_cast<T*>(is_q ? a.q_out : a.k_out) +
-               token * (is_q ? a.qo_stride_n : a.ko_stride_n) + hh * (is_q ? a.qo_stride_h : a.ko_stride_h);
+      const T* src;
+      T* dst;
+      head_rows(a, token, h, &src, &dst);
       dst[d] = src[d];
     }
   }
