@@ -5,6 +5,8 @@ import { fusedAddRmsnorm, rmsnorm } from "../../src/ops/norm.ts";
 import { siluAndMul } from "../../src/ops/activation.ts";
 import { applyRopePosIdsInplace, applyRopePosIds } from "../../src/ops/rope.ts";
 import { timeKernel } from "../timing.ts";
+import { DeviceBuffer } from "../../src/runtime/memory.ts";
+import { check, native } from "../../src/runtime/library.ts";
 import type { Row, Suite } from "./types.ts";
 
 /** Enough copies of the inputs that one pass over all of them is several times the L2. */
@@ -24,6 +26,20 @@ export const opsSuite: Suite = {
   name: "ops",
   run(stream: Stream): Row[] {
     const rows: Row[] = [];
+    // What a plain device copy reaches at the byte counts of the large shapes: the ceiling at that size.
+    for (const mib of [32, 48, 128]) {
+      const bytes = mib << 20;
+      const n = copiesFor(2 * bytes);
+      const bufs = Array.from({ length: 2 * n }, () => new DeviceBuffer(bytes));
+      rows.push({
+        op: "device copy (cudaMemcpyAsync)",
+        shape: `${mib} MiB`,
+        us: timeKernel(stream, (i) => check(native().fi_copy_async(bufs[2 * (i % n)].ptr, bufs[2 * (i % n) + 1].ptr, BigInt(bytes), stream.handle), "copy")),
+        bytes: 2 * bytes,
+        note: "the ceiling at this size (read + write)",
+      });
+      bufs.forEach((b) => b.dispose());
+    }
     for (const [t, h] of [[1, 4096], [128, 4096], [2048, 8192], [16384, 4096]]) {
       const bytes = t * h * 2;
       const n = copiesFor(4 * bytes);
