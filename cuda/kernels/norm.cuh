@@ -53,53 +53,6 @@ __global__ void __launch_bounds__(1024) rmsnorm_kernel(T* __restrict__ out, int6
   }
 }
 
-// Persistent RMSNorm: gridDim.x blocks walk the rows; each keeps the weights in registers and loads
-// row r + gridDim.x while it reduces and writes row r, so DRAM never waits on a block's reduction.
-template <typename T, int VEC, int ITEMS, int KIND>
-__global__ void __launch_bounds__(1024) rmsnorm_persistent_kernel(T* __restrict__ out, int64_t out_stride,
-                                                                  const T* __restrict__ x, int64_t x_stride,
-                                                                  const T* __restrict__ w, NormShape s, int rows) {
-  pdl_wait();
-  pdl_launch_dependents();
-  __shared__ float scratch[32];
-  Vec<T, VEC> wv[ITEMS], cur[ITEMS], next[ITEMS];
-  int row = blockIdx.x;
-#pragma unroll
-  for (int i = 0; i < ITEMS; ++i) {
-    const int j = i * blockDim.x + threadIdx.x;
-    if (j < s.nvec) {
-      wv[i].load(w + j * VEC);
-      if (row < rows) cur[i].load_stream(x + int64_t(row) * x_stride + j * VEC);
-    }
-  }
-  for (; row < rows; row += gridDim.x) {
-    const int nrow = row + gridDim.x;
-    float sum_sq = 0.f;
-#pragma unroll
-    for (int i = 0; i < ITEMS; ++i) {
-      const int j = i * blockDim.x + threadIdx.x;
-      if (j < s.nvec) {
-        if (nrow < rows) next[i].load_stream(x + int64_t(nrow) * x_stride + j * VEC);
-#pragma unroll
-        for (int e = 0; e < VEC; ++e) sum_sq += cur[i].f(e) * cur[i].f(e);
-      }
-    }
-    const float rms = rsqrtf(block_sum(sum_sq, scratch) / s.hidden + s.eps);
-    T* orow = out + int64_t(row) * out_stride;
-#pragma unroll
-    for (int i = 0; i < ITEMS; ++i) {
-      const int j = i * blockDim.x + threadIdx.x;
-      if (j < s.nvec) {
-        Vec<T, VEC> o;
-#pragma unroll
-        for (int e = 0; e < VEC; ++e) o.set(e, apply_weight<KIND>(cur[i].f(e) * rms, wv[i].f(e)));
-        o.store(orow + j * VEC);
-        cur[i] = next[i];
-      }
-    }
-  }
-}
-
 // residual = x + residual; x = norm(residual) * weight. The sum is kept in float for the norm, as
 // FlashInfer does; residual stores its rounded value.
 template <typename T, int VEC, int ITEMS, int KIND>

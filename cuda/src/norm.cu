@@ -1,7 +1,5 @@
 // extern "C" entry points for RMSNorm, fused add + RMSNorm and LayerNorm.
 #include <initializer_list>
-#include <algorithm>
-#include <cstdlib>
 #include <tuple>
 
 #include "../kernels/norm.cuh"
@@ -56,16 +54,6 @@ int32_t check_norm_size(int rows, int hidden) {
   return FI_OK;
 }
 
-// How many blocks of `threads` threads fit on the whole GPU at once (for persistent kernels).
-template <typename K>
-int resident_blocks(K kernel, int threads) {
-  int device = 0, sms = 0, per_sm = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
-  return std::max(1, per_sm) * sms;
-}
-
 // Launches kernel over `rows` blocks with a tuple of arguments (with PDL, see dispatch.h).
 template <typename... Params, typename... Args>
 void launch_kernel(void (*kernel)(Params...), int rows, int threads, uint64_t stream,
@@ -93,19 +81,10 @@ int32_t fi_rmsnorm(uint64_t out, int64_t out_stride, uint64_t x, int64_t x_strid
     return with_vec_items(vec, l.items, [&]<int V, int I>() -> int32_t {
       auto args = std::make_tuple(as_ptr<T>(out), out_stride, as_ptr<const T>(x), x_stride,
                                   as_ptr<const T>(weight), s);
-      if constexpr (I == 0) {
+      if constexpr (I == 0)
         launch_kernel(kind == 0 ? rmsnorm_wide_kernel<T, V, 0> : rmsnorm_wide_kernel<T, V, 1>, rows, l.threads, stream, args);
-      } else {
-        static const bool persistent = getenv("FI_NORM_PERSISTENT") && getenv("FI_NORM_PERSISTENT")[0] == '1';
-        if (persistent) {
-          auto kernel = kind == 0 ? rmsnorm_persistent_kernel<T, V, I, 0> : rmsnorm_persistent_kernel<T, V, I, 1>;
-          const int grid = std::min(rows, resident_blocks(kernel, l.threads));
-          FI_CUDA(launch(kernel, dim3(grid), dim3(l.threads), 0, as_stream(stream), as_ptr<T>(out), out_stride,
-                         as_ptr<const T>(x), x_stride, as_ptr<const T>(weight), s, rows));
-        } else {
-          launch_kernel(kind == 0 ? rmsnorm_kernel<T, V, I, 0> : rmsnorm_kernel<T, V, I, 1>, rows, l.threads, stream, args);
-        }
-      }
+      else
+        launch_kernel(kind == 0 ? rmsnorm_kernel<T, V, I, 0> : rmsnorm_kernel<T, V, I, 1>, rows, l.threads, stream, args);
       FI_CHECK_LAUNCH("rmsnorm");
       return FI_OK;
     });
