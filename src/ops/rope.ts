@@ -35,6 +35,12 @@ export interface Llama31RopeOptions extends RopeOptions {
   oldContextLen?: number;
 }
 
+/** The rotated q and k (new tensors unless qOut / kOut were given). */
+export interface RopeResult {
+  q: Tensor;
+  k: Tensor;
+}
+
 type Positions =
   | { mode: 0; indptr: Tensor; offsets: Tensor }
   | { mode: 1; posIds: Tensor }
@@ -79,7 +85,7 @@ function launch(
   freq: Frequencies,
   options: RopeOptions,
   headSize?: number,
-): { q: Tensor; k: Tensor } {
+): RopeResult {
   const qs = heads(op, "q", q, headSize);
   const ks = heads(op, "k", k, headSize);
   expectSameDtype(op, "k", k, q, "q");
@@ -170,27 +176,27 @@ function llama31(o: Llama31RopeOptions): Frequencies {
 }
 
 /** RoPE with positions from indptr [batch + 1] and offsets [batch] (i32 device tensors). */
-export function applyRope(q: Tensor, k: Tensor, indptr: Tensor, offsets: Tensor, options: RopeOptions = {}) {
+export function applyRope(q: Tensor, k: Tensor, indptr: Tensor, offsets: Tensor, options: RopeOptions = {}): RopeResult {
   return launch("applyRope", q, k, false, { mode: 0, indptr, offsets }, standard(options), options);
 }
 export function applyRopeInplace(q: Tensor, k: Tensor, indptr: Tensor, offsets: Tensor, options: RopeOptions = {}): void {
   launch("applyRopeInplace", q, k, true, { mode: 0, indptr, offsets }, standard(options), options);
 }
 /** RoPE with one position id per token (i32 or i64 [nnz]). */
-export function applyRopePosIds(q: Tensor, k: Tensor, posIds: Tensor, options: RopeOptions = {}) {
+export function applyRopePosIds(q: Tensor, k: Tensor, posIds: Tensor, options: RopeOptions = {}): RopeResult {
   return launch("applyRopePosIds", q, k, false, { mode: 1, posIds }, standard(options), options);
 }
 export function applyRopePosIdsInplace(q: Tensor, k: Tensor, posIds: Tensor, options: RopeOptions = {}): void {
   launch("applyRopePosIdsInplace", q, k, true, { mode: 1, posIds }, standard(options), options);
 }
 /** Llama 3.1's RoPE (frequency smoothing; defaults scale 8, theta 5e5, factors 1 and 4, context 8192). */
-export function applyLlama31Rope(q: Tensor, k: Tensor, indptr: Tensor, offsets: Tensor, options: Llama31RopeOptions = {}) {
+export function applyLlama31Rope(q: Tensor, k: Tensor, indptr: Tensor, offsets: Tensor, options: Llama31RopeOptions = {}): RopeResult {
   return launch("applyLlama31Rope", q, k, false, { mode: 0, indptr, offsets }, llama31(options), options);
 }
 export function applyLlama31RopeInplace(q: Tensor, k: Tensor, indptr: Tensor, offsets: Tensor, options: Llama31RopeOptions = {}): void {
   launch("applyLlama31RopeInplace", q, k, true, { mode: 0, indptr, offsets }, llama31(options), options);
 }
-export function applyLlama31RopePosIds(q: Tensor, k: Tensor, posIds: Tensor, options: Llama31RopeOptions = {}) {
+export function applyLlama31RopePosIds(q: Tensor, k: Tensor, posIds: Tensor, options: Llama31RopeOptions = {}): RopeResult {
   return launch("applyLlama31RopePosIds", q, k, false, { mode: 1, posIds }, llama31(options), options);
 }
 export function applyLlama31RopePosIdsInplace(q: Tensor, k: Tensor, posIds: Tensor, options: Llama31RopeOptions = {}): void {
