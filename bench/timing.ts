@@ -9,6 +9,8 @@ export interface TimeOptions {
   batches?: number;
   /** Back-to-back calls per batch, between one pair of events. */
   batch?: number;
+  /** Total timed calls, as an alternative to `batches` (split into batches of `batch`). */
+  iters?: number;
 }
 
 /**
@@ -17,7 +19,8 @@ export interface TimeOptions {
  * reported. (An event between every two kernels would add its own gap to each measurement.)
  */
 export function timeKernel(stream: Stream, fn: (iter: number) => void, options: TimeOptions = {}): number {
-  const warmup = options.warmup ?? 10, batches = options.batches ?? 15, batch = options.batch ?? 10;
+  const warmup = options.warmup ?? 10, batch = options.batch ?? 10;
+  const batches = options.batches ?? (options.iters ? Math.max(3, Math.round(options.iters / batch)) : 15);
   let iter = 0;
   for (let i = 0; i < warmup; i++) fn(iter++);
   const start = new Event(), end = new Event();
