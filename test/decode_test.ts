@@ -245,7 +245,7 @@ gpuTest("decode: singleDecodeWithKvCache NHD and HND, with LSE", () => {
 
 gpuTest("decode: CUDA-graph replays match eager runs across re-plans", () => {
   const rng = makeRng(seed + 11);
-  const hqo = 32, hkv = 8, d = 128, ps = 16, maxBatch = 32, maxPages = 4096;
+  const hqo = 32, hkv = 8, d = 128, ps = 16, maxBatch = 32, maxPages = 20000;
   const numPages = 512;
   const raw = randomRaw(rng, "bf16", numPages * 2 * ps * hkv * d);
   using cache = Tensor.fromRaw(raw, [numPages, 2, ps, hkv, d], "bf16");

@@ -78,6 +78,7 @@ extern "C" int32_t fi_batch_decode_run(const uint8_t* params, uint64_t stream) {
   a.group = p.num_qo_heads / p.num_kv_heads;
   a.head_groups = (a.group + 15) / 16;
   a.page_size = p.page_size;
+  a.page_shift = (p.page_size & (p.page_size - 1)) ? -1 : __builtin_ctz(p.page_size);
   a.qk_scale = p.sm_scale * p.k_scale;
   a.soft_cap = p.logits_soft_cap;
   a.v_scale = p.v_scale;

@@ -118,6 +118,7 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
   readonly maxBatchSize: number;
   readonly maxPages: number;
   readonly #numSms: number | undefined;
+  #deviceSms: number | undefined;
   #plan: Plan | undefined;
   #pinned: [PinnedBuffer | undefined, PinnedBuffer | undefined] = [undefined, undefined];
   #events: [Event | undefined, Event | undefined] = [undefined, undefined];
@@ -186,7 +187,7 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       if (pages > this.maxPages) invalid(op, "indices", `at most maxPages ${this.maxPages} pages (indptr[B])`, `=${pages} pages`);
     }
 
-    const numSms = this.#numSms ?? Device.current().smCount;
+    const numSms = this.#numSms ?? (this.#deviceSms ??= Device.current().smCount);
     const group = numQoHeads / numKvHeads;
     const ctasPerItem = numKvHeads * Math.ceil(group / 16);
     const ctasPerSm = decodeCtasPerSm(headDim);

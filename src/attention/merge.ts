@@ -30,13 +30,31 @@ function merge(mode: number, v: Tensor, s: Tensor, vb: Tensor | undefined, sb: T
     rows, states, heads, d, DTYPE_CODE[v.dtype], streamHandle(stream)), op);
 }
 
+export interface MergeOutputOptions {
+  /** Outputs [n, H, D] and [n, H] float32, allocated when omitted. */
+  vOut?: Tensor;
+  sOut?: Tensor;
+  stream?: StreamLike;
+}
+
+function outputs(op: string, o: MergeOutputOptions, dtype: DType, n: number, h: number, d: number): { v: Tensor; s: Tensor } {
+  const v = o.vOut ?? Tensor.empty([n, h, d], dtype), s = o.sOut ?? Tensor.empty([n, h], "f32");
+  expectTensor(op, "vOut", v, [dtype]);
+  expectShape(op, "vOut", v, [n, h, d]);
+  if (!v.isContiguous()) invalid(op, "vOut", "contiguous", `=strides ${show(v.strides)}`);
+  expectTensor(op, "sOut", s, ["f32"]);
+  expectShape(op, "sOut", s, [n, h]);
+  if (!s.isContiguous()) invalid(op, "sOut", "contiguous", `=strides ${show(s.strides)}`);
+  return { v, s };
+}
+
 /** Merges (vA, sA) and (vB, sB), [n, H, D] and [n, H] float32, into new tensors. */
-export function mergeState(vA: Tensor, sA: Tensor, vB: Tensor, sB: Tensor, options: { stream?: StreamLike } = {}): { v: Tensor; s: Tensor } {
+export function mergeState(vA: Tensor, sA: Tensor, vB: Tensor, sB: Tensor, options: MergeOutputOptions = {}): { v: Tensor; s: Tensor } {
   const op = "merge states";
   const [n, h, d] = expectState(op, "vA", "sA", vA, sA);
   expectState(op, "vB", "sB", vB, sB, vA.dtype);
   expectShape(op, "vB", vB, vA.shape);
-  const v = Tensor.empty(vA.shape, vA.dtype), s = Tensor.empty([n, h], "f32");
+  const { v, s } = outputs(op, options, vA.dtype, n, h, d);
   merge(1, vA, sA, vB, sB, v, s, undefined, n, 2, h, d, options.stream, op);
   return { v, s };
 }
@@ -55,7 +73,7 @@ export function mergeStateInPlace(v: Tensor, s: Tensor, vOther: Tensor, sOther: 
 }
 
 /** Merges the S states of each row: v [n, S, H, D], s [n, S, H] float32 -> v [n, H, D], s [n, H]. */
-export function mergeStates(v: Tensor, s: Tensor, options: { stream?: StreamLike } = {}): { v: Tensor; s: Tensor } {
+export function mergeStates(v: Tensor, s: Tensor, options: MergeOutputOptions = {}): { v: Tensor; s: Tensor } {
   const op = "merge states";
   expectTensor(op, "v", v, HALF);
   expectRank(op, "v", v, 4);
@@ -65,7 +83,7 @@ export function mergeStates(v: Tensor, s: Tensor, options: { stream?: StreamLike
   expectTensor(op, "s", s, ["f32"]);
   expectShape(op, "s", s, [n, states, h]);
   if (!s.isContiguous()) invalid(op, "s", "contiguous", `=strides ${show(s.strides)}`);
-  const vo = Tensor.empty([n, h, d], v.dtype), so = Tensor.empty([n, h], "f32");
+  const { v: vo, s: so } = outputs(op, options, v.dtype, n, h, d);
   merge(0, v, s, undefined, undefined, vo, so, undefined, n, states, h, d, options.stream, op);
   return { v: vo, s: so };
 }

@@ -128,18 +128,28 @@ export function checkPageTable(
     }
     lens[b] = pages > 0 ? (pages - 1) * pageSize + last : 0;
   }
-  let min = 0, max = -1;
   const n = indptr[batch];
-  for (let i = 0; i < n; i++) {
-    const x = indices[i];
-    if (x < min) min = x;
-    if (x > max) max = x;
-  }
-  if (min < 0 || max >= numPages) {
+  const { max, negative } = scanIndices(indices, n);
+  if (negative || max >= numPages) {
     const bad = indices.subarray(0, n).findIndex((x) => x < 0 || x >= numPages);
     invalid(op, "indices", `in [0, ${numPages}) (the cache's pages)`, `=indices[${bad}] = ${indices[bad]}`);
   }
   return { batch, seqLens: lens, maxIndex: max };
+}
+
+/** The largest of indices[0, n) and whether any is negative; unrolled by 4 (this runs on every plan). */
+function scanIndices(a: Int32Array, n: number): { max: number; negative: boolean } {
+  let mx = -1, or = 0, i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const x = a[i], y = a[i + 1], z = a[i + 2], w = a[i + 3];
+    or |= x | y | z | w;
+    mx = Math.max(mx, x, y, z, w);
+  }
+  for (; i < n; i++) {
+    or |= a[i];
+    mx = Math.max(mx, a[i]);
+  }
+  return { max: mx, negative: or < 0 };
 }
 
 function expectI32Vector(op: string, arg: string, t: Tensor, length?: number): void {

@@ -34,7 +34,7 @@ struct DecodeArgs {
   float* tmp_lse;      // [partial rows, num_qo_heads]
   int64_t q_sb, q_sh, o_sb, o_sh;
   int64_t kv_sp, kv_ss, kv_sh;  // page, slot (token) and head strides of k and v, in elements
-  int num_qo_heads, group, head_groups, page_size;
+  int num_qo_heads, group, head_groups, page_size, page_shift;
   float qk_scale;  // sm_scale * k_scale
   float soft_cap;  // 0: off
   float v_scale;
@@ -104,10 +104,12 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
   constexpr int STAGES = decode_stages<D, FP8>();
   constexpr int ROW_BYTES = D * int(sizeof(TKV));
   constexpr int CH = ROW_BYTES / 16;  // 16-byte chunks in one KV row
-  constexpr int RSTEP = kDecodeThreads / CH;
-  constexpr int RPT = TILE / RSTEP;  // rows each thread copies per tile
+  // Each warp copies exactly the 16 rows of a tile it computes on, so warps synchronize only with
+  // themselves (__syncwarp) inside the loop: 4 independent pipelines, no CTA barrier per tile.
+  constexpr int RSTEP = 32 / CH;  // rows one pass of a warp covers
+  constexpr int RPT = 16 / RSTEP;  // rows each lane copies per tile
   constexpr int STAGE_BYTES = TILE * ROW_BYTES;
-  static_assert(RPT >= 1 && TILE % RSTEP == 0, "tile shape");
+  static_assert(32 % CH == 0 && RPT >= 1, "tile shape");
 
   extern __shared__ __align__(128) uint8_t smem[];
   T* sq = reinterpret_cast<T*>(smem);
@@ -147,7 +149,8 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
 
   // ---- the copy pipeline ----
   const int ntiles = (kv_end - kv_start + TILE - 1) / TILE;
-  const int lc = tid % CH, lr0 = tid / CH;
+  const int lc = lane % CH, lr0 = warp * 16 + lane / CH;
+  const int shift = a.page_shift;  // page size 2^shift, or -1: divide
   const TKV* kbase = static_cast<const TKV*>(a.k) + int64_t(kvh) * a.kv_sh;
   const TKV* vbase = static_cast<const TKV*>(a.v) + int64_t(kvh) * a.kv_sh;
   int pages[RPT];  // page ids of this thread's rows in the next tile to issue (loaded one tile ahead)
@@ -155,7 +158,8 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
 #pragma unroll
     for (int i = 0; i < RPT; i++) {
       const int pos = kv_start + t * TILE + lr0 + i * RSTEP;
-      pages[i] = pos < kv_end ? __ldg(a.indices + page_base + pos / a.page_size) : 0;
+      const int page = shift >= 0 ? pos >> shift : pos / a.page_size;
+      pages[i] = pos < kv_end ? __ldg(a.indices + page_base + page) : 0;
     }
   };
   auto issue = [&](int t, int stage) {
@@ -164,7 +168,8 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
       const int r = lr0 + i * RSTEP;
       const int pos = kv_start + t * TILE + r;
       const bool valid = pos < kv_end;
-      const int64_t off = valid ? int64_t(pages[i]) * a.kv_sp + int64_t(pos % a.page_size) * a.kv_ss : 0;
+      const int slot = shift >= 0 ? pos & ((1 << shift) - 1) : pos % a.page_size;
+      const int64_t off = valid ? int64_t(pages[i]) * a.kv_sp + int64_t(slot) * a.kv_ss : 0;
       const int dst = FP8 ? r * ROW_BYTES + lc * 16 : swz<D>(r, lc) * 2;
       cp_async_16(sk + stage * STAGE_BYTES + dst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid);
       cp_async_16(sv + stage * STAGE_BYTES + dst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid);
@@ -192,6 +197,8 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
     slope[1] = r0 + 8 < rows ? a.alibi[qh0 + r0 + 8] : 0.f;
   }
 
+  __syncthreads();  // q is in shared memory
+  const int wrow = warp * 16;
   for (int t = 0; t < ntiles; t++) {
     const int next = t + STAGES - 1;
     if (next < ntiles) {
@@ -200,7 +207,7 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
     }
     cp_async_commit();
     cp_async_wait<STAGES - 1>();
-    __syncthreads();
+    __syncwarp();
 
     const int stage = t % STAGES;
     const int tile_pos = kv_start + t * TILE;
@@ -208,8 +215,8 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
     T* vs = FP8 ? vc : reinterpret_cast<T*>(sv + stage * STAGE_BYTES);
     if constexpr (FP8) {
       // 16 fp8 values (one raw chunk) become two 16-byte chunks of T.
-      for (int idx = tid; idx < TILE * CH; idx += kDecodeThreads) {
-        const int r = idx / CH, c = idx % CH;
+      for (int idx = lane; idx < 16 * CH; idx += 32) {
+        const int r = wrow + idx / CH, c = idx % CH;
         const uint4 kr = *reinterpret_cast<const uint4*>(sk + stage * STAGE_BYTES + r * ROW_BYTES + c * 16);
         const uint4 vr = *reinterpret_cast<const uint4*>(sv + stage * STAGE_BYTES + r * ROW_BYTES + c * 16);
         *reinterpret_cast<uint4*>(kc + swz<D>(r, 2 * c)) = fp8x8_to<T, TKV>(make_uint2(kr.x, kr.y));
@@ -217,19 +224,18 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
         *reinterpret_cast<uint4*>(vc + swz<D>(r, 2 * c)) = fp8x8_to<T, TKV>(make_uint2(vr.x, vr.y));
         *reinterpret_cast<uint4*>(vc + swz<D>(r, 2 * c + 1)) = fp8x8_to<T, TKV>(make_uint2(vr.z, vr.w));
       }
-      __syncthreads();
+      __syncwarp();
     }
     if (a.rope) {
-      for (int idx = tid; idx < TILE * (D / 16); idx += kDecodeThreads) {
-        const int r = idx / (D / 16), c = idx % (D / 16);
+      for (int idx = lane; idx < 16 * (D / 16); idx += 32) {
+        const int r = wrow + idx / (D / 16), c = idx % (D / 16);
         rope_chunk_pair<T, D>(ks + r * D, c, float(tile_pos + r), a, r);
       }
-      __syncthreads();
+      __syncwarp();
     }
 
     // S = Q K^T for this warp's 16 tokens: rows = q heads, columns = tokens.
     float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-    const int wrow = warp * 16;
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
       uint32_t qa[4], kb[4];
@@ -285,7 +291,7 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
       mma_16816<T>(o[2 * j], pa, vb[0], vb[1]);
       mma_16816<T>(o[2 * j + 1], pa, vb[2], vb[3]);
     }
-    __syncthreads();  // the stage (and fp8 buffers) are refilled next iteration
+    __syncwarp();  // this warp's rows of the stage (and fp8 buffers) are refilled next iteration
   }
   cp_async_wait<0>();
   __syncthreads();
