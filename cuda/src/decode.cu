@@ -26,7 +26,8 @@ int32_t launch_decode(const DecodeArgs& a, int items, int kv_heads, cudaStream_t
     FI_CUDA(cudaFuncSetAttribute(batch_decode_kernel<T, TKV, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = true;
   }
-  const dim3 grid(items, kv_heads * a.head_groups);
+  if (items > 65535) return set_error(FI_ERR_UNSUPPORTED, "batch decode: %d work items (at most 65535)", items);
+  const dim3 grid(kv_heads * a.head_groups, items);
   batch_decode_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a);
   FI_CHECK_LAUNCH("batch_decode");
   return FI_OK;

@@ -223,6 +223,7 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       seqLens: table.seqLens, pageBase: indptr, windowLeft: variant.windowLeft, ctasPerItem, numSms, ctasPerSm,
       fixedSplitSize: options.fixedSplitSize, disableSplitKv: options.disableSplitKv,
     }, { items: itemsView, mergeTable: mergeView });
+    if (sched.numItems > 65535) invalid(op, "indptr", "a plan of at most 65535 work items (requests and chunks)", `=${sched.numItems} items`);
     if (sched.numItems > itemCap) {
       invalid(op, "fixedSplitSize", `large enough that the work fits the CUDA-graph grid of ${itemCap} items`, options.fixedSplitSize);
     }

@@ -1,4 +1,4 @@
-// Batch decode over a paged KV cache: one CTA per (work item, kv head, group of up to 16 q heads).
+// Batch decode over a paged KV cache: one CTA per (kv head, group of up to 16 q heads, work item).
 // A work item is one request's KV range [kv_start, kv_end) (a whole request or one chunk of a split
 // one), planned on the host (src/attention/scheduler.ts). The CTA streams the range in tiles of 64
 // tokens through a multi-stage cp.async pipeline into shared memory, so every KV byte is read once for
@@ -118,12 +118,14 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
   T* kc = reinterpret_cast<T*>(sv + STAGES * STAGE_BYTES);  // fp8: converted tiles
   T* vc = kc + TILE * D;
 
-  const int4 it0 = reinterpret_cast<const int4*>(a.items)[blockIdx.x * 2];
-  const int4 it1 = reinterpret_cast<const int4*>(a.items)[blockIdx.x * 2 + 1];
+  // blockIdx.x: kv head (x head group), fastest, so the CTAs of one item run together and read
+  // neighbouring bytes of the same pages (NHD rows interleave heads); blockIdx.y: the work item.
+  const int4 it0 = reinterpret_cast<const int4*>(a.items)[blockIdx.y * 2];
+  const int4 it1 = reinterpret_cast<const int4*>(a.items)[blockIdx.y * 2 + 1];
   const int req = it0.x;
   if (req < 0) return;
   const int kv_start = it0.y, kv_end = it0.z, partial_row = it0.w, seq_len = it1.x, page_base = it1.y;
-  const int kvh = blockIdx.y / a.head_groups, hg = blockIdx.y % a.head_groups;
+  const int kvh = blockIdx.x / a.head_groups, hg = blockIdx.x % a.head_groups;
   const int qh0 = kvh * a.group + hg * 16;
   const int rows = min(16, a.group - hg * 16);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
