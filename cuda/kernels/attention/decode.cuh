@@ -12,6 +12,8 @@
 #include <cuda_fp8.h>
 #include <stdint.h>
 
+#include <cuda/std/type_traits>
+
 #include "mma.cuh"
 #include "state.cuh"
 
@@ -100,6 +102,9 @@ __device__ __forceinline__ void rope_chunk_pair(T* row, int c, float pos, const 
 template <typename T, typename TKV, int D>
 __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const DecodeArgs a) {
   constexpr bool FP8 = sizeof(TKV) == 1;
+  // Tensor-core type: the q dtype, or fp16 for fp8 KV (fp8 -> fp16 is one cvt per pair; q is
+  // converted once per CTA; P in [0, 1] and fp32 accumulators keep the result at q's precision).
+  using TC = typename cuda::std::conditional<FP8, __half, T>::type;
   constexpr int TILE = kDecodeTile, NW = 4;
   constexpr int STAGES = decode_stages<D, FP8>();
   constexpr int ROW_BYTES = D * int(sizeof(TKV));
@@ -112,11 +117,11 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
   static_assert(32 % CH == 0 && RPT >= 1, "tile shape");
 
   extern __shared__ __align__(128) uint8_t smem[];
-  T* sq = reinterpret_cast<T*>(smem);
+  TC* sq = reinterpret_cast<TC*>(smem);
   uint8_t* sk = smem + 16 * D * 2;
   uint8_t* sv = sk + STAGES * STAGE_BYTES;
-  T* kc = reinterpret_cast<T*>(sv + STAGES * STAGE_BYTES);  // fp8: converted tiles
-  T* vc = kc + TILE * D;
+  TC* kc = reinterpret_cast<TC*>(sv + STAGES * STAGE_BYTES);  // fp8: converted tiles
+  TC* vc = kc + TILE * D;
 
   // blockIdx.x: kv head (x head group), fastest, so the CTAs of one item run together and read
   // neighbouring bytes of the same pages (NHD rows interleave heads); blockIdx.y: the work item.
@@ -138,13 +143,19 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
       const int r = idx / (D / 8), c = idx % (D / 8);
       uint4 val = make_uint4(0, 0, 0, 0);
       if (r < rows) val = *reinterpret_cast<const uint4*>(q + int64_t(qh0 + r) * a.q_sh + c * 8);
+      if constexpr (!__is_same(T, TC)) {
+        const T* x = reinterpret_cast<const T*>(&val);
+        uint32_t* y = reinterpret_cast<uint32_t*>(&val);
+#pragma unroll
+        for (int i = 0; i < 4; i++) y[i] = pack2<TC>(float(x[2 * i]), float(x[2 * i + 1]));
+      }
       *reinterpret_cast<uint4*>(sq + swz<D>(r, c)) = val;
     }
     if (a.rope) {
       __syncthreads();
       for (int idx = tid; idx < 16 * (D / 16); idx += kDecodeThreads) {
         const int r = idx / (D / 16), c = idx % (D / 16);
-        rope_chunk_pair<T, D>(sq + r * D, c, q_pos, a, r);
+        rope_chunk_pair<TC, D>(sq + r * D, c, q_pos, a, r);
       }
     }
   }
@@ -213,25 +224,25 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
 
     const int stage = t % STAGES;
     const int tile_pos = kv_start + t * TILE;
-    T* ks = FP8 ? kc : reinterpret_cast<T*>(sk + stage * STAGE_BYTES);
-    T* vs = FP8 ? vc : reinterpret_cast<T*>(sv + stage * STAGE_BYTES);
+    TC* ks = FP8 ? kc : reinterpret_cast<TC*>(sk + stage * STAGE_BYTES);
+    TC* vs = FP8 ? vc : reinterpret_cast<TC*>(sv + stage * STAGE_BYTES);
     if constexpr (FP8) {
       // 16 fp8 values (one raw chunk) become two 16-byte chunks of T.
       for (int idx = lane; idx < 16 * CH; idx += 32) {
         const int r = wrow + idx / CH, c = idx % CH;
         const uint4 kr = *reinterpret_cast<const uint4*>(sk + stage * STAGE_BYTES + r * ROW_BYTES + c * 16);
         const uint4 vr = *reinterpret_cast<const uint4*>(sv + stage * STAGE_BYTES + r * ROW_BYTES + c * 16);
-        *reinterpret_cast<uint4*>(kc + swz<D>(r, 2 * c)) = fp8x8_to<T, TKV>(make_uint2(kr.x, kr.y));
-        *reinterpret_cast<uint4*>(kc + swz<D>(r, 2 * c + 1)) = fp8x8_to<T, TKV>(make_uint2(kr.z, kr.w));
-        *reinterpret_cast<uint4*>(vc + swz<D>(r, 2 * c)) = fp8x8_to<T, TKV>(make_uint2(vr.x, vr.y));
-        *reinterpret_cast<uint4*>(vc + swz<D>(r, 2 * c + 1)) = fp8x8_to<T, TKV>(make_uint2(vr.z, vr.w));
+        *reinterpret_cast<uint4*>(kc + swz<D>(r, 2 * c)) = fp8x8_to<TC, TKV>(make_uint2(kr.x, kr.y));
+        *reinterpret_cast<uint4*>(kc + swz<D>(r, 2 * c + 1)) = fp8x8_to<TC, TKV>(make_uint2(kr.z, kr.w));
+        *reinterpret_cast<uint4*>(vc + swz<D>(r, 2 * c)) = fp8x8_to<TC, TKV>(make_uint2(vr.x, vr.y));
+        *reinterpret_cast<uint4*>(vc + swz<D>(r, 2 * c + 1)) = fp8x8_to<TC, TKV>(make_uint2(vr.z, vr.w));
       }
       __syncwarp();
     }
     if (a.rope) {
       for (int idx = lane; idx < 16 * (D / 16); idx += 32) {
         const int r = wrow + idx / (D / 16), c = idx % (D / 16);
-        rope_chunk_pair<T, D>(ks + r * D, c, float(tile_pos + r), a, r);
+        rope_chunk_pair<TC, D>(ks + r * D, c, float(tile_pos + r), a, r);
       }
       __syncwarp();
     }
@@ -243,8 +254,8 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
       uint32_t qa[4], kb[4];
       ldmatrix_x4(qa, sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, kk * 2 + (lane >> 4)));
       ldmatrix_x4(kb, ks + swz<D>(wrow + (lane & 7) + (lane >> 4) * 8, kk * 2 + ((lane >> 3) & 1)));
-      mma_16816<T>(s[0], qa, kb[0], kb[1]);
-      mma_16816<T>(s[1], qa, kb[2], kb[3]);
+      mma_16816<TC>(s[0], qa, kb[0], kb[1]);
+      mma_16816<TC>(s[1], qa, kb[2], kb[3]);
     }
 
     // Logits (scale, soft cap, ALiBi), masking, and the online softmax update.
@@ -284,14 +295,14 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
     }
 
     // O += P V: P (16 heads x 16 tokens) from registers, V (16 tokens x D) by transposed ldmatrix.
-    uint32_t pa[4] = {pack2<T>(s[0][0], s[0][1]), pack2<T>(s[0][2], s[0][3]), pack2<T>(s[1][0], s[1][1]),
-                      pack2<T>(s[1][2], s[1][3])};
+    uint32_t pa[4] = {pack2<TC>(s[0][0], s[0][1]), pack2<TC>(s[0][2], s[0][3]), pack2<TC>(s[1][0], s[1][1]),
+                      pack2<TC>(s[1][2], s[1][3])};
 #pragma unroll
     for (int j = 0; j < D / 16; j++) {
       uint32_t vb[4];
       ldmatrix_x4_trans(vb, vs + swz<D>(wrow + (lane & 7) + ((lane >> 3) & 1) * 8, 2 * j + (lane >> 4)));
-      mma_16816<T>(o[2 * j], pa, vb[0], vb[1]);
-      mma_16816<T>(o[2 * j + 1], pa, vb[2], vb[3]);
+      mma_16816<TC>(o[2 * j], pa, vb[0], vb[1]);
+      mma_16816<TC>(o[2 * j + 1], pa, vb[2], vb[3]);
     }
     __syncwarp();  // this warp's rows of the stage (and fp8 buffers) are refilled next iteration
   }
