@@ -365,3 +365,19 @@ gpuTest("decode run: q, cache, workspace and graph maxima are checked against th
   using w2 = new BatchDecodeWithPagedKvCache(tiny);
   assertThrowsCode(() => w2.plan(table1.indptr, table1.indices, table1.last, 32, 8, 128, 16, { qDtype: "bf16" }), "INVALID_ARGUMENT", /'workspace' must be at least \d+ bytes/);
 });
+
+gpuTest("decode: checkIndices false never reads outside the cache (a bad page reads as zeros)", () => {
+  using ws = new Workspace(1 << 20);
+  using w = new BatchDecodeWithPagedKvCache(ws);
+  // Request 1 points at page 1000 of a 3-page cache: the kernel must not touch it.
+  w.plan(new Int32Array([0, 2, 3]), new Int32Array([0, 1, 1000]), new Int32Array([5, 16]), 32, 8, 128, 16, { qDtype: "bf16", checkIndices: false });
+  const rng = makeRng(seed + 3);
+  using cache = Tensor.fromRaw(randomRaw(rng, "bf16", 3 * 2 * 16 * 8 * 128), [3, 2, 16, 8, 128], "bf16");
+  using q = Tensor.fromRaw(randomRaw(rng, "bf16", 2 * 32 * 128), [2, 32, 128], "bf16");
+  using out = Tensor.empty([2, 32, 128], "bf16").fillBytes(0xff);
+  w.run(q, cache, { out });
+  const o = out.toArray();
+  assert.ok(o.every(Number.isFinite), "every output written and finite");
+  // Request 1's only page is out of range: zero keys give uniform weights over zero values.
+  assert.ok(o.subarray(32 * 128).every((x) => x === 0), "the bad page contributed zeros");
+});

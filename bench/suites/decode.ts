@@ -10,6 +10,8 @@ import { CudaGraph, type Stream } from "../../src/runtime/stream.ts";
 import { Workspace } from "../../src/runtime/workspace.ts";
 import type { DType } from "../../src/runtime/dtype.ts";
 import { BatchDecodeWithPagedKvCache } from "../../src/attention/decode.ts";
+import { checkPageTable } from "../../src/attention/paged_kv_cache.ts";
+import { scheduleDecode } from "../../src/attention/scheduler.ts";
 import { timeKernel } from "../timing.ts";
 import { check, native } from "../../src/runtime/library.ts";
 import type { Row, Suite } from "./types.ts";
@@ -55,10 +57,16 @@ export const decodeSuite: Suite = {
   run(stream: Stream): Row[] {
     const rows: Row[] = [];
     using ws = new Workspace(256 << 20);
-    const shapes: [number, number, boolean][] = [[16, 4096, false], [64, 2048, false], [128, 8192, false], [256, 1024, false], [1, 4096, false], [64, 2048, true]];
+    type Extra = { disableSplitKv?: boolean; fixedSplitSize?: number };
+    const shapes: [number, number, boolean, Extra?][] = [
+      [16, 4096, false], [64, 2048, false], [128, 8192, false], [256, 1024, false], [1, 4096, false], [64, 2048, true],
+      // Scheduler alternatives at the split-sensitive shapes.
+      [16, 4096, false, { disableSplitKv: true }], [16, 4096, false, { fixedSplitSize: 1024 }], [1, 4096, false, { fixedSplitSize: 256 }],
+      [1, 4096, false, { fixedSplitSize: 512 }],
+    ];
     for (const dtype of ["bf16", "e4m3"] as DType[]) {
-      for (const [batch, len, shuffle] of shapes) {
-        if (dtype !== "bf16" && (batch === 1 || shuffle)) continue;
+      for (const [batch, len, shuffle, extra] of shapes) {
+        if (dtype !== "bf16" && (batch === 1 || shuffle || extra)) continue;
         const kvBytes = dtype === "bf16" ? 2 : 1;
         const pagesNeeded = batch * Math.ceil(len / PS);
         // At least 1 GiB of cache so runs do not hit L2; small shapes rotate over page ranges.
@@ -80,7 +88,7 @@ export const decodeSuite: Suite = {
         const wrappers = Array.from({ length: rot }, (_, r) => {
           const w = new BatchDecodeWithPagedKvCache(rot > 1 ? new Workspace(16 << 20) : ws);
           const t = table(batch, len, pages, r * pagesNeeded, shuffle);
-          w.plan(t.indptr, t.indices, t.last, HQO, HKV, D, PS, { qDtype: "bf16", kvDtype: dtype, stream });
+          w.plan(t.indptr, t.indices, t.last, HQO, HKV, D, PS, { qDtype: "bf16", kvDtype: dtype, stream, ...extra });
           return w;
         });
         using q = Tensor.fromRaw(randomBits(batch * HQO * D, 2), [batch, HQO, D], "bf16");
@@ -99,10 +107,10 @@ export const decodeSuite: Suite = {
         const s = wrappers[0].schedule!;
         rows.push({
           op: `batchDecode ${dtype === "bf16" ? "bf16" : "bf16 q / e4m3 kv"}`,
-          shape: `${shape} H32/8 D128 p16${shuffle ? " shuffled pages" : ""}`,
+          shape: `${shape} H32/8 D128 p16${shuffle ? " shuffled pages" : ""}${extra ? " " + JSON.stringify(extra) : ""}`,
           us,
           bytes,
-          note: `${dtype === "bf16" ? (shuffle ? "random page order" : TARGETS[shape]) : "target <= 0.6x bf16 time"} (split ${s.splitSize}, items ${s.numItems}${batch === 1 ? ", CUDA graph" : ""})`,
+          note: `${dtype === "bf16" ? (shuffle || extra ? "exploration" : TARGETS[shape]) : "target <= 0.6x bf16 time"} (split ${s.splitSize}, items ${s.numItems}${batch === 1 ? ", CUDA graph" : ""})`,
         });
         wrappers.forEach((w) => w.dispose());
         big?.dispose();
@@ -113,14 +121,33 @@ export const decodeSuite: Suite = {
       using w = new BatchDecodeWithPagedKvCache(ws);
       for (const len of [1024, 8192]) {
         const t = table(256, len, 1 << 30);
-        const times: number[] = [];
-        for (let i = 0; i < 300; i++) {
-          const t0 = performance.now();
-          w.plan(t.indptr, t.indices, t.last, HQO, HKV, D, PS, { qDtype: "bf16", stream });
-          times.push((performance.now() - t0) * 1e3);
+        for (const checkIndices of [true, false]) {
+          const times: number[] = [];
+          for (let i = 0; i < 300; i++) {
+            const t0 = performance.now();
+            w.plan(t.indptr, t.indices, t.last, HQO, HKV, D, PS, { qDtype: "bf16", stream, checkIndices });
+            times.push((performance.now() - t0) * 1e3);
+          }
+          times.sort((a, b) => a - b);
+          rows.push({
+            op: `batchDecode plan (host)${checkIndices ? "" : ", checkIndices false"}`,
+            shape: `B256 L${len} p16`,
+            us: times[times.length >> 1],
+            note: "host µs; target <= 20 µs",
+          });
         }
-        times.sort((a, b) => a - b);
-        rows.push({ op: "batchDecode plan (host)", shape: `B256 L${len} p16`, us: times[times.length >> 1], note: "host µs; target <= 20 µs" });
+        // Parts: the page-table check (the O(pages) index scan) and the scheduler alone.
+        const parts: [string, () => void][] = [
+          ["checkPageTable", () => checkPageTable("plan", t.indptr, t.indices, t.last, PS)],
+          ["scheduleDecode", () => scheduleDecode({ seqLens: lens, pageBase: t.indptr, ctasPerItem: 8, numSms: 132, ctasPerSm: 2 })],
+        ];
+        const lens = new Int32Array(256).fill(len);
+        for (const [name, f] of parts) {
+          for (let i = 0; i < 200; i++) f();
+          const t0 = performance.now();
+          for (let i = 0; i < 1000; i++) f();
+          rows.push({ op: `  plan part: ${name} (host)`, shape: `B256 L${len} p16`, us: (performance.now() - t0), note: "host µs" });
+        }
       }
       stream.synchronize();
     }

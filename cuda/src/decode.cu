@@ -11,9 +11,9 @@
 using namespace fi;
 using namespace fi::attn;
 
-static_assert(sizeof(fi_decode_params) == 208, "fi_decode_params layout is part of the ABI");
+static_assert(sizeof(fi_decode_params) == 216, "fi_decode_params layout is part of the ABI");
 static_assert(offsetof(fi_decode_params, q_stride_b) == 88 && offsetof(fi_decode_params, num_items) == 144 &&
-                  offsetof(fi_decode_params, sm_scale) == 184,
+                  offsetof(fi_decode_params, sm_scale) == 192,
               "fi_decode_params layout is part of the ABI");
 
 namespace {
@@ -79,6 +79,7 @@ extern "C" int32_t fi_batch_decode_run(const uint8_t* params, uint64_t stream) {
   a.group = p.num_qo_heads / p.num_kv_heads;
   a.head_groups = (a.group + 15) / 16;
   a.page_size = p.page_size;
+  a.num_pages = p.num_pages;
   a.page_shift = (p.page_size & (p.page_size - 1)) ? -1 : __builtin_ctz(p.page_size);
   a.qk_scale = p.sm_scale * p.k_scale;
   a.soft_cap = p.logits_soft_cap;

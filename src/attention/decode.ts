@@ -45,6 +45,11 @@ export interface DecodePlanOptions extends VariantOptions {
   fixedSplitSize?: number;
   /** Never split a request's KV. */
   disableSplitKv?: boolean;
+  /**
+   * Check every page index on the host (default true): a bad one is a clear error at plan/run. With
+   * false the O(pages) scan is skipped and the kernel reads a page outside the cache as zeros.
+   */
+  checkIndices?: boolean;
   stream?: StreamLike;
 }
 
@@ -103,7 +108,7 @@ function layoutFor(itemCap: number, batchCap: number, pageCap: number, heads: nu
   return { items, mergeTable, alibi, indices, intBytes, tmpO, tmpLse, total };
 }
 
-const params = new ArrayBuffer(208); // fi_decode_params in cuda/include/flashinfer_ts.h
+const params = new ArrayBuffer(216); // fi_decode_params in cuda/include/flashinfer_ts.h
 const pview = new DataView(params);
 const pbytes = new Uint8Array(params);
 
@@ -179,7 +184,7 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     requireCompiledDecode(op, qDtype, kvDtype, headDim);
     const variant = resolveVariant(op, headDim, options);
     if (options.fixedSplitSize !== undefined) positiveInt(op, "fixedSplitSize", options.fixedSplitSize);
-    const table = checkPageTable(op, indptr, indices, lastPageLen, pageSize);
+    const table = checkPageTable(op, indptr, indices, lastPageLen, pageSize, Infinity, undefined, options.checkIndices ?? true);
     const batch = table.batch;
     const pages = indptr[batch];
     if (this.useCudaGraph) {
@@ -344,10 +349,10 @@ function launchDecode(
   [q.strides[0], q.strides[1], out.strides[0], out.strides[1], view.stridePage, view.strideSlot, view.strideHead]
     .forEach((x, i) => pview.setBigInt64(88 + i * 8, BigInt(x), true));
   [p.gridItems, p.mergeRows, p.numQoHeads, p.numKvHeads, p.headDim, p.pageSize, DTYPE_CODE[p.qDtype],
-    DTYPE_CODE[p.kvDtype], v.posEncoding === 1 ? 1 : 0, p.runMerge ? 1 : 0]
+    DTYPE_CODE[p.kvDtype], v.posEncoding === 1 ? 1 : 0, p.runMerge ? 1 : 0, view.numPages, 0]
     .forEach((x, i) => pview.setInt32(144 + i * 4, x, true));
   [v.smScale, v.logitsSoftCap, v.ropeRcpScale, v.ropeRcpTheta, kScale, vScale]
-    .forEach((x, i) => pview.setFloat32(184 + i * 4, x, true));
+    .forEach((x, i) => pview.setFloat32(192 + i * 4, x, true));
   check(native().fi_batch_decode_run(pbytes, streamHandle(o.stream)), op);
 }
 

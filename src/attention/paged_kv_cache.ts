@@ -106,6 +106,7 @@ export function checkPageTable(
   pageSize: number,
   numPages = Infinity,
   seqLens?: Int32Array,
+  checkIndices = true,
 ): PageTableInfo {
   expectInt32Array(op, "indptr", indptr);
   expectInt32Array(op, "indices", indices);
@@ -129,7 +130,7 @@ export function checkPageTable(
     lens[b] = pages > 0 ? (pages - 1) * pageSize + last : 0;
   }
   const n = indptr[batch];
-  const { max, negative } = scanIndices(indices, n);
+  const { max, negative } = checkIndices ? scanIndices(indices, n) : { max: -1, negative: false };
   if (negative || max >= numPages) {
     const bad = indices.subarray(0, n).findIndex((x) => x < 0 || x >= numPages);
     invalid(op, "indices", `in [0, ${numPages}) (the cache's pages)`, `=indices[${bad}] = ${indices[bad]}`);

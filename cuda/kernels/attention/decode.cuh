@@ -36,7 +36,7 @@ struct DecodeArgs {
   float* tmp_lse;      // [partial rows, num_qo_heads]
   int64_t q_sb, q_sh, o_sb, o_sh;
   int64_t kv_sp, kv_ss, kv_sh;  // page, slot (token) and head strides of k and v, in elements
-  int num_qo_heads, group, head_groups, page_size, page_shift;
+  int num_qo_heads, group, head_groups, page_size, page_shift, num_pages;
   float qk_scale;  // sm_scale * k_scale
   float soft_cap;  // 0: off
   float v_scale;
@@ -172,7 +172,9 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
     for (int i = 0; i < RPT; i++) {
       const int pos = kv_start + t * TILE + lr0 + i * RSTEP;
       const int page = shift >= 0 ? pos >> shift : pos / a.page_size;
-      pages[i] = pos < kv_end ? __ldg(a.indices + page_base + page) : 0;
+      // A page outside the cache (possible only when the host skipped its check) reads as zeros.
+      const int id = pos < kv_end ? __ldg(a.indices + page_base + page) : -1;
+      pages[i] = unsigned(id) < unsigned(a.num_pages) ? id : -1;
     }
   };
   auto issue = [&](int t, int stage) {
@@ -180,7 +182,7 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
     for (int i = 0; i < RPT; i++) {
       const int r = lr0 + i * RSTEP;
       const int pos = kv_start + t * TILE + r;
-      const bool valid = pos < kv_end;
+      const bool valid = pos < kv_end && pages[i] >= 0;
       const int slot = shift >= 0 ? pos & ((1 << shift) - 1) : pos % a.page_size;
       const int64_t off = valid ? int64_t(pages[i]) * a.kv_sp + int64_t(slot) * a.kv_ss : 0;
       const int dst = FP8 ? r * ROW_BYTES + lc * 16 : swz<D>(r, lc) * 2;
@@ -212,6 +214,15 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
 
   __syncthreads();  // q is in shared memory
   const int wrow = warp * 16;
+  // Head dims up to 128 keep q's tensor-core fragments in registers for the whole loop.
+  constexpr bool QREG = D <= 128;
+  uint32_t qfrag[QREG ? D / 16 : 1][4];
+  if constexpr (QREG) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+      ldmatrix_x4(qfrag[kk], sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, kk * 2 + (lane >> 4)));
+    }
+  }
   for (int t = 0; t < ntiles; t++) {
     const int next = t + STAGES - 1;
     if (next < ntiles) {
@@ -251,8 +262,14 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
     float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
-      uint32_t qa[4], kb[4];
-      ldmatrix_x4(qa, sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, kk * 2 + (lane >> 4)));
+      uint32_t kb[4];
+      uint32_t qtmp[4];
+      uint32_t* qa = qtmp;
+      if constexpr (QREG) {
+        qa = qfrag[kk];
+      } else {
+        ldmatrix_x4(qtmp, sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, kk * 2 + (lane >> 4)));
+      }
       ldmatrix_x4(kb, ks + swz<D>(wrow + (lane & 7) + (lane >> 4) * 8, kk * 2 + ((lane >> 3) & 1)));
       mma_16816<TC>(s[0], qa, kb[0], kb[1]);
       mma_16816<TC>(s[1], qa, kb[2], kb[3]);
@@ -289,9 +306,12 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
       }
       d[r] = d[r] * scale[r] + sum;
     }
+    // Rescale only when some row's max moved (rare after the first tiles); the test is warp-uniform.
+    if (__any_sync(0xffffffffu, scale[0] != 1.f || scale[1] != 1.f)) {
 #pragma unroll
-    for (int j = 0; j < D / 8; j++) {
-      o[j][0] *= scale[0], o[j][1] *= scale[0], o[j][2] *= scale[1], o[j][3] *= scale[1];
+      for (int j = 0; j < D / 8; j++) {
+        o[j][0] *= scale[0], o[j][1] *= scale[0], o[j][2] *= scale[1], o[j][3] *= scale[1];
+      }
     }
 
     // O += P V: P (16 heads x 16 tokens) from registers, V (16 tokens x D) by transposed ldmatrix.

@@ -48,19 +48,29 @@ __global__ void merge_states_kernel(const MergeArgs a) {
   const int start = a.table ? a.table[2 * r] : r * a.fixed_count;
   const int count = a.table ? a.table[2 * r + 1] : a.fixed_count;
   if (count <= 0) return;
+  // LSE max and denominator across lanes (one state per lane per pass), so the loads run in parallel.
+  auto lse_of = [&](int j) { return a.s[int64_t(start + j) * a.s_si + int64_t(h) * a.s_sh]; };
   float mx = -INFINITY;
-  for (int j = 0; j < count; j++) mx = fmaxf(mx, a.s[(start + j) * a.s_si + h * a.s_sh]);
+  for (int j = lane; j < count; j += 32) mx = fmaxf(mx, lse_of(j));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
   float dsum = 0.f;
-  for (int j = 0; j < count && mx != -INFINITY; j++) dsum += exp2f(a.s[(start + j) * a.s_si + h * a.s_sh] - mx);
+  if (mx != -INFINITY)
+    for (int j = lane; j < count; j += 32) dsum += exp2f(lse_of(j) - mx);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) dsum += __shfl_xor_sync(0xffffffffu, dsum, o);
   const float inv = dsum > 0.f ? 1.f / dsum : 0.f;
   const TIn* v = static_cast<const TIn*>(a.v);
   for (int c = lane * 4; c < a.head_dim; c += 128) {
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int j = 0; j < count && mx != -INFINITY; j++) {
-      const int64_t i = start + j;
-      const float w = exp2f(a.s[i * a.s_si + h * a.s_sh] - mx) * inv;
-      const float4 x = load4(v + i * a.v_si + h * a.v_sh + c);
-      acc.x += w * x.x, acc.y += w * x.y, acc.z += w * x.z, acc.w += w * x.w;
+    if (mx != -INFINITY) {
+#pragma unroll 4
+      for (int j = 0; j < count; j++) {
+        const int64_t i = start + j;
+        const float w = exp2f(lse_of(j) - mx) * inv;
+        const float4 x = load4(v + i * a.v_si + int64_t(h) * a.v_sh + c);
+        acc.x += w * x.x, acc.y += w * x.y, acc.z += w * x.z, acc.w += w * x.w;
+      }
     }
     store4(static_cast<TOut*>(a.vo) + int64_t(r) * a.o_sr + int64_t(h) * a.o_sh + c, acc);
   }
