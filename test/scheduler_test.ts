@@ -26,6 +26,9 @@ function checkCoverage(seqLens: Int32Array, s: ReturnType<typeof scheduleDecode>
     if (row >= 0) partials.push(row);
     const count = s.mergeTable[2 * b + 1];
     assert.equal(row >= 0, count > 0, `item ${i}: a partial row exactly when the request is split`);
+    const [chunks, first] = s.items.subarray(i * ITEM_INTS + 6, i * ITEM_INTS + 8);
+    assert.equal(chunks, Math.max(1, count), `item ${i}: the request's chunk count`);
+    assert.equal(first, count > 0 ? s.mergeTable[2 * b] : 0, `item ${i}: the request's first partial row`);
   }
   seqLens.forEach((l, b) => assert.equal(next[b], l, `request ${b} fully covered`));
   assert.deepEqual(partials, partials.map((_, i) => i), "partial rows are 0..n-1 in order");

@@ -137,15 +137,17 @@ typedef struct fi_rope_params {
 FI_API int32_t fi_apply_rope(const uint8_t* params, uint64_t stream);
 
 // ---- attention: batch decode over a paged KV cache ------------------------------------------------
-// One call runs the decode kernel over the planned work items (and, when run_merge, the merge of split
-// requests). Tables (items, indices, merge_table, alibi) live in the workspace, written by plan.
+// One call runs the decode kernel over the planned work items; split requests are merged in the same
+// kernel (counters: [requests][kv heads x head groups] int32, zero between runs; plan zeroes them).
+// Tables (items, indices, counters, alibi) live in the workspace, written by plan. merge_rows and
+// run_merge are reserved (0).
 // q [batch, Hqo, D]; k/v: page p, slot s, head h at p * kv_stride_page + s * kv_stride_slot +
 // h * kv_stride_head (elements); out like q; lse [batch, Hqo] float32 (0: not written).
 // q_dtype FI_F16/FI_BF16 (out has it too); kv_dtype q_dtype, FI_E4M3 or FI_E5M2. num_pages: pages of the
 // cache; a page index outside [0, num_pages) reads as zeros (never out of bounds). Layout: 216 bytes.
 typedef struct fi_decode_params {
   uint64_t q, k, v, out, lse;
-  uint64_t items, indices, alibi, tmp_o, tmp_lse, merge_table;
+  uint64_t items, indices, alibi, tmp_o, tmp_lse, counters;
   int64_t q_stride_b, q_stride_h, o_stride_b, o_stride_h;
   int64_t kv_stride_page, kv_stride_slot, kv_stride_head;
   int32_t num_items, merge_rows, num_qo_heads, num_kv_heads, head_dim, page_size;

@@ -1,11 +1,10 @@
 // extern "C" entry point of batch decode: maps the run-time dtypes and head dim onto the compiled
-// kernels (the set src/attention/compiled.ts names), launches decode over the planned work items and
-// then, when some request was split, the merge of its partial states.
+// kernels (the set src/attention/compiled.ts names) and launches decode over the planned work items
+// (split requests are merged inside the kernel by their last chunk).
 #include <cstddef>
 #include <cstring>
 
 #include "../kernels/attention/decode.cuh"
-#include "../kernels/attention/merge.cuh"
 #include "dispatch.h"
 
 using namespace fi;
@@ -73,6 +72,7 @@ extern "C" int32_t fi_batch_decode_run(const uint8_t* params, uint64_t stream) {
   a.alibi = as_ptr<const float>(p.alibi);
   a.tmp_o = as_ptr<float>(p.tmp_o);
   a.tmp_lse = as_ptr<float>(p.tmp_lse);
+  a.counters = as_ptr<int>(p.counters);
   a.q_sb = p.q_stride_b, a.q_sh = p.q_stride_h, a.o_sb = p.o_stride_b, a.o_sh = p.o_stride_h;
   a.kv_sp = p.kv_stride_page, a.kv_ss = p.kv_stride_slot, a.kv_sh = p.kv_stride_head;
   a.num_qo_heads = p.num_qo_heads;
@@ -92,24 +92,6 @@ extern "C" int32_t fi_batch_decode_run(const uint8_t* params, uint64_t stream) {
       return by_kv_dtype<T>(p.kv_dtype, p.q_dtype, p.head_dim, a, p.num_items, p.num_kv_heads, s);
     });
     if (st != FI_OK) return st;
-  }
-  if (p.run_merge && p.merge_rows > 0) {
-    MergeArgs m{};
-    m.v = a.tmp_o;
-    m.s = a.tmp_lse;
-    m.vo = a.out;
-    m.so = a.lse;
-    m.table = as_ptr<const int>(p.merge_table);
-    m.v_si = int64_t(p.num_qo_heads) * p.head_dim, m.v_sh = p.head_dim;
-    m.s_si = p.num_qo_heads, m.s_sh = 1;
-    m.o_sr = p.o_stride_b, m.o_sh = p.o_stride_h;
-    m.rows = p.merge_rows, m.heads = p.num_qo_heads, m.head_dim = p.head_dim;
-    const dim3 grid(p.merge_rows, (p.num_qo_heads + 3) / 4);
-    return FI_DISPATCH_HALF(p.q_dtype, T, {
-      merge_states_kernel<float, T><<<grid, 128, 0, s>>>(m);
-      FI_CHECK_LAUNCH("merge_states");
-      return FI_OK;
-    });
   }
   return FI_OK;
   FI_GUARD_END

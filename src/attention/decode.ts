@@ -15,7 +15,7 @@ import { Tensor } from "../runtime/tensor.ts";
 import { Workspace } from "../runtime/workspace.ts";
 import { requireCompiledDecode } from "./compiled.ts";
 import { checkPageTable, type KvCacheView, kvCacheView, type KvLayout, type PagedKvCache } from "./paged_kv_cache.ts";
-import { ITEM_INTS, scheduleDecode } from "./scheduler.ts";
+import { ITEM_INTS, type Schedule, scheduleDecode } from "./scheduler.ts";
 import { alibiSlopes, resolveVariant, type ResolvedVariant, type VariantOptions } from "./variants.ts";
 
 /** Resident decode CTAs per SM (shared memory bound; see decode_smem_bytes in decode.cuh). */
@@ -85,7 +85,7 @@ interface Plan {
 
 interface WorkspaceLayout {
   items: number;
-  mergeTable: number;
+  counters: number;
   alibi: number;
   indices: number;
   intBytes: number;
@@ -96,16 +96,30 @@ interface WorkspaceLayout {
 
 const align256 = (n: number) => Math.ceil(n / 256) * 256;
 
-function layoutFor(itemCap: number, batchCap: number, pageCap: number, heads: number, headDim: number): WorkspaceLayout {
+interface StagingViews {
+  layout: WorkspaceLayout;
+  heads: number;
+  items: Int32Array;
+  counters: Int32Array;
+  alibi: Float32Array;
+  indices: Int32Array;
+}
+
+function sameLayout(a: WorkspaceLayout, b: WorkspaceLayout): boolean {
+  return a.items === b.items && a.counters === b.counters && a.alibi === b.alibi && a.indices === b.indices &&
+    a.intBytes === b.intBytes;
+}
+
+function layoutFor(itemCap: number, batchCap: number, pageCap: number, heads: number, headDim: number, ctasPerItem: number): WorkspaceLayout {
   const items = 0;
-  const mergeTable = align256(items + itemCap * ITEM_INTS * 4);
-  const alibi = align256(mergeTable + batchCap * 8);
+  const counters = align256(items + itemCap * ITEM_INTS * 4);
+  const alibi = align256(counters + batchCap * ctasPerItem * 4);
   const indices = align256(alibi + heads * 4);
   const intBytes = align256(indices + Math.max(1, pageCap) * 4);
   const tmpO = intBytes;
   const tmpLse = align256(tmpO + itemCap * heads * headDim * 4);
   const total = align256(tmpLse + itemCap * heads * 4);
-  return { items, mergeTable, alibi, indices, intBytes, tmpO, tmpLse, total };
+  return { items, counters, alibi, indices, intBytes, tmpO, tmpLse, total };
 }
 
 const params = new ArrayBuffer(216); // fi_decode_params in cuda/include/flashinfer_ts.h
@@ -124,11 +138,31 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
   readonly maxPages: number;
   readonly #numSms: number | undefined;
   #deviceSms: number | undefined;
+  #seqLens: Int32Array | undefined;
   #plan: Plan | undefined;
   #pinned: [PinnedBuffer | undefined, PinnedBuffer | undefined] = [undefined, undefined];
   #events: [Event | undefined, Event | undefined] = [undefined, undefined];
   #flip = 0;
   #disposed = false;
+  #views: [StagingViews | undefined, StagingViews | undefined] = [undefined, undefined];
+
+  /** Typed views of a pinned staging buffer for a layout, kept while the layout does not change. */
+  #viewsFor(slot: number, pinned: PinnedBuffer, layout: WorkspaceLayout, heads: number): StagingViews {
+    const cached = this.#views[slot];
+    if (cached && cached.layout === layout) return cached;
+    if (cached && sameLayout(cached.layout, layout) && cached.heads === heads) return (cached.layout = layout, cached);
+    const buf = pinned.bytes.buffer, off = pinned.bytes.byteOffset;
+    const v: StagingViews = {
+      layout,
+      heads,
+      items: new Int32Array(buf, off + layout.items, (layout.counters - layout.items) / 4),
+      counters: new Int32Array(buf, off + layout.counters, (layout.alibi - layout.counters) / 4),
+      alibi: new Float32Array(buf, off + layout.alibi, heads),
+      indices: new Int32Array(buf, off + layout.indices, (layout.intBytes - layout.indices) / 4),
+    };
+    this.#views[slot] = v;
+    return v;
+  }
 
   constructor(workspace: Workspace, options: DecodeWrapperOptions = {}) {
     const op = "create a decode wrapper";
@@ -184,7 +218,9 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     requireCompiledDecode(op, qDtype, kvDtype, headDim);
     const variant = resolveVariant(op, headDim, options);
     if (options.fixedSplitSize !== undefined) positiveInt(op, "fixedSplitSize", options.fixedSplitSize);
-    const table = checkPageTable(op, indptr, indices, lastPageLen, pageSize, Infinity, undefined, options.checkIndices ?? true);
+    const nb = indptr.length - 1;
+    if (!this.#seqLens || this.#seqLens.length !== nb) this.#seqLens = new Int32Array(Math.max(0, nb));
+    const table = checkPageTable(op, indptr, indices, lastPageLen, pageSize, Infinity, this.#seqLens, options.checkIndices ?? true);
     const batch = table.batch;
     const pages = indptr[batch];
     if (this.useCudaGraph) {
@@ -198,58 +234,58 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     const ctasPerSm = decodeCtasPerSm(headDim);
     const graphCap = Math.max(this.maxBatchSize, Math.floor((numSms * ctasPerSm) / ctasPerItem));
 
-    // Lay out the workspace first (graph mode: from the maxima, so it never moves between plans).
-    let layout: WorkspaceLayout;
-    const sched0 = this.useCudaGraph ? undefined : scheduleDecode({
+    // Lay out the workspace first, sized by the most items a plan can make (graph mode: from the maxima,
+    // so it never moves between plans), then schedule straight into the pinned staging buffer.
+    const input = {
       seqLens: table.seqLens, pageBase: indptr, windowLeft: variant.windowLeft, ctasPerItem, numSms, ctasPerSm,
       fixedSplitSize: options.fixedSplitSize, disableSplitKv: options.disableSplitKv,
-    });
-    if (sched0) layout = layoutFor(sched0.numItems, batch, pages, numQoHeads, headDim);
-    else layout = layoutFor(graphCap, this.maxBatchSize, this.maxPages, numQoHeads, headDim);
+    };
+    let fixed: Schedule | undefined;
+    let layout: WorkspaceLayout;
+    if (this.useCudaGraph) {
+      layout = layoutFor(graphCap, this.maxBatchSize, this.maxPages, numQoHeads, headDim, ctasPerItem);
+    } else if (options.fixedSplitSize !== undefined) {
+      fixed = scheduleDecode(input); // rare: the item count is known only after splitting
+      layout = layoutFor(fixed.numItems, batch, pages, numQoHeads, headDim, ctasPerItem);
+    } else {
+      layout = layoutFor(Math.max(batch, Math.floor((numSms * ctasPerSm) / ctasPerItem)), batch, pages, numQoHeads, headDim, ctasPerItem);
+    }
     this.#workspace.require(op, layout.total);
 
     // Pinned staging, double-buffered: wait only for the copy two plans ago before rewriting its buffer.
     const slot = this.#flip;
     this.#flip ^= 1;
+    this.#events[slot]?.synchronize();
     let pinned = this.#pinned[slot];
     if (!pinned || pinned.size < layout.intBytes) {
-      this.#events[slot]?.synchronize();
       pinned?.dispose();
-      pinned = this.#pinned[slot] = new PinnedBuffer(Math.max(layout.intBytes, 64 * 1024));
-    } else {
-      this.#events[slot]?.synchronize();
+      pinned = this.#pinned[slot] = new PinnedBuffer(Math.max(layout.intBytes, 256 * 1024));
+      this.#views[slot] = undefined;
     }
-    const buf = pinned.bytes.buffer;
-    const off = pinned.bytes.byteOffset;
-    const itemCap = (layout.mergeTable - layout.items) / (ITEM_INTS * 4);
-    const itemsView = new Int32Array(buf, off + layout.items, itemCap * ITEM_INTS);
-    const mergeView = new Int32Array(buf, off + layout.mergeTable, (layout.alibi - layout.mergeTable) / 4);
-    const sched = sched0 ?? scheduleDecode({
-      seqLens: table.seqLens, pageBase: indptr, windowLeft: variant.windowLeft, ctasPerItem, numSms, ctasPerSm,
-      fixedSplitSize: options.fixedSplitSize, disableSplitKv: options.disableSplitKv,
-    }, { items: itemsView, mergeTable: mergeView });
+    const views = this.#viewsFor(slot, pinned, layout, numQoHeads);
+    const itemCap = views.items.length / ITEM_INTS;
+    const sched = fixed ?? scheduleDecode(input, { items: views.items });
     if (sched.numItems > 65535) invalid(op, "indptr", "a plan of at most 65535 work items (requests and chunks)", `=${sched.numItems} items`);
     if (sched.numItems > itemCap) {
       invalid(op, "fixedSplitSize", `large enough that the work fits the CUDA-graph grid of ${itemCap} items`, options.fixedSplitSize);
     }
-    if (sched.items !== itemsView) itemsView.set(sched.items.subarray(0, sched.numItems * ITEM_INTS));
-    if (sched.mergeTable !== mergeView) mergeView.set(sched.mergeTable.subarray(0, 2 * batch));
-    // Padding: items past the plan do nothing; merge rows past the batch merge nothing.
-    for (let i = sched.numItems; i < itemCap; i++) itemsView[i * ITEM_INTS] = -1;
-    mergeView.fill(0, 2 * batch);
-    if (variant.posEncoding === 2) {
-      new Float32Array(buf, off + layout.alibi, numQoHeads).set(alibiSlopes(numQoHeads));
-    }
-    new Int32Array(buf, off + layout.indices, pages).set(indices.subarray(0, pages));
+    if (sched.items !== views.items) views.items.set(sched.items.subarray(0, sched.numItems * ITEM_INTS));
+    // Split requests count their finished chunks here; every run leaves them at zero again.
+    views.counters.fill(0);
+    // Padding (CUDA-graph grid): items past the plan do nothing.
+    if (this.useCudaGraph) for (let i = sched.numItems; i < itemCap; i++) views.items[i * ITEM_INTS] = -1;
+    if (variant.posEncoding === 2) views.alibi.set(alibiSlopes(numQoHeads));
+    views.indices.set(pages === indices.length ? indices : indices.subarray(0, pages));
     const stream = options.stream;
-    pinned.copyToDevice(this.#workspace.ptr, layout.intBytes, stream);
+    // Only the bytes this plan wrote travel: up to the end of its indices.
+    pinned.copyToDevice(this.#workspace.ptr, layout.indices + pages * 4, stream);
     (this.#events[slot] ??= new Event()).record(stream);
 
     this.#plan = {
       batch, numQoHeads, numKvHeads, headDim, pageSize, qDtype, kvDtype, variant, layout,
       gridItems: this.useCudaGraph ? itemCap : sched.numItems,
-      mergeRows: this.useCudaGraph ? this.maxBatchSize : batch,
-      runMerge: this.useCudaGraph || sched.anySplit,
+      mergeRows: 0,
+      runMerge: false,
       maxIndex: table.maxIndex,
       splitSize: sched.splitSize,
       numItems: sched.numItems,
@@ -344,7 +380,7 @@ function launchDecode(
   const L = p.layout;
   const v = p.variant;
   const ptrs = [q.ptr, view.k, view.v, out.ptr, lse?.ptr ?? 0n, ws + BigInt(L.items), ws + BigInt(L.indices),
-    v.posEncoding === 2 ? ws + BigInt(L.alibi) : 0n, ws + BigInt(L.tmpO), ws + BigInt(L.tmpLse), ws + BigInt(L.mergeTable)];
+    v.posEncoding === 2 ? ws + BigInt(L.alibi) : 0n, ws + BigInt(L.tmpO), ws + BigInt(L.tmpLse), ws + BigInt(L.counters)];
   ptrs.forEach((x, i) => pview.setBigUint64(i * 8, x, true));
   [q.strides[0], q.strides[1], out.strides[0], out.strides[1], view.stridePage, view.strideSlot, view.strideHead]
     .forEach((x, i) => pview.setBigInt64(88 + i * 8, BigInt(x), true));

@@ -3,11 +3,14 @@
  * (one CTA row each: a request's whole range, or one chunk of it) so that the GPU is busy:
  * - a batch that already fills the SMs (batch x CTAs per item >= SMs) is not split;
  * - otherwise the smallest chunk (a multiple of the 64-token tile) is chosen whose item count still
- *   fits one wave of `numSms * ctasPerSm` CTAs, and split requests get partial rows that the merge
- *   kernel combines by their LSE.
+ *   fits one wave of `numSms * ctasPerSm` CTAs, and split requests get partial rows that the last of
+ *   their chunks combines by their LSE.
  */
 
-/** Ints per work item: [request, kvStart, kvEnd, partialRow (-1: direct), seqLen, pageBase, 0, 0]. */
+/**
+ * Ints per work item: [request, kvStart, kvEnd, partialRow (-1: direct), seqLen, pageBase, chunks of the
+ * request, its first partial row].
+ */
 export const ITEM_INTS = 8;
 /** Tokens per decode tile (cuda/kernels/attention/decode.cuh kDecodeTile). */
 export const DECODE_TILE = 64;
@@ -76,38 +79,64 @@ export function chooseSplitSize(lens: ArrayLike<number>, input: Omit<ScheduleInp
   return c >= maxLen ? 0 : c;
 }
 
-/** Plans the work items for one decode step. */
+/** Plans the work items for one decode step (no allocation when `out` has room: plan runs every step). */
 export function scheduleDecode(input: ScheduleInput, out?: { items?: Int32Array; mergeTable?: Int32Array }): Schedule {
   const { seqLens, pageBase } = input;
   const batch = seqLens.length;
   const window = input.windowLeft ?? -1;
-  const starts = new Int32Array(batch);
-  const lens = new Int32Array(batch);
-  for (let b = 0; b < batch; b++) {
-    const start = window >= 0 ? Math.max(0, seqLens[b] - 1 - window) : 0;
-    starts[b] = start;
-    lens[b] = seqLens[b] - start;
+  const startOf = (b: number) => (window >= 0 && seqLens[b] - 1 - window > 0 ? seqLens[b] - 1 - window : 0);
+  // Splitting is considered only for batches too small to fill the GPU (or a fixed split size), so the
+  // per-request lengths are materialized only then.
+  let split = 0;
+  if (!input.disableSplitKv && (input.fixedSplitSize !== undefined || batch * input.ctasPerItem < input.numSms)) {
+    const lens = new Int32Array(batch);
+    for (let b = 0; b < batch; b++) lens[b] = seqLens[b] - startOf(b);
+    split = chooseSplitSize(lens, input);
   }
-  const split = chooseSplitSize(lens, input);
-  const numItems = split ? countItems(lens, split) : batch;
+  let numItems = batch;
+  if (split) {
+    numItems = 0;
+    for (let b = 0; b < batch; b++) {
+      const len = seqLens[b] - startOf(b);
+      numItems += len > split ? ceilDiv(len, split) : 1;
+    }
+  }
   const items = out?.items && out.items.length >= numItems * ITEM_INTS ? out.items : new Int32Array(numItems * ITEM_INTS);
   const mergeTable = out?.mergeTable && out.mergeTable.length >= 2 * batch ? out.mergeTable : new Int32Array(2 * batch);
+  if (!split) {
+    // One item per request, written straight to the output.
+    for (let b = 0, o = 0; b < batch; b++, o += ITEM_INTS) {
+      const len = seqLens[b];
+      items[o] = b;
+      items[o + 1] = window >= 0 ? startOf(b) : 0;
+      items[o + 2] = len;
+      items[o + 3] = -1;
+      items[o + 4] = len;
+      items[o + 5] = pageBase[b];
+      items[o + 6] = 1;
+      items[o + 7] = 0;
+    }
+    mergeTable.fill(0, 0, 2 * batch);
+    return { items, numItems, splitSize: 0, partialRows: 0, mergeTable, anySplit: false };
+  }
   let i = 0, partial = 0;
   for (let b = 0; b < batch; b++) {
-    const n = split && lens[b] > split ? ceilDiv(lens[b], split) : 1;
+    const s0 = startOf(b), len = seqLens[b] - s0;
+    const n = len > split ? ceilDiv(len, split) : 1;
+    const first = partial;
     mergeTable[2 * b] = n > 1 ? partial : 0;
     mergeTable[2 * b + 1] = n > 1 ? n : 0;
     for (let j = 0; j < n; j++, i++) {
       const o = i * ITEM_INTS;
-      const start = starts[b] + j * (n > 1 ? split : 0);
+      const start = s0 + j * (n > 1 ? split : 0);
       items[o] = b;
       items[o + 1] = start;
       items[o + 2] = n > 1 ? Math.min(seqLens[b], start + split) : seqLens[b];
       items[o + 3] = n > 1 ? partial++ : -1;
       items[o + 4] = seqLens[b];
       items[o + 5] = pageBase[b];
-      items[o + 6] = 0;
-      items[o + 7] = 0;
+      items[o + 6] = n;
+      items[o + 7] = n > 1 ? first : 0;
     }
   }
   return { items, numItems, splitSize: split, partialRows: partial, mergeTable, anySplit: partial > 0 };

@@ -4,8 +4,8 @@
 // tokens through a multi-stage cp.async pipeline into shared memory, so every KV byte is read once for
 // the whole GQA group; each of 4 warps takes 16 tokens of a tile and runs Q*K^T and P*V on tensor
 // cores (mma m16n8k16, query heads as the 16 rows). Warps keep their own online-softmax state and
-// are merged at the end. Output: straight into out/lse, or (split request) into float partials that
-// the merge kernel combines by their LSE.
+// are merged at the end. Output: straight into out/lse, or (split request) into float partials; the
+// last chunk of a request to finish combines them by their LSE (an atomic counter per request).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -20,7 +20,8 @@
 namespace fi::attn {
 
 // Work item: 8 int32 (two int4 loads). request < 0 marks padding (CUDA-graph mode).
-// [request, kv_start, kv_end, partial_row (-1: write out directly), seq_len, page_base, 0, 0]
+// [request, kv_start, kv_end, partial_row (-1: write out directly), seq_len, page_base, chunks of the
+//  request, its first partial row]
 constexpr int kItemInts = 8;
 
 struct DecodeArgs {
@@ -34,6 +35,7 @@ struct DecodeArgs {
   const float* alibi;  // [num_qo_heads] or null
   float* tmp_o;        // [partial rows, num_qo_heads, D]
   float* tmp_lse;      // [partial rows, num_qo_heads]
+  int* counters;       // [requests][gridDim.x]: finished chunks of a split request, zero between runs
   int64_t q_sb, q_sh, o_sb, o_sh;
   int64_t kv_sp, kv_ss, kv_sh;  // page, slot (token) and head strides of k and v, in elements
   int num_qo_heads, group, head_groups, page_size, page_shift, num_pages;
@@ -381,6 +383,43 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
       *reinterpret_cast<float4*>(a.tmp_o + row * D + c) = acc;
       if (c == 0) a.tmp_lse[row] = lse;
     }
+  }
+  if (partial_row < 0) return;
+
+  // ---- split request: the last of its chunks to finish merges all of them (no second kernel) ----
+  // Counters are zero at the start of every run: plan zeroes them and the merging CTA resets its own.
+  const int chunks = it1.z, first_row = it1.w;
+  __shared__ int is_last;
+  __threadfence();  // this CTA's partials are visible device-wide before it is counted
+  __syncthreads();
+  if (tid == 0) {
+    int* counter = a.counters + int64_t(req) * gridDim.x + blockIdx.x;
+    is_last = atomicAdd(counter, 1) == chunks - 1;
+    if (is_last) *counter = 0;
+  }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  for (int idx = tid; idx < rows * (D / 4); idx += kDecodeThreads) {
+    const int r = idx / (D / 4), c = (idx % (D / 4)) * 4, qh = qh0 + r;
+    float mx = -INFINITY;
+    for (int j = 0; j < chunks; j++) mx = fmaxf(mx, __ldcg(a.tmp_lse + int64_t(first_row + j) * a.num_qo_heads + qh));
+    float dsum = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (mx != -INFINITY) {
+#pragma unroll 4
+      for (int j = 0; j < chunks; j++) {
+        const int64_t row = int64_t(first_row + j) * a.num_qo_heads + qh;
+        const float f = exp2f(__ldcg(a.tmp_lse + row) - mx);
+        const float4 x = __ldcg(reinterpret_cast<const float4*>(a.tmp_o + row * D + c));
+        dsum += f;
+        acc.x += x.x * f, acc.y += x.y * f, acc.z += x.z * f, acc.w += x.w * f;
+      }
+    }
+    const float inv = dsum > 0.f ? 1.f / dsum : 0.f;
+    T* out = static_cast<T*>(a.out) + int64_t(req) * a.o_sb + int64_t(qh) * a.o_sh + c;
+    *reinterpret_cast<uint2*>(out) = make_uint2(pack2<T>(acc.x * inv, acc.y * inv), pack2<T>(acc.z * inv, acc.w * inv));
+    if (c == 0 && a.lse) a.lse[int64_t(req) * a.num_qo_heads + qh] = dsum > 0.f ? mx + __log2f(dsum) : -INFINITY;
   }
 }
 
