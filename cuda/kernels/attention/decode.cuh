@@ -63,22 +63,26 @@ constexpr int decode_smem_bytes() {
   return pipe > merge ? pipe : merge;
 }
 
-// 8 consecutive fp8 values (one 8-byte word) to 8 fp16 (16 bytes), with integer ops only: byte
-// permutes put each fp8 byte in the top byte of a 16-bit half. For e5m2 that is the fp16 value itself;
-// for e4m3 one shift-and-mask gives exactly value * 2^-8 (normals and subnormals alike), and
-// kFp8Fold = 2^8 is folded into the K and V scales. Cheaper than cvt, whose throughput bounds fp8 KV.
-template <typename TKV>
-__device__ __forceinline__ uint4 fp8x8_to_half(uint2 w) {
-  uint32_t h[4] = {__byte_perm(w.x, 0, 0x1404), __byte_perm(w.x, 0, 0x3424), __byte_perm(w.y, 0, 0x1404),
-                   __byte_perm(w.y, 0, 0x3424)};
-  if constexpr (__is_same(TKV, __nv_fp8_e4m3)) {
+// 8 consecutive fp8 values (one 8-byte word) to 8 T, as two 16-byte-aligned halves of a uint4.
+template <typename T, typename TKV>
+__device__ __forceinline__ uint4 fp8x8_to(uint2 w) {
+  constexpr __nv_fp8_interpretation_t kind = __is_same(TKV, __nv_fp8_e4m3) ? __NV_E4M3 : __NV_E5M2;
+  uint4 r;
+  uint32_t* out = reinterpret_cast<uint32_t*>(&r);
+  const uint32_t words[2] = {w.x, w.y};
 #pragma unroll
-    for (int i = 0; i < 4; i++) h[i] = (h[i] & 0x80008000u) | ((h[i] >> 1) & 0x3f803f80u);
+  for (int i = 0; i < 4; i++) {
+    const __nv_fp8x2_storage_t pair = (words[i / 2] >> ((i % 2) * 16)) & 0xffff;
+    __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(pair, kind);
+    if constexpr (__is_same(T, __half)) {
+      out[i] = uint32_t(h.x) | (uint32_t(h.y) << 16);
+    } else {
+      const float2 f = __half22float2(*reinterpret_cast<__half2*>(&h));
+      out[i] = pack2<T>(f.x, f.y);
+    }
   }
-  return make_uint4(h[0], h[1], h[2], h[3]);
+  return r;
 }
-template <typename TKV>
-constexpr float kFp8Fold = __is_same(TKV, __nv_fp8_e4m3) ? 256.f : 1.f;
 
 // Rotates the 8 elements of chunk c (dims 8c..8c+7) with their partners in chunk c + D/16 at `pos`.
 template <typename T, int D>
@@ -203,8 +207,6 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
 #pragma unroll
   for (int j = 0; j < D / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, d[2] = {0.f, 0.f};
-  float qk_scale = a.qk_scale, v_scale = a.v_scale;
-  if constexpr (FP8) qk_scale *= kFp8Fold<TKV>, v_scale *= kFp8Fold<TKV>;
   float slope[2] = {0.f, 0.f};
   if (a.alibi) {
     const int r0 = lane / 4;
@@ -243,10 +245,10 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
         const int r = wrow + idx / CH, c = idx % CH;
         const uint4 kr = *reinterpret_cast<const uint4*>(sk + stage * STAGE_BYTES + r * ROW_BYTES + c * 16);
         const uint4 vr = *reinterpret_cast<const uint4*>(sv + stage * STAGE_BYTES + r * ROW_BYTES + c * 16);
-        *reinterpret_cast<uint4*>(kc + swz<D>(r, 2 * c)) = fp8x8_to_half<TKV>(make_uint2(kr.x, kr.y));
-        *reinterpret_cast<uint4*>(kc + swz<D>(r, 2 * c + 1)) = fp8x8_to_half<TKV>(make_uint2(kr.z, kr.w));
-        *reinterpret_cast<uint4*>(vc + swz<D>(r, 2 * c)) = fp8x8_to_half<TKV>(make_uint2(vr.x, vr.y));
-        *reinterpret_cast<uint4*>(vc + swz<D>(r, 2 * c + 1)) = fp8x8_to_half<TKV>(make_uint2(vr.z, vr.w));
+        *reinterpret_cast<uint4*>(kc + swz<D>(r, 2 * c)) = fp8x8_to<TC, TKV>(make_uint2(kr.x, kr.y));
+        *reinterpret_cast<uint4*>(kc + swz<D>(r, 2 * c + 1)) = fp8x8_to<TC, TKV>(make_uint2(kr.z, kr.w));
+        *reinterpret_cast<uint4*>(vc + swz<D>(r, 2 * c)) = fp8x8_to<TC, TKV>(make_uint2(vr.x, vr.y));
+        *reinterpret_cast<uint4*>(vc + swz<D>(r, 2 * c + 1)) = fp8x8_to<TC, TKV>(make_uint2(vr.z, vr.w));
       }
       __syncwarp();
     }
@@ -281,7 +283,7 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int pos = tile_pos + wrow + n * 8 + (lane & 3) * 2 + (e & 1);
-        float x = s[n][e] * qk_scale;
+        float x = s[n][e] * a.qk_scale;
         if (a.soft_cap > 0.f) x = a.soft_cap * tanhf(x / a.soft_cap);
         x += slope[e >> 1] * (float(pos) - q_pos);
         s[n][e] = pos < kv_end ? x * kLog2e : -INFINITY;
@@ -367,7 +369,7 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
         acc.x += x.x * f, acc.y += x.y * f, acc.z += x.z * f, acc.w += x.w * f;
       }
     }
-    const float inv = dsum > 0.f ? v_scale / dsum : 0.f;
+    const float inv = dsum > 0.f ? a.v_scale / dsum : 0.f;
     acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
     const float lse = dsum > 0.f ? mx + __log2f(dsum) : -INFINITY;
     const int qh = qh0 + r;
