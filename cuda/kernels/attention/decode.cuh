@@ -400,6 +400,51 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
   __syncthreads();
   if (!is_last) return;
   __threadfence();
+  // Weights of every (row, chunk) in shared memory first: all LSE loads in flight at once, then one
+  // warp per row reduces them, then each thread sums its 4 columns over the chunks.
+  float* wts = reinterpret_cast<float*>(smem + 16 * D * 2);  // [rows][chunks] (merge scratch is free)
+  const bool staged = 16 * (chunks + 1) * 4 + 16 * D * 2 <= decode_smem_bytes<T, TKV, D>();
+  if (staged) {
+    for (int idx = tid; idx < rows * chunks; idx += kDecodeThreads) {
+      const int r = idx / chunks, j = idx % chunks;
+      wts[idx] = __ldcg(a.tmp_lse + int64_t(first_row + j) * a.num_qo_heads + qh0 + r);
+    }
+    __syncthreads();
+    float* row_lse = wts + rows * chunks;  // [rows]
+    for (int r = warp; r < rows; r += NW) {
+      float mx = -INFINITY;
+      for (int j = lane; j < chunks; j += 32) mx = fmaxf(mx, wts[r * chunks + j]);
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      float sum = 0.f;
+      for (int j = lane; j < chunks; j += 32) {
+        const float e = mx == -INFINITY ? 0.f : exp2f(wts[r * chunks + j] - mx);
+        wts[r * chunks + j] = e;
+        sum += e;
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      __syncwarp();
+      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      for (int j = lane; j < chunks; j += 32) wts[r * chunks + j] *= inv;
+      if (lane == 0) row_lse[r] = sum > 0.f ? mx + __log2f(sum) : -INFINITY;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < rows * (D / 4); idx += kDecodeThreads) {
+      const int r = idx / (D / 4), c = (idx % (D / 4)) * 4, qh = qh0 + r;
+      float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+      for (int j = 0; j < chunks; j++) {
+        const float w = wts[r * chunks + j];
+        const float4 x = __ldcg(reinterpret_cast<const float4*>(a.tmp_o + (int64_t(first_row + j) * a.num_qo_heads + qh) * D + c));
+        acc.x += x.x * w, acc.y += x.y * w, acc.z += x.z * w, acc.w += x.w * w;
+      }
+      T* out = static_cast<T*>(a.out) + int64_t(req) * a.o_sb + int64_t(qh) * a.o_sh + c;
+      *reinterpret_cast<uint2*>(out) = make_uint2(pack2<T>(acc.x, acc.y), pack2<T>(acc.z, acc.w));
+      if (c == 0 && a.lse) a.lse[int64_t(req) * a.num_qo_heads + qh] = row_lse[r];
+    }
+    return;
+  }
   for (int idx = tid; idx < rows * (D / 4); idx += kDecodeThreads) {
     const int r = idx / (D / 4), c = (idx % (D / 4)) * 4, qh = qh0 + r;
     float mx = -INFINITY;
