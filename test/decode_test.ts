@@ -9,7 +9,7 @@ import { makeRng, randint } from "./reference/random.ts";
 import { assertClose } from "./reference/compare.ts";
 import { decodeRowReference, type DecodeVariantRef } from "./reference/attention.ts";
 import { Tensor } from "../src/runtime/tensor.ts";
-import { Stream, CudaGraph } from "../src/runtime/stream.ts";
+import { CudaGraph, Stream } from "../src/runtime/stream.ts";
 import { Workspace } from "../src/runtime/workspace.ts";
 import { decode as decodeRaw, type DType } from "../src/runtime/dtype.ts";
 import { BatchDecodeWithPagedKvCache, singleDecodeWithKvCache } from "../src/attention/decode.ts";
@@ -71,8 +71,10 @@ function buildCase(c: Case, rng: () => number) {
   const pool = decodeRaw(kvDtype, raw);
   const shape5 = c.layout === "NHD" ? [numPages, 2, ps, hkv, d] : [numPages, 2, hkv, ps, d];
   const maxLen = c.maxLen ?? 16384;
-  const seqLens = Array.from({ length: c.batch }, (_, b) =>
-    b === 0 ? 1 : b === 1 ? ps * randint(rng, 1, Math.max(1, Math.floor(maxLen / ps))) : randint(rng, 1, maxLen)
+  const seqLens = Array.from(
+    { length: c.batch },
+    (_, b) =>
+      b === 0 ? 1 : b === 1 ? ps * randint(rng, 1, Math.max(1, Math.floor(maxLen / ps))) : randint(rng, 1, maxLen),
   );
   const indptr = new Int32Array(c.batch + 1), lastPageLen = new Int32Array(c.batch);
   for (let b = 0; b < c.batch; b++) {
@@ -89,7 +91,26 @@ function buildCase(c: Case, rng: () => number) {
     const page = indices[indptr[b] + Math.floor(pos / ps)], slot = pos % ps;
     return c.layout === "NHD" ? page * 2 * kvStride + (slot * hkv + h) * d : page * 2 * kvStride + (h * ps + slot) * d;
   };
-  return { hqo, hkv, d, ps, qDtype, kvDtype, numPages, raw, pool, shape5, seqLens, indptr, lastPageLen, indices, qRaw, q, kvStride, rowOffset };
+  return {
+    hqo,
+    hkv,
+    d,
+    ps,
+    qDtype,
+    kvDtype,
+    numPages,
+    raw,
+    pool,
+    shape5,
+    seqLens,
+    indptr,
+    lastPageLen,
+    indices,
+    qRaw,
+    q,
+    kvStride,
+    rowOffset,
+  };
 }
 
 type Built = ReturnType<typeof buildCase>;
@@ -122,9 +143,20 @@ function subsample(rng: () => number, n: number, k: number): number[] {
   return [...set].sort((a, b) => a - b);
 }
 
-function checkAgainstReference(c: Case, s: Built, out: Float64Array, lse: Float64Array, rng: () => number, label: string) {
-  for (let i = 0; i < out.length; i++) if (!Number.isFinite(out[i])) assert.fail(`${label}: out[${i}] = ${out[i]} (unwritten?)`);
-  for (let i = 0; i < lse.length; i++) if (!Number.isFinite(lse[i])) assert.fail(`${label}: lse[${i}] = ${lse[i]} (unwritten?)`);
+function checkAgainstReference(
+  c: Case,
+  s: Built,
+  out: Float64Array,
+  lse: Float64Array,
+  rng: () => number,
+  label: string,
+) {
+  for (let i = 0; i < out.length; i++) {
+    if (!Number.isFinite(out[i])) assert.fail(`${label}: out[${i}] = ${out[i]} (unwritten?)`);
+  }
+  for (let i = 0; i < lse.length; i++) {
+    if (!Number.isFinite(lse[i])) assert.fail(`${label}: lse[${i}] = ${lse[i]} (unwritten?)`);
+  }
   const group = s.hqo / s.hkv;
   const reqs = subsample(rng, c.batch, 5);
   const heads = s.hqo <= 8 ? [...Array(s.hqo).keys()] : subsample(rng, s.hqo, 6);
@@ -139,7 +171,10 @@ function checkAgainstReference(c: Case, s: Built, out: Float64Array, lse: Float6
       const o = (b * s.hqo + h) * s.d;
       for (let j = 0; j < s.d; j++) (got.push(out[o + j]), want.push(ref.out[j]));
       const err = Math.abs(lse[b * s.hqo + h] - ref.lse);
-      assert.ok(err <= 2e-3 * Math.max(1, Math.abs(ref.lse)), `${label}: lse[${b}, ${h}] = ${lse[b * s.hqo + h]}, reference ${ref.lse}`);
+      assert.ok(
+        err <= 2e-3 * Math.max(1, Math.abs(ref.lse)),
+        `${label}: lse[${b}, ${h}] = ${lse[b * s.hqo + h]}, reference ${ref.lse}`,
+      );
     }
   }
   const tol = s.qDtype === "f16" ? 2e-3 : 1e-2;
@@ -153,8 +188,16 @@ function runCase(c: Case): void {
   using ws = new Workspace(64 << 20);
   using w = new BatchDecodeWithPagedKvCache(ws, { kvLayout: c.layout });
   w.plan(s.indptr, s.indices, s.lastPageLen, s.hqo, s.hkv, s.d, s.ps, {
-    qDtype: s.qDtype, kvDtype: s.kvDtype, posEncodingMode: c.pos, windowLeft: c.windowLeft, logitsSoftCap: c.logitsSoftCap,
-    smScale: c.smScale, ropeScale: c.ropeScale, ropeTheta: c.ropeTheta, fixedSplitSize: c.fixedSplitSize, disableSplitKv: c.disableSplitKv,
+    qDtype: s.qDtype,
+    kvDtype: s.kvDtype,
+    posEncodingMode: c.pos,
+    windowLeft: c.windowLeft,
+    logitsSoftCap: c.logitsSoftCap,
+    smScale: c.smScale,
+    ropeScale: c.ropeScale,
+    ropeTheta: c.ropeTheta,
+    fixedSplitSize: c.fixedSplitSize,
+    disableSplitKv: c.disableSplitKv,
   });
   using q = Tensor.fromRaw(s.qRaw, [c.batch, s.hqo, s.d], s.qDtype);
   using out = Tensor.empty([c.batch, s.hqo, s.d], s.qDtype).fillBytes(0xff);
@@ -182,8 +225,15 @@ for (const layout of ["NHD", "HND"] as KvLayout[]) {
     for (const heads of HEADS) {
       const batch = BATCHES[i % 4], headDim = DIMS[i % 3];
       CASES.push({
-        name: `bf16 B${batch} H${heads[0]}/${heads[1]} D${headDim} page ${pageSize} ${layout}${i % 5 === 2 ? " separate k/v" : ""}`,
-        batch, heads, headDim, pageSize, layout, separate: i % 5 === 2,
+        name: `bf16 B${batch} H${heads[0]}/${heads[1]} D${headDim} page ${pageSize} ${layout}${
+          i % 5 === 2 ? " separate k/v" : ""
+        }`,
+        batch,
+        heads,
+        headDim,
+        pageSize,
+        layout,
+        separate: i % 5 === 2,
         maxLen: batch >= 256 && headDim === 256 ? 4096 : 16384,
       });
       i++;
@@ -191,26 +241,131 @@ for (const layout of ["NHD", "HND"] as KvLayout[]) {
   }
 }
 for (const d of [64, 128, 256]) {
-  CASES.push({ name: `f16 B7 H32/8 D${d} page 16 NHD`, batch: 7, heads: [32, 8], headDim: d, pageSize: 16, layout: "NHD", qDtype: "f16" });
+  CASES.push({
+    name: `f16 B7 H32/8 D${d} page 16 NHD`,
+    batch: 7,
+    heads: [32, 8],
+    headDim: d,
+    pageSize: 16,
+    layout: "NHD",
+    qDtype: "f16",
+  });
 }
 for (const q of ["bf16", "f16"] as DType[]) {
   for (const kv of ["e4m3", "e5m2"] as DType[]) {
     CASES.push({
-      name: `${q} q, ${kv} kv B7 H32/8 D128 page 16 HND, scales`, batch: 7, heads: [32, 8], headDim: 128, pageSize: 16,
-      layout: "HND", qDtype: q, kvDtype: kv, kScale: 0.75, vScale: 1.5,
+      name: `${q} q, ${kv} kv B7 H32/8 D128 page 16 HND, scales`,
+      batch: 7,
+      heads: [32, 8],
+      headDim: 128,
+      pageSize: 16,
+      layout: "HND",
+      qDtype: q,
+      kvDtype: kv,
+      kScale: 0.75,
+      vScale: 1.5,
     });
   }
 }
-CASES.push({ name: "fp8 e4m3 B64 H64/8 D64 page 64 NHD", batch: 64, heads: [64, 8], headDim: 64, pageSize: 64, layout: "NHD", kvDtype: "e4m3", kScale: 2 });
-CASES.push({ name: "fp8 e5m2 B1 H32/32 D256 page 1 NHD", batch: 1, heads: [32, 32], headDim: 256, pageSize: 1, layout: "NHD", kvDtype: "e5m2", maxLen: 4096 });
-CASES.push({ name: "ROPE_LLAMA B7 H32/8 D128 page 16", batch: 7, heads: [32, 8], headDim: 128, pageSize: 16, layout: "NHD", pos: "ROPE_LLAMA", ropeScale: 2, ropeTheta: 5e5, maxLen: 4096 });
-CASES.push({ name: "ROPE_LLAMA f16 B3 H28/4 D64 page 1 HND", batch: 3, heads: [28, 4], headDim: 64, pageSize: 1, layout: "HND", qDtype: "f16", pos: "ROPE_LLAMA", maxLen: 2048 });
-CASES.push({ name: "ALIBI B7 H32/8 D128 page 16", batch: 7, heads: [32, 8], headDim: 128, pageSize: 16, layout: "NHD", pos: "ALIBI", maxLen: 2048 });
-CASES.push({ name: "windowLeft 100 B7 H32/8 D128 page 16", batch: 7, heads: [32, 8], headDim: 128, pageSize: 16, layout: "NHD", windowLeft: 100 });
-CASES.push({ name: "windowLeft 1000 B64 H64/8 D64 page 1", batch: 64, heads: [64, 8], headDim: 64, pageSize: 1, layout: "HND", windowLeft: 1000 });
-CASES.push({ name: "logitsSoftCap 30, smScale 0.3 B7 H32/8 D128", batch: 7, heads: [32, 8], headDim: 128, pageSize: 16, layout: "NHD", logitsSoftCap: 30, smScale: 0.3 });
-CASES.push({ name: "fixedSplitSize 100 B7 H28/4 D128 page 16", batch: 7, heads: [28, 4], headDim: 128, pageSize: 16, layout: "NHD", fixedSplitSize: 100 });
-CASES.push({ name: "disableSplitKv B1 H32/8 D128 page 16", batch: 1, heads: [32, 8], headDim: 128, pageSize: 16, layout: "NHD", disableSplitKv: true });
+CASES.push({
+  name: "fp8 e4m3 B64 H64/8 D64 page 64 NHD",
+  batch: 64,
+  heads: [64, 8],
+  headDim: 64,
+  pageSize: 64,
+  layout: "NHD",
+  kvDtype: "e4m3",
+  kScale: 2,
+});
+CASES.push({
+  name: "fp8 e5m2 B1 H32/32 D256 page 1 NHD",
+  batch: 1,
+  heads: [32, 32],
+  headDim: 256,
+  pageSize: 1,
+  layout: "NHD",
+  kvDtype: "e5m2",
+  maxLen: 4096,
+});
+CASES.push({
+  name: "ROPE_LLAMA B7 H32/8 D128 page 16",
+  batch: 7,
+  heads: [32, 8],
+  headDim: 128,
+  pageSize: 16,
+  layout: "NHD",
+  pos: "ROPE_LLAMA",
+  ropeScale: 2,
+  ropeTheta: 5e5,
+  maxLen: 4096,
+});
+CASES.push({
+  name: "ROPE_LLAMA f16 B3 H28/4 D64 page 1 HND",
+  batch: 3,
+  heads: [28, 4],
+  headDim: 64,
+  pageSize: 1,
+  layout: "HND",
+  qDtype: "f16",
+  pos: "ROPE_LLAMA",
+  maxLen: 2048,
+});
+CASES.push({
+  name: "ALIBI B7 H32/8 D128 page 16",
+  batch: 7,
+  heads: [32, 8],
+  headDim: 128,
+  pageSize: 16,
+  layout: "NHD",
+  pos: "ALIBI",
+  maxLen: 2048,
+});
+CASES.push({
+  name: "windowLeft 100 B7 H32/8 D128 page 16",
+  batch: 7,
+  heads: [32, 8],
+  headDim: 128,
+  pageSize: 16,
+  layout: "NHD",
+  windowLeft: 100,
+});
+CASES.push({
+  name: "windowLeft 1000 B64 H64/8 D64 page 1",
+  batch: 64,
+  heads: [64, 8],
+  headDim: 64,
+  pageSize: 1,
+  layout: "HND",
+  windowLeft: 1000,
+});
+CASES.push({
+  name: "logitsSoftCap 30, smScale 0.3 B7 H32/8 D128",
+  batch: 7,
+  heads: [32, 8],
+  headDim: 128,
+  pageSize: 16,
+  layout: "NHD",
+  logitsSoftCap: 30,
+  smScale: 0.3,
+});
+CASES.push({
+  name: "fixedSplitSize 100 B7 H28/4 D128 page 16",
+  batch: 7,
+  heads: [28, 4],
+  headDim: 128,
+  pageSize: 16,
+  layout: "NHD",
+  fixedSplitSize: 100,
+});
+CASES.push({
+  name: "disableSplitKv B1 H32/8 D128 page 16",
+  batch: 1,
+  heads: [32, 8],
+  headDim: 128,
+  pageSize: 16,
+  layout: "NHD",
+  disableSplitKv: true,
+});
 
 for (const c of CASES) gpuTest(`decode: ${c.name}`, () => runCase(c));
 
@@ -234,7 +389,9 @@ gpuTest("decode: singleDecodeWithKvCache NHD and HND, with LSE", () => {
       for (let h = 0; h < hqo; h++) {
         const kvh = Math.floor(h / (hqo / hkv));
         const off = (pos: number) => layout === "NHD" ? (pos * hkv + kvh) * d : (kvh * len + pos) * d;
-        const ref = decodeRowReference(qp.subarray(h * d, (h + 1) * d), len, kp, vp, off, { smScale: 1 / Math.sqrt(d) });
+        const ref = decodeRowReference(qp.subarray(h * d, (h + 1) * d), len, kp, vp, off, {
+          smScale: 1 / Math.sqrt(d),
+        });
         for (let j = 0; j < d; j++) (got.push(o[h * d + j]), want.push(ref.out[j]));
         assert.ok(Math.abs(l[h] - ref.lse) <= 2e-3 * Math.max(1, Math.abs(ref.lse)), `lse ${h}: ${l[h]} vs ${ref.lse}`);
       }
@@ -286,13 +443,19 @@ gpuTest("decode: CUDA-graph replays match eager runs across re-plans", () => {
       const g = outGraph.narrow(0, 0, batch).toArray(stream), e = eager.out.toArray();
       const gl = lseGraph.narrow(0, 0, batch).toArray(stream), el = eager.lse.toArray();
       assertClose(g, e, "bf16", `graph replay batch ${batch} out`, 1e-2);
-      for (let j = 0; j < gl.length; j++) assert.ok(Math.abs(gl[j] - el[j]) < 1e-3, `graph lse ${j}: ${gl[j]} vs ${el[j]}`);
+      for (let j = 0; j < gl.length; j++) {
+        assert.ok(Math.abs(gl[j] - el[j]) < 1e-3, `graph lse ${j}: ${gl[j]} vs ${el[j]}`);
+      }
       eager.out.dispose();
       eager.lse.dispose();
     }
     // A plan beyond the captured maxima is refused.
     const big = table(maxBatch + 1, 10);
-    assertThrowsCode(() => graphW.plan(big.indptr, big.indices, big.last, hqo, hkv, d, ps, { qDtype: "bf16" }), "INVALID_ARGUMENT", /'indptr' must be of at most maxBatchSize 32/);
+    assertThrowsCode(
+      () => graphW.plan(big.indptr, big.indices, big.last, hqo, hkv, d, ps, { qDtype: "bf16" }),
+      "INVALID_ARGUMENT",
+      /'indptr' must be of at most maxBatchSize 32/,
+    );
   } finally {
     graph.dispose();
   }
@@ -320,18 +483,66 @@ test("decode plan: bad page tables are refused naming the argument", () => {
   const w = hostWrapper();
   const plan = (indptr: Int32Array, indices: Int32Array, last: Int32Array, hq = 32, hk = 8, d = 128, ps = 16) =>
     w.plan(indptr, indices, last, hq, hk, d, ps, { qDtype: "bf16" });
-  assertThrowsCode(() => plan(new Int32Array([1, 2, 3]), table1.indices, table1.last), "INVALID_ARGUMENT", /'indptr' must be starting at 0/);
-  assertThrowsCode(() => plan(new Int32Array([0, 3, 2]), table1.indices, table1.last), "INVALID_ARGUMENT", /'indptr' must be non-decreasing/);
-  assertThrowsCode(() => plan(table1.indptr, new Int32Array([0, -1, 2]), table1.last), "INVALID_ARGUMENT", /'indices' must be in \[0/);
-  assertThrowsCode(() => plan(table1.indptr, table1.indices, new Int32Array([0, 16])), "INVALID_ARGUMENT", /'lastPageLen' must be in \[1, 16\] \(pageSize\): received lastPageLen\[0\] = 0/);
-  assertThrowsCode(() => plan(table1.indptr, table1.indices, new Int32Array([5, 17])), "INVALID_ARGUMENT", /'lastPageLen' must be in \[1, 16\]/);
-  assertThrowsCode(() => plan(table1.indptr, new Int32Array([0]), table1.last), "INVALID_ARGUMENT", /'indices' must be at least indptr\[2\] = 3 long/);
-  assertThrowsCode(() => plan(table1.indptr, table1.indices, table1.last, 30, 8), "INVALID_ARGUMENT", /'numQoHeads' must be a multiple of 'numKvHeads': received 30 and 8/);
-  assertThrowsCode(() => plan(table1.indptr, table1.indices, table1.last, 32, 8, 96), "UNSUPPORTED", /\(q bf16, kv bf16, head dim 96\) is not in the compiled set/);
-  assertThrowsCode(() => w.plan(table1.indptr, table1.indices, table1.last, 32, 8, 128, 16, { qDtype: "f32" as DType }), "INVALID_ARGUMENT", /'qDtype' must be f16 or bf16/);
-  assertThrowsCode(() => w.plan(table1.indptr, table1.indices, table1.last, 32, 8, 128, 16, { qDtype: "bf16", kvDtype: "f16" }), "UNSUPPORTED", /\(q bf16, kv f16, head dim 128\)/);
-  assertThrowsCode(() => w.plan([0, 1] as unknown as Int32Array, table1.indices, table1.last, 32, 8, 128, 16), "INVALID_ARGUMENT", /'indptr' must be an Int32Array/);
-  assertThrowsCode(() => w.plan(table1.indptr, table1.indices, table1.last, 32, 8, 128, 16, { posEncodingMode: "XPOS" as "NONE" }), "INVALID_ARGUMENT", /'posEncodingMode'/);
+  assertThrowsCode(
+    () => plan(new Int32Array([1, 2, 3]), table1.indices, table1.last),
+    "INVALID_ARGUMENT",
+    /'indptr' must be starting at 0/,
+  );
+  assertThrowsCode(
+    () => plan(new Int32Array([0, 3, 2]), table1.indices, table1.last),
+    "INVALID_ARGUMENT",
+    /'indptr' must be non-decreasing/,
+  );
+  assertThrowsCode(
+    () => plan(table1.indptr, new Int32Array([0, -1, 2]), table1.last),
+    "INVALID_ARGUMENT",
+    /'indices' must be in \[0/,
+  );
+  assertThrowsCode(
+    () => plan(table1.indptr, table1.indices, new Int32Array([0, 16])),
+    "INVALID_ARGUMENT",
+    /'lastPageLen' must be in \[1, 16\] \(pageSize\): received lastPageLen\[0\] = 0/,
+  );
+  assertThrowsCode(
+    () => plan(table1.indptr, table1.indices, new Int32Array([5, 17])),
+    "INVALID_ARGUMENT",
+    /'lastPageLen' must be in \[1, 16\]/,
+  );
+  assertThrowsCode(
+    () => plan(table1.indptr, new Int32Array([0]), table1.last),
+    "INVALID_ARGUMENT",
+    /'indices' must be at least indptr\[2\] = 3 long/,
+  );
+  assertThrowsCode(
+    () => plan(table1.indptr, table1.indices, table1.last, 30, 8),
+    "INVALID_ARGUMENT",
+    /'numQoHeads' must be a multiple of 'numKvHeads': received 30 and 8/,
+  );
+  assertThrowsCode(
+    () => plan(table1.indptr, table1.indices, table1.last, 32, 8, 96),
+    "UNSUPPORTED",
+    /\(q bf16, kv bf16, head dim 96\) is not in the compiled set/,
+  );
+  assertThrowsCode(
+    () => w.plan(table1.indptr, table1.indices, table1.last, 32, 8, 128, 16, { qDtype: "f32" as DType }),
+    "INVALID_ARGUMENT",
+    /'qDtype' must be f16 or bf16/,
+  );
+  assertThrowsCode(
+    () => w.plan(table1.indptr, table1.indices, table1.last, 32, 8, 128, 16, { qDtype: "bf16", kvDtype: "f16" }),
+    "UNSUPPORTED",
+    /\(q bf16, kv f16, head dim 128\)/,
+  );
+  assertThrowsCode(
+    () => w.plan([0, 1] as unknown as Int32Array, table1.indices, table1.last, 32, 8, 128, 16),
+    "INVALID_ARGUMENT",
+    /'indptr' must be an Int32Array/,
+  );
+  assertThrowsCode(
+    () => w.plan(table1.indptr, table1.indices, table1.last, 32, 8, 128, 16, { posEncodingMode: "XPOS" as "NONE" }),
+    "INVALID_ARGUMENT",
+    /'posEncodingMode'/,
+  );
 });
 
 test("decode run: refused before plan, and when q or the cache disagree with the plan", () => {
@@ -344,8 +555,16 @@ test("decode run: refused before plan, and when q or the cache disagree with the
 });
 
 test("decode wrapper: CUDA-graph mode needs its maxima", () => {
-  assertThrowsCode(() => hostWrapper({ useCudaGraph: true }), "INVALID_ARGUMENT", /'maxBatchSize' must be a positive integer/);
-  assertThrowsCode(() => hostWrapper({ useCudaGraph: true, maxBatchSize: 8 }), "INVALID_ARGUMENT", /'maxPages' must be a positive integer/);
+  assertThrowsCode(
+    () => hostWrapper({ useCudaGraph: true }),
+    "INVALID_ARGUMENT",
+    /'maxBatchSize' must be a positive integer/,
+  );
+  assertThrowsCode(
+    () => hostWrapper({ useCudaGraph: true, maxBatchSize: 8 }),
+    "INVALID_ARGUMENT",
+    /'maxPages' must be a positive integer/,
+  );
   assertThrowsCode(() => hostWrapper({ kvLayout: "NDH" }), "INVALID_ARGUMENT", /'kvLayout'/);
 });
 
@@ -356,21 +575,32 @@ gpuTest("decode run: q, cache, workspace and graph maxima are checked against th
   using cache = Tensor.empty([3, 2, 16, 8, 128], "bf16");
   using small = Tensor.empty([2, 2, 16, 8, 128], "bf16");
   using q = Tensor.empty([2, 32, 128], "bf16");
-  assertThrowsCode(() => w.run(fake([3, 32, 128], "bf16"), cache), "INVALID_ARGUMENT", /'q' must be of shape \[2, 32, 128\]/);
+  assertThrowsCode(
+    () => w.run(fake([3, 32, 128], "bf16"), cache),
+    "INVALID_ARGUMENT",
+    /'q' must be of shape \[2, 32, 128\]/,
+  );
   assertThrowsCode(() => w.run(fake([2, 16, 128], "bf16"), cache), "INVALID_ARGUMENT", /'q' must be of shape/);
   assertThrowsCode(() => w.run(fake([2, 32, 128], "f16"), cache), "INVALID_ARGUMENT", /'q' must be of dtype bf16/);
   assertThrowsCode(() => w.run(q, small), "INVALID_ARGUMENT", /'indices' must be in \[0, 2\)/);
   assertThrowsCode(() => w.run(q, fake([3, 2, 8, 8, 128], "bf16")), "INVALID_ARGUMENT", /page size 16/);
   using tiny = new Workspace(256);
   using w2 = new BatchDecodeWithPagedKvCache(tiny);
-  assertThrowsCode(() => w2.plan(table1.indptr, table1.indices, table1.last, 32, 8, 128, 16, { qDtype: "bf16" }), "INVALID_ARGUMENT", /'workspace' must be at least \d+ bytes/);
+  assertThrowsCode(
+    () => w2.plan(table1.indptr, table1.indices, table1.last, 32, 8, 128, 16, { qDtype: "bf16" }),
+    "INVALID_ARGUMENT",
+    /'workspace' must be at least \d+ bytes/,
+  );
 });
 
 gpuTest("decode: checkIndices false never reads outside the cache (a bad page reads as zeros)", () => {
   using ws = new Workspace(1 << 20);
   using w = new BatchDecodeWithPagedKvCache(ws);
   // Request 1 points at page 1000 of a 3-page cache: the kernel must not touch it.
-  w.plan(new Int32Array([0, 2, 3]), new Int32Array([0, 1, 1000]), new Int32Array([5, 16]), 32, 8, 128, 16, { qDtype: "bf16", checkIndices: false });
+  w.plan(new Int32Array([0, 2, 3]), new Int32Array([0, 1, 1000]), new Int32Array([5, 16]), 32, 8, 128, 16, {
+    qDtype: "bf16",
+    checkIndices: false,
+  });
   const rng = makeRng(seed + 3);
   using cache = Tensor.fromRaw(randomRaw(rng, "bf16", 3 * 2 * 16 * 8 * 128), [3, 2, 16, 8, 128], "bf16");
   using q = Tensor.fromRaw(randomRaw(rng, "bf16", 2 * 32 * 128), [2, 32, 128], "bf16");

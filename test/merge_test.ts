@@ -4,7 +4,7 @@ import { makeRng, randn } from "./reference/random.ts";
 import { assertClose } from "./reference/compare.ts";
 import { mergeReference } from "./reference/attention.ts";
 import { Tensor } from "../src/runtime/tensor.ts";
-import { roundTo, type DType } from "../src/runtime/dtype.ts";
+import { type DType, roundTo } from "../src/runtime/dtype.ts";
 import { mergeState, mergeStateInPlace, mergeStates } from "../src/attention/merge.ts";
 
 const rng = makeRng();
@@ -44,7 +44,10 @@ for (const dtype of ["bf16", "f16"] as DType[]) {
       }
       assertClose(got, want, dtype, "merged v");
       for (let i = 0; i < ws.length; i++) {
-        assert.ok(gs[i] === ws[i] || Math.abs(gs[i] - ws[i]) < 1e-4 * Math.max(1, Math.abs(ws[i])), `lse ${i}: ${gs[i]} vs ${ws[i]}`);
+        assert.ok(
+          gs[i] === ws[i] || Math.abs(gs[i] - ws[i]) < 1e-4 * Math.max(1, Math.abs(ws[i])),
+          `lse ${i}: ${gs[i]} vs ${ws[i]}`,
+        );
       }
     });
   }
@@ -78,7 +81,10 @@ for (const dtype of ["bf16", "f16"] as DType[]) {
     assertClose(vat.toArray(), wantMasked, dtype, "mergeStateInPlace v");
     const check = (got: Float64Array, ref: Float64Array, what: string) => {
       for (let i = 0; i < ref.length; i++) {
-        assert.ok(got[i] === ref[i] || Math.abs(got[i] - ref[i]) < 1e-4 * Math.max(1, Math.abs(ref[i])), `${what} ${i}: ${got[i]} vs ${ref[i]}`);
+        assert.ok(
+          got[i] === ref[i] || Math.abs(got[i] - ref[i]) < 1e-4 * Math.max(1, Math.abs(ref[i])),
+          `${what} ${i}: ${got[i]} vs ${ref[i]}`,
+        );
       }
     };
     check(sOut.toArray(), ws, "mergeState lse");
@@ -88,9 +94,32 @@ for (const dtype of ["bf16", "f16"] as DType[]) {
 
 test("merge: bad shapes are refused naming the argument", () => {
   const f = (shape: number[], dtype: DType) => Tensor.fromPointer(0x10000n, shape, dtype);
-  assertThrowsCode(() => mergeState(f([2, 4, 64], "bf16"), f([2, 4], "f32"), f([2, 4, 64], "f16"), f([2, 4], "f32")), "INVALID_ARGUMENT", /'vB' must be of dtype bf16/);
-  assertThrowsCode(() => mergeState(f([2, 4, 64], "bf16"), f([2, 5], "f32"), f([2, 4, 64], "bf16"), f([2, 4], "f32")), "INVALID_ARGUMENT", /'sA' must be of shape \[2, 4\]/);
-  assertThrowsCode(() => mergeStates(f([2, 3, 4, 64], "bf16"), f([2, 4], "f32")), "INVALID_ARGUMENT", /'s' must be of shape \[2, 3, 4\]/);
-  assertThrowsCode(() => mergeStateInPlace(f([2, 4, 64], "bf16"), f([2, 4], "f32"), f([2, 4, 64], "bf16"), f([2, 4], "f32"), { mask: f([3], "u8") }), "INVALID_ARGUMENT", /'mask' must be of shape \[2\]/);
-  assertThrowsCode(() => mergeStates(f([2, 3, 4, 64], "f32"), f([2, 3, 4], "f32")), "INVALID_ARGUMENT", /'v' must be of dtype f16 or bf16/);
+  assertThrowsCode(
+    () => mergeState(f([2, 4, 64], "bf16"), f([2, 4], "f32"), f([2, 4, 64], "f16"), f([2, 4], "f32")),
+    "INVALID_ARGUMENT",
+    /'vB' must be of dtype bf16/,
+  );
+  assertThrowsCode(
+    () => mergeState(f([2, 4, 64], "bf16"), f([2, 5], "f32"), f([2, 4, 64], "bf16"), f([2, 4], "f32")),
+    "INVALID_ARGUMENT",
+    /'sA' must be of shape \[2, 4\]/,
+  );
+  assertThrowsCode(
+    () => mergeStates(f([2, 3, 4, 64], "bf16"), f([2, 4], "f32")),
+    "INVALID_ARGUMENT",
+    /'s' must be of shape \[2, 3, 4\]/,
+  );
+  assertThrowsCode(
+    () =>
+      mergeStateInPlace(f([2, 4, 64], "bf16"), f([2, 4], "f32"), f([2, 4, 64], "bf16"), f([2, 4], "f32"), {
+        mask: f([3], "u8"),
+      }),
+    "INVALID_ARGUMENT",
+    /'mask' must be of shape \[2\]/,
+  );
+  assertThrowsCode(
+    () => mergeStates(f([2, 3, 4, 64], "f32"), f([2, 3, 4], "f32")),
+    "INVALID_ARGUMENT",
+    /'v' must be of dtype f16 or bf16/,
+  );
 });

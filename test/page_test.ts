@@ -3,7 +3,12 @@ import { assert, assertThrowsCode, gpuTest, test } from "./harness.ts";
 import { makeRng, randint } from "./reference/random.ts";
 import { Tensor } from "../src/runtime/tensor.ts";
 import type { DType } from "../src/runtime/dtype.ts";
-import { appendPagedKvCache, getBatchIndicesPositions, getSeqLens, kvCacheView } from "../src/attention/paged_kv_cache.ts";
+import {
+  appendPagedKvCache,
+  getBatchIndicesPositions,
+  getSeqLens,
+  kvCacheView,
+} from "../src/attention/paged_kv_cache.ts";
 import type { KvLayout } from "../src/attention/variants.ts";
 
 const rng = makeRng();
@@ -51,7 +56,10 @@ for (const layout of ["NHD", "HND"] as KvLayout[]) {
 
       const bytes = dtype === "e4m3" ? 1 : 2;
       const rowElems = hkv * d;
-      const raw = (n: number) => bytes === 1 ? Uint8Array.from({ length: n }, () => randint(rng, 0, 0x7e)) : Uint16Array.from({ length: n }, () => randint(rng, 0, 0x7bff));
+      const raw = (n: number) =>
+        bytes === 1
+          ? Uint8Array.from({ length: n }, () => randint(rng, 0, 0x7e))
+          : Uint16Array.from({ length: n }, () => randint(rng, 0, 0x7bff));
       const keys = raw(nnz * rowElems), values = raw(nnz * rowElems);
       using k = Tensor.fromRaw(keys, [nnz, hkv, d], dtype);
       using v = Tensor.fromRaw(values, [nnz, hkv, d], dtype);
@@ -66,16 +74,22 @@ for (const layout of ["NHD", "HND"] as KvLayout[]) {
         const page = indices[indptr[b] + Math.floor(p / ps)], slot = p % ps;
         for (let h = 0; h < hkv; h++) {
           for (const [kv, src] of [[0, keys], [1, values]] as const) {
-            const base = layout === "NHD" ? (((page * 2 + kv) * ps + slot) * hkv + h) * d : (((page * 2 + kv) * hkv + h) * ps + slot) * d;
+            const base = layout === "NHD"
+              ? (((page * 2 + kv) * ps + slot) * hkv + h) * d
+              : (((page * 2 + kv) * hkv + h) * ps + slot) * d;
             for (let j = 0; j < d; j++) {
-              if (c[base + j] !== src[(i * hkv + h) * d + j]) assert.fail(`token ${i} head ${h} ${kv ? "v" : "k"}[${j}] not written`);
+              if (c[base + j] !== src[(i * hkv + h) * d + j]) {
+                assert.fail(`token ${i} head ${h} ${kv ? "v" : "k"}[${j}] not written`);
+              }
               written.add(base + j);
             }
           }
         }
       }
       let untouched = 0;
-      for (let i = 0; i < c.length; i++) if (!written.has(i)) (assert.equal(c[i], poison, `element ${i} written unexpectedly`), untouched++);
+      for (let i = 0; i < c.length; i++) {
+        if (!written.has(i)) (assert.equal(c[i], poison, `element ${i} written unexpectedly`), untouched++);
+      }
       assert.ok(untouched > 0);
       batchIndices.dispose();
       positions.dispose();
@@ -85,13 +99,44 @@ for (const layout of ["NHD", "HND"] as KvLayout[]) {
 
 test("kvCacheView: bad caches are refused naming the argument", () => {
   const f = (shape: number[], dtype: DType, strides?: number[]) => Tensor.fromPointer(0x10000n, shape, dtype, strides);
-  assertThrowsCode(() => kvCacheView("run decode", f([4, 3, 16, 8, 128], "bf16"), "NHD"), "INVALID_ARGUMENT", /'kvCache' must be of size 2 \(K and V\) in dimension 1/);
-  assertThrowsCode(() => kvCacheView("run decode", f([4, 2, 16, 8], "bf16"), "NHD"), "INVALID_ARGUMENT", /'kvCache' must be 5-dimensional/);
-  assertThrowsCode(() => kvCacheView("run decode", f([4, 2, 16, 8, 128], "f32"), "NHD"), "INVALID_ARGUMENT", /'kvCache' must be of dtype f16 or bf16 or e4m3 or e5m2/);
-  assertThrowsCode(() => kvCacheView("run decode", [f([4, 16, 8, 128], "bf16"), f([4, 16, 8, 128], "f16")], "NHD"), "INVALID_ARGUMENT", /'kvCache\[1\]' must be of dtype bf16/);
-  assertThrowsCode(() => kvCacheView("run decode", [f([4, 16, 8, 128], "bf16"), f([4, 16, 4, 128], "bf16")], "NHD"), "INVALID_ARGUMENT", /'kvCache\[1\]' must be of shape/);
-  assertThrowsCode(() => kvCacheView("run decode", f([4, 2, 16, 8, 128], "bf16"), "NDH" as KvLayout), "INVALID_ARGUMENT", /'kvLayout'/);
+  assertThrowsCode(
+    () => kvCacheView("run decode", f([4, 3, 16, 8, 128], "bf16"), "NHD"),
+    "INVALID_ARGUMENT",
+    /'kvCache' must be of size 2 \(K and V\) in dimension 1/,
+  );
+  assertThrowsCode(
+    () => kvCacheView("run decode", f([4, 2, 16, 8], "bf16"), "NHD"),
+    "INVALID_ARGUMENT",
+    /'kvCache' must be 5-dimensional/,
+  );
+  assertThrowsCode(
+    () => kvCacheView("run decode", f([4, 2, 16, 8, 128], "f32"), "NHD"),
+    "INVALID_ARGUMENT",
+    /'kvCache' must be of dtype f16 or bf16 or e4m3 or e5m2/,
+  );
+  assertThrowsCode(
+    () => kvCacheView("run decode", [f([4, 16, 8, 128], "bf16"), f([4, 16, 8, 128], "f16")], "NHD"),
+    "INVALID_ARGUMENT",
+    /'kvCache\[1\]' must be of dtype bf16/,
+  );
+  assertThrowsCode(
+    () => kvCacheView("run decode", [f([4, 16, 8, 128], "bf16"), f([4, 16, 4, 128], "bf16")], "NHD"),
+    "INVALID_ARGUMENT",
+    /'kvCache\[1\]' must be of shape/,
+  );
+  assertThrowsCode(
+    () => kvCacheView("run decode", f([4, 2, 16, 8, 128], "bf16"), "NDH" as KvLayout),
+    "INVALID_ARGUMENT",
+    /'kvLayout'/,
+  );
   const v = kvCacheView("run decode", f([4, 2, 8, 16, 128], "bf16"), "HND");
-  assert.deepEqual([v.numPages, v.pageSize, v.numKvHeads, v.headDim, v.strideSlot, v.strideHead], [4, 16, 8, 128, 128, 16 * 128]);
+  assert.deepEqual([v.numPages, v.pageSize, v.numKvHeads, v.headDim, v.strideSlot, v.strideHead], [
+    4,
+    16,
+    8,
+    128,
+    128,
+    16 * 128,
+  ]);
   assert.equal(v.v - v.k, BigInt(8 * 16 * 128 * 2));
 });

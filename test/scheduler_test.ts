@@ -14,7 +14,9 @@ function pageBase(n: number): Int32Array {
 
 /** Items cover each request's range exactly once, in order, and partial rows are dense. */
 function checkCoverage(seqLens: Int32Array, s: ReturnType<typeof scheduleDecode>, windowLeft = -1): void {
-  const next = new Int32Array(seqLens.length).map((_, b) => windowLeft >= 0 ? Math.max(0, seqLens[b] - 1 - windowLeft) : 0);
+  const next = new Int32Array(seqLens.length).map((_, b) =>
+    windowLeft >= 0 ? Math.max(0, seqLens[b] - 1 - windowLeft) : 0
+  );
   const partials: number[] = [];
   for (let i = 0; i < s.numItems; i++) {
     const [b, start, end, row, seqLen, pb] = s.items.subarray(i * ITEM_INTS, i * ITEM_INTS + 6);
@@ -66,7 +68,12 @@ test("scheduler: fixedSplitSize, disableSplitKv and windowLeft", () => {
   const d = scheduleDecode({ seqLens: lens(1, 100000), pageBase: pageBase(1), ...base, disableSplitKv: true });
   assert.equal(d.numItems, 1);
   assert.equal(d.splitSize, 0);
-  const w = scheduleDecode({ seqLens: new Int32Array([5000, 10, 300]), pageBase: pageBase(3), ...base, windowLeft: 200 });
+  const w = scheduleDecode({
+    seqLens: new Int32Array([5000, 10, 300]),
+    pageBase: pageBase(3),
+    ...base,
+    windowLeft: 200,
+  });
   checkCoverage(new Int32Array([5000, 10, 300]), w, 200);
   assert.equal(w.items[1], 5000 - 201);
 });

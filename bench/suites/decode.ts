@@ -22,11 +22,16 @@ function randomBits(n: number, bytes: 1 | 2): Uint16Array | Uint8Array {
   // Moderate-magnitude random floats as raw bits: exponent near 1 so softmax stays well conditioned.
   if (bytes === 2) {
     const raw = new Uint16Array(n);
-    for (let i = 0; i < n; i++) raw[i] = ((Math.random() < 0.5 ? 0x8000 : 0) | ((121 + ((Math.random() * 6) | 0)) << 7) | ((Math.random() * 128) | 0));
+    for (let i = 0; i < n; i++) {
+      raw[i] = (Math.random() < 0.5 ? 0x8000 : 0) | ((121 + ((Math.random() * 6) | 0)) << 7) |
+        ((Math.random() * 128) | 0);
+    }
     return raw;
   }
   const raw = new Uint8Array(n);
-  for (let i = 0; i < n; i++) raw[i] = ((Math.random() < 0.5 ? 0x80 : 0) | ((3 + ((Math.random() * 5) | 0)) << 3) | ((Math.random() * 8) | 0));
+  for (let i = 0; i < n; i++) {
+    raw[i] = (Math.random() < 0.5 ? 0x80 : 0) | ((3 + ((Math.random() * 5) | 0)) << 3) | ((Math.random() * 8) | 0);
+  }
   return raw;
 }
 
@@ -59,9 +64,16 @@ export const decodeSuite: Suite = {
     using ws = new Workspace(256 << 20);
     type Extra = { disableSplitKv?: boolean; fixedSplitSize?: number };
     const shapes: [number, number, boolean, Extra?][] = [
-      [16, 4096, false], [64, 2048, false], [128, 8192, false], [256, 1024, false], [1, 4096, false], [64, 2048, true],
+      [16, 4096, false],
+      [64, 2048, false],
+      [128, 8192, false],
+      [256, 1024, false],
+      [1, 4096, false],
+      [64, 2048, true],
       // Scheduler alternatives at the split-sensitive shapes.
-      [16, 4096, false, { disableSplitKv: true }], [16, 4096, false, { fixedSplitSize: 1024 }], [1, 4096, false, { fixedSplitSize: 256 }],
+      [16, 4096, false, { disableSplitKv: true }],
+      [16, 4096, false, { fixedSplitSize: 1024 }],
+      [1, 4096, false, { fixedSplitSize: 256 }],
       [1, 4096, false, { fixedSplitSize: 512 }],
     ];
     for (const dtype of ["bf16", "e4m3"] as DType[]) {
@@ -72,7 +84,13 @@ export const decodeSuite: Suite = {
         // At least 1 GiB of cache so runs do not hit L2; small shapes rotate over page ranges.
         const minPages = Math.ceil((1 << 30) / (2 * PS * HKV * D * kvBytes));
         const pages = Math.max(pagesNeeded, batch === 1 ? minPages : 0);
-        using cache = Tensor.fromRaw(randomBits(Math.min(pages, 4096) * 2 * PS * HKV * D, kvBytes as 1 | 2), [Math.min(pages, 4096), 2, PS, HKV, D], dtype);
+        using cache = Tensor.fromRaw(randomBits(Math.min(pages, 4096) * 2 * PS * HKV * D, kvBytes as 1 | 2), [
+          Math.min(pages, 4096),
+          2,
+          PS,
+          HKV,
+          D,
+        ], dtype);
         // Larger caches tile the random block (generating GBs of random bits on the host is slow).
         const big = pages > 4096 ? Tensor.empty([pages, 2, PS, HKV, D], dtype) : undefined;
         if (big) {
@@ -100,17 +118,23 @@ export const decodeSuite: Suite = {
           using graph = CudaGraph.capture(stream, () => wrappers.forEach((w) => w.run(q, kv, { out, stream })));
           us = timeKernel(stream, () => graph.replay(stream), { iters: 50 }) / rot;
         } else {
-          us = timeKernel(stream, (i) => wrappers[i % rot].run(q, kv, { out, stream }), { iters: batch * len >= 1 << 20 ? 20 : 100 });
+          us = timeKernel(stream, (i) => wrappers[i % rot].run(q, kv, { out, stream }), {
+            iters: batch * len >= 1 << 20 ? 20 : 100,
+          });
         }
         const bytes = batch * len * HKV * D * 2 * kvBytes + 2 * batch * HQO * D * 2;
         const shape = `B${batch} L${len}`;
         const s = wrappers[0].schedule!;
         rows.push({
           op: `batchDecode ${dtype === "bf16" ? "bf16" : "bf16 q / e4m3 kv"}`,
-          shape: `${shape} H32/8 D128 p16${shuffle ? " shuffled pages" : ""}${extra ? " " + JSON.stringify(extra) : ""}`,
+          shape: `${shape} H32/8 D128 p16${shuffle ? " shuffled pages" : ""}${
+            extra ? " " + JSON.stringify(extra) : ""
+          }`,
           us,
           bytes,
-          note: `${dtype === "bf16" ? (shuffle || extra ? "exploration" : TARGETS[shape]) : "target <= 0.6x bf16 time"} (split ${s.splitSize}, items ${s.numItems}${batch === 1 ? ", CUDA graph" : ""})`,
+          note: `${
+            dtype === "bf16" ? (shuffle || extra ? "exploration" : TARGETS[shape]) : "target <= 0.6x bf16 time"
+          } (split ${s.splitSize}, items ${s.numItems}${batch === 1 ? ", CUDA graph" : ""})`,
         });
         wrappers.forEach((w) => w.dispose());
         big?.dispose();
@@ -139,14 +163,22 @@ export const decodeSuite: Suite = {
         // Parts: the page-table check (the O(pages) index scan) and the scheduler alone.
         const parts: [string, () => void][] = [
           ["checkPageTable", () => checkPageTable("plan", t.indptr, t.indices, t.last, PS)],
-          ["scheduleDecode", () => scheduleDecode({ seqLens: lens, pageBase: t.indptr, ctasPerItem: 8, numSms: 132, ctasPerSm: 2 })],
+          [
+            "scheduleDecode",
+            () => scheduleDecode({ seqLens: lens, pageBase: t.indptr, ctasPerItem: 8, numSms: 132, ctasPerSm: 2 }),
+          ],
         ];
         const lens = new Int32Array(256).fill(len);
         for (const [name, f] of parts) {
           for (let i = 0; i < 200; i++) f();
           const t0 = performance.now();
           for (let i = 0; i < 1000; i++) f();
-          rows.push({ op: `  plan part: ${name} (host)`, shape: `B256 L${len} p16`, us: (performance.now() - t0), note: "host µs" });
+          rows.push({
+            op: `  plan part: ${name} (host)`,
+            shape: `B256 L${len} p16`,
+            us: performance.now() - t0,
+            note: "host µs",
+          });
         }
       }
       stream.synchronize();

@@ -6,17 +6,17 @@
  */
 import { expectRank, expectShape, expectTensor } from "../runtime/check.ts";
 import { Device } from "../runtime/device.ts";
-import { DTYPE_CODE, type DType } from "../runtime/dtype.ts";
+import { type DType, DTYPE_CODE } from "../runtime/dtype.ts";
 import { FlashInferError, invalid, show } from "../runtime/errors.ts";
 import { check, native } from "../runtime/library.ts";
 import { PinnedBuffer } from "../runtime/memory.ts";
-import { Event, type StreamLike, streamHandle } from "../runtime/stream.ts";
+import { Event, streamHandle, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
 import { Workspace } from "../runtime/workspace.ts";
 import { requireCompiledDecode } from "./compiled.ts";
 import { checkPageTable, type KvCacheView, kvCacheView, type KvLayout, type PagedKvCache } from "./paged_kv_cache.ts";
 import { ITEM_INTS, type Schedule, scheduleDecode } from "./scheduler.ts";
-import { alibiSlopes, resolveVariant, type ResolvedVariant, type VariantOptions } from "./variants.ts";
+import { alibiSlopes, type ResolvedVariant, resolveVariant, type VariantOptions } from "./variants.ts";
 
 /** Resident decode CTAs per SM (shared memory bound; see decode_smem_bytes in decode.cuh). */
 export function decodeCtasPerSm(headDim: number): number {
@@ -110,7 +110,14 @@ function sameLayout(a: WorkspaceLayout, b: WorkspaceLayout): boolean {
     a.intBytes === b.intBytes;
 }
 
-function layoutFor(itemCap: number, batchCap: number, pageCap: number, heads: number, headDim: number, ctasPerItem: number): WorkspaceLayout {
+function layoutFor(
+  itemCap: number,
+  batchCap: number,
+  pageCap: number,
+  heads: number,
+  headDim: number,
+  ctasPerItem: number,
+): WorkspaceLayout {
   const items = 0;
   const counters = align256(items + itemCap * ITEM_INTS * 4);
   const alibi = align256(counters + batchCap * ctasPerItem * 4);
@@ -220,12 +227,25 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     if (options.fixedSplitSize !== undefined) positiveInt(op, "fixedSplitSize", options.fixedSplitSize);
     const nb = indptr.length - 1;
     if (!this.#seqLens || this.#seqLens.length !== nb) this.#seqLens = new Int32Array(Math.max(0, nb));
-    const table = checkPageTable(op, indptr, indices, lastPageLen, pageSize, Infinity, this.#seqLens, options.checkIndices ?? true);
+    const table = checkPageTable(
+      op,
+      indptr,
+      indices,
+      lastPageLen,
+      pageSize,
+      Infinity,
+      this.#seqLens,
+      options.checkIndices ?? true,
+    );
     const batch = table.batch;
     const pages = indptr[batch];
     if (this.useCudaGraph) {
-      if (batch > this.maxBatchSize) invalid(op, "indptr", `of at most maxBatchSize ${this.maxBatchSize} requests`, `=${batch} requests`);
-      if (pages > this.maxPages) invalid(op, "indices", `at most maxPages ${this.maxPages} pages (indptr[B])`, `=${pages} pages`);
+      if (batch > this.maxBatchSize) {
+        invalid(op, "indptr", `of at most maxBatchSize ${this.maxBatchSize} requests`, `=${batch} requests`);
+      }
+      if (pages > this.maxPages) {
+        invalid(op, "indices", `at most maxPages ${this.maxPages} pages (indptr[B])`, `=${pages} pages`);
+      }
     }
 
     const numSms = this.#numSms ?? (this.#deviceSms ??= Device.current().smCount);
@@ -237,8 +257,14 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     // Lay out the workspace first, sized by the most items a plan can make (graph mode: from the maxima,
     // so it never moves between plans), then schedule straight into the pinned staging buffer.
     const input = {
-      seqLens: table.seqLens, pageBase: indptr, windowLeft: variant.windowLeft, ctasPerItem, numSms, ctasPerSm,
-      fixedSplitSize: options.fixedSplitSize, disableSplitKv: options.disableSplitKv,
+      seqLens: table.seqLens,
+      pageBase: indptr,
+      windowLeft: variant.windowLeft,
+      ctasPerItem,
+      numSms,
+      ctasPerSm,
+      fixedSplitSize: options.fixedSplitSize,
+      disableSplitKv: options.disableSplitKv,
     };
     let fixed: Schedule | undefined;
     let layout: WorkspaceLayout;
@@ -248,7 +274,14 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       fixed = scheduleDecode(input); // rare: the item count is known only after splitting
       layout = layoutFor(fixed.numItems, batch, pages, numQoHeads, headDim, ctasPerItem);
     } else {
-      layout = layoutFor(Math.max(batch, Math.floor((numSms * ctasPerSm) / ctasPerItem)), batch, pages, numQoHeads, headDim, ctasPerItem);
+      layout = layoutFor(
+        Math.max(batch, Math.floor((numSms * ctasPerSm) / ctasPerItem)),
+        batch,
+        pages,
+        numQoHeads,
+        headDim,
+        ctasPerItem,
+      );
     }
     this.#workspace.require(op, layout.total);
 
@@ -265,15 +298,22 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     const views = this.#viewsFor(slot, pinned, layout, numQoHeads);
     const itemCap = views.items.length / ITEM_INTS;
     const sched = fixed ?? scheduleDecode(input, { items: views.items });
-    if (sched.numItems > 65535) invalid(op, "indptr", "a plan of at most 65535 work items (requests and chunks)", `=${sched.numItems} items`);
+    if (sched.numItems > 65535) {
+      invalid(op, "indptr", "a plan of at most 65535 work items (requests and chunks)", `=${sched.numItems} items`);
+    }
     if (sched.numItems > itemCap) {
-      invalid(op, "fixedSplitSize", `large enough that the work fits the CUDA-graph grid of ${itemCap} items`, options.fixedSplitSize);
+      invalid(
+        op,
+        "fixedSplitSize",
+        `large enough that the work fits the CUDA-graph grid of ${itemCap} items`,
+        options.fixedSplitSize,
+      );
     }
     if (sched.items !== views.items) views.items.set(sched.items.subarray(0, sched.numItems * ITEM_INTS));
     // Split requests count their finished chunks here; every run leaves them at zero again.
     views.counters.fill(0);
     // Padding (CUDA-graph grid): items past the plan do nothing.
-    if (this.useCudaGraph) for (let i = sched.numItems; i < itemCap; i++) views.items[i * ITEM_INTS] = -1;
+    if (this.useCudaGraph) { for (let i = sched.numItems; i < itemCap; i++) views.items[i * ITEM_INTS] = -1; }
     if (variant.posEncoding === 2) views.alibi.set(alibiSlopes(numQoHeads));
     views.indices.set(pages === indices.length ? indices : indices.subarray(0, pages));
     const stream = options.stream;
@@ -282,7 +322,15 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     (this.#events[slot] ??= new Event()).record(stream);
 
     this.#plan = {
-      batch, numQoHeads, numKvHeads, headDim, pageSize, qDtype, kvDtype, variant, layout,
+      batch,
+      numQoHeads,
+      numKvHeads,
+      headDim,
+      pageSize,
+      qDtype,
+      kvDtype,
+      variant,
+      layout,
       gridItems: this.useCudaGraph ? itemCap : sched.numItems,
       mergeRows: 0,
       runMerge: false,
@@ -299,7 +347,9 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     const op = "run decode";
     this.#assertAlive(op);
     const p = this.#plan;
-    if (!p) throw new FlashInferError("INVALID_ARGUMENT", `Cannot ${op} as plan() was not called: plan the batch first`);
+    if (!p) {
+      throw new FlashInferError("INVALID_ARGUMENT", `Cannot ${op} as plan() was not called: plan the batch first`);
+    }
     expectTensor(op, "q", q, [p.qDtype]);
     expectShape(op, "q", q, [p.batch, p.numQoHeads, p.headDim]);
     expectQoLayout(op, "q", q);
@@ -353,8 +403,12 @@ function expectQoLayout(op: string, arg: string, t: Tensor): void {
 function checkCacheAgainstPlan(op: string, view: KvCacheView, p: Plan): void {
   const arg = "kvCache";
   if (view.dtype !== p.kvDtype) invalid(op, arg, `of the planned kv dtype ${p.kvDtype}`, view.dtype);
-  if (view.pageSize !== p.pageSize) invalid(op, arg, `of the planned page size ${p.pageSize}`, `=page size ${view.pageSize}`);
-  if (view.numKvHeads !== p.numKvHeads) invalid(op, arg, `of the planned ${p.numKvHeads} kv heads`, `=${view.numKvHeads} kv heads`);
+  if (view.pageSize !== p.pageSize) {
+    invalid(op, arg, `of the planned page size ${p.pageSize}`, `=page size ${view.pageSize}`);
+  }
+  if (view.numKvHeads !== p.numKvHeads) {
+    invalid(op, arg, `of the planned ${p.numKvHeads} kv heads`, `=${view.numKvHeads} kv heads`);
+  }
   if (view.headDim !== p.headDim) invalid(op, arg, `of the planned head dim ${p.headDim}`, `=head dim ${view.headDim}`);
   if (p.maxIndex >= view.numPages) {
     invalid(op, "indices", `in [0, ${view.numPages}) (the cache's pages)`, `=an index ${p.maxIndex}`);
@@ -373,19 +427,44 @@ function launchDecode(
 ): void {
   const fp8 = view.dtype === "e4m3" || view.dtype === "e5m2";
   const kScale = o.kScale ?? 1, vScale = o.vScale ?? 1;
-  if (!Number.isFinite(kScale) || !Number.isFinite(vScale)) invalid(op, "kScale", "finite scales", `=${kScale}, ${vScale}`);
+  if (!Number.isFinite(kScale) || !Number.isFinite(vScale)) {
+    invalid(op, "kScale", "finite scales", `=${kScale}, ${vScale}`);
+  }
   if (!fp8 && (kScale !== 1 || vScale !== 1)) {
     // Allowed, as FlashInfer: the scales apply to any KV dtype.
   }
   const L = p.layout;
   const v = p.variant;
-  const ptrs = [q.ptr, view.k, view.v, out.ptr, lse?.ptr ?? 0n, ws + BigInt(L.items), ws + BigInt(L.indices),
-    v.posEncoding === 2 ? ws + BigInt(L.alibi) : 0n, ws + BigInt(L.tmpO), ws + BigInt(L.tmpLse), ws + BigInt(L.counters)];
+  const ptrs = [
+    q.ptr,
+    view.k,
+    view.v,
+    out.ptr,
+    lse?.ptr ?? 0n,
+    ws + BigInt(L.items),
+    ws + BigInt(L.indices),
+    v.posEncoding === 2 ? ws + BigInt(L.alibi) : 0n,
+    ws + BigInt(L.tmpO),
+    ws + BigInt(L.tmpLse),
+    ws + BigInt(L.counters),
+  ];
   ptrs.forEach((x, i) => pview.setBigUint64(i * 8, x, true));
   [q.strides[0], q.strides[1], out.strides[0], out.strides[1], view.stridePage, view.strideSlot, view.strideHead]
     .forEach((x, i) => pview.setBigInt64(88 + i * 8, BigInt(x), true));
-  [p.gridItems, p.mergeRows, p.numQoHeads, p.numKvHeads, p.headDim, p.pageSize, DTYPE_CODE[p.qDtype],
-    DTYPE_CODE[p.kvDtype], v.posEncoding === 1 ? 1 : 0, p.runMerge ? 1 : 0, view.numPages, 0]
+  [
+    p.gridItems,
+    p.mergeRows,
+    p.numQoHeads,
+    p.numKvHeads,
+    p.headDim,
+    p.pageSize,
+    DTYPE_CODE[p.qDtype],
+    DTYPE_CODE[p.kvDtype],
+    v.posEncoding === 1 ? 1 : 0,
+    p.runMerge ? 1 : 0,
+    view.numPages,
+    0,
+  ]
     .forEach((x, i) => pview.setInt32(144 + i * 4, x, true));
   [v.smScale, v.logitsSoftCap, v.ropeRcpScale, v.ropeRcpTheta, kScale, vScale]
     .forEach((x, i) => pview.setFloat32(192 + i * 4, x, true));
@@ -403,9 +482,19 @@ let sharedWorkspace: Workspace | undefined;
 const singleWrappers = new WeakMap<Workspace, Map<KvLayout, BatchDecodeWithPagedKvCache>>();
 
 /** Decode attention of one request: q [Hqo, D] over k, v [kvLen, Hkv, D] (NHD) or [Hkv, kvLen, D] (HND). */
-export function singleDecodeWithKvCache(q: Tensor, k: Tensor, v: Tensor, options: SingleDecodeOptions & { returnLse: true }): { out: Tensor; lse: Tensor };
+export function singleDecodeWithKvCache(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: SingleDecodeOptions & { returnLse: true },
+): { out: Tensor; lse: Tensor };
 export function singleDecodeWithKvCache(q: Tensor, k: Tensor, v: Tensor, options?: SingleDecodeOptions): Tensor;
-export function singleDecodeWithKvCache(q: Tensor, k: Tensor, v: Tensor, options: SingleDecodeOptions = {}): Tensor | { out: Tensor; lse: Tensor } {
+export function singleDecodeWithKvCache(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: SingleDecodeOptions = {},
+): Tensor | { out: Tensor; lse: Tensor } {
   const op = "run single decode";
   const layout = options.kvLayout ?? "NHD";
   if (layout !== "NHD" && layout !== "HND") invalid(op, "kvLayout", `"NHD" or "HND"`, layout);
@@ -420,7 +509,9 @@ export function singleDecodeWithKvCache(q: Tensor, k: Tensor, v: Tensor, options
   const hkv = layout === "NHD" ? k.shape[1] : k.shape[0];
   if (k.shape[2] !== d) invalid(op, "k", `of head dim ${d} like 'q'`, `=shape ${show(k.shape)}`);
   if (kvLen < 1) invalid(op, "k", "at least one token long", `=shape ${show(k.shape)}`);
-  if (v.strides.some((s, i) => s !== k.strides[i])) invalid(op, "v", `of the strides of 'k' ${show(k.strides)}`, `=strides ${show(v.strides)}`);
+  if (v.strides.some((s, i) => s !== k.strides[i])) {
+    invalid(op, "v", `of the strides of 'k' ${show(k.strides)}`, `=strides ${show(v.strides)}`);
+  }
   // The whole KV is one page of kvLen slots.
   const s = k.strides;
   const pageShape = layout === "NHD" ? [1, kvLen, hkv, d] : [1, hkv, kvLen, d];
@@ -433,13 +524,19 @@ export function singleDecodeWithKvCache(q: Tensor, k: Tensor, v: Tensor, options
   let w = byLayout.get(layout);
   if (!w) byLayout.set(layout, w = new BatchDecodeWithPagedKvCache(ws, { kvLayout: layout }));
   w.plan(new Int32Array([0, 1]), new Int32Array([0]), new Int32Array([kvLen]), hqo, hkv, d, kvLen, {
-    ...options, qDtype: q.dtype, kvDtype: k.dtype,
+    ...options,
+    qDtype: q.dtype,
+    kvDtype: k.dtype,
   });
   const q3 = Tensor.fromPointer(q.ptr, [1, hqo, d], q.dtype, [hqo * q.strides[0], q.strides[0], q.strides[1]]);
   const out = options.out ?? Tensor.empty([hqo, d], q.dtype);
   expectTensor(op, "out", out, [q.dtype]);
   expectShape(op, "out", out, [hqo, d]);
-  const out3 = Tensor.fromPointer(out.ptr, [1, hqo, d], q.dtype, [hqo * out.strides[0], out.strides[0], out.strides[1]]);
+  const out3 = Tensor.fromPointer(out.ptr, [1, hqo, d], q.dtype, [
+    hqo * out.strides[0],
+    out.strides[0],
+    out.strides[1],
+  ]);
   let lse = options.lse;
   if (lse === undefined && options.returnLse) lse = Tensor.empty([hqo], "f32");
   if (lse !== undefined) {

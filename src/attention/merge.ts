@@ -4,15 +4,22 @@
  * split KV). As FlashInfer's merge_state / merge_state_in_place / merge_states.
  */
 import { expectRank, expectShape, expectTensor } from "../runtime/check.ts";
-import { DTYPE_CODE, type DType } from "../runtime/dtype.ts";
+import { type DType, DTYPE_CODE } from "../runtime/dtype.ts";
 import { invalid, show } from "../runtime/errors.ts";
 import { check, native } from "../runtime/library.ts";
-import { type StreamLike, streamHandle } from "../runtime/stream.ts";
+import { streamHandle, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
 
 const HALF: readonly DType[] = ["f16", "bf16"];
 
-function expectState(op: string, vArg: string, sArg: string, v: Tensor, s: Tensor, dtype?: DType): [number, number, number] {
+function expectState(
+  op: string,
+  vArg: string,
+  sArg: string,
+  v: Tensor,
+  s: Tensor,
+  dtype?: DType,
+): [number, number, number] {
   expectTensor(op, vArg, v, dtype ? [dtype] : HALF);
   expectRank(op, vArg, v, 3);
   const [n, h, d] = v.shape;
@@ -24,10 +31,41 @@ function expectState(op: string, vArg: string, sArg: string, v: Tensor, s: Tenso
   return [n, h, d];
 }
 
-function merge(mode: number, v: Tensor, s: Tensor, vb: Tensor | undefined, sb: Tensor | undefined, vo: Tensor, so: Tensor | undefined,
-  mask: Tensor | undefined, rows: number, states: number, heads: number, d: number, stream: StreamLike, op: string): void {
-  check(native().fi_merge_states(mode, v.ptr, s.ptr, vb?.ptr ?? 0n, sb?.ptr ?? 0n, vo.ptr, so?.ptr ?? 0n, mask?.ptr ?? 0n,
-    rows, states, heads, d, DTYPE_CODE[v.dtype], streamHandle(stream)), op);
+function merge(
+  mode: number,
+  v: Tensor,
+  s: Tensor,
+  vb: Tensor | undefined,
+  sb: Tensor | undefined,
+  vo: Tensor,
+  so: Tensor | undefined,
+  mask: Tensor | undefined,
+  rows: number,
+  states: number,
+  heads: number,
+  d: number,
+  stream: StreamLike,
+  op: string,
+): void {
+  check(
+    native().fi_merge_states(
+      mode,
+      v.ptr,
+      s.ptr,
+      vb?.ptr ?? 0n,
+      sb?.ptr ?? 0n,
+      vo.ptr,
+      so?.ptr ?? 0n,
+      mask?.ptr ?? 0n,
+      rows,
+      states,
+      heads,
+      d,
+      DTYPE_CODE[v.dtype],
+      streamHandle(stream),
+    ),
+    op,
+  );
 }
 
 export interface MergeOutputOptions {
@@ -37,7 +75,14 @@ export interface MergeOutputOptions {
   stream?: StreamLike;
 }
 
-function outputs(op: string, o: MergeOutputOptions, dtype: DType, n: number, h: number, d: number): { v: Tensor; s: Tensor } {
+function outputs(
+  op: string,
+  o: MergeOutputOptions,
+  dtype: DType,
+  n: number,
+  h: number,
+  d: number,
+): { v: Tensor; s: Tensor } {
   const v = o.vOut ?? Tensor.empty([n, h, d], dtype), s = o.sOut ?? Tensor.empty([n, h], "f32");
   expectTensor(op, "vOut", v, [dtype]);
   expectShape(op, "vOut", v, [n, h, d]);
@@ -49,7 +94,13 @@ function outputs(op: string, o: MergeOutputOptions, dtype: DType, n: number, h: 
 }
 
 /** Merges (vA, sA) and (vB, sB), [n, H, D] and [n, H] float32, into new tensors. */
-export function mergeState(vA: Tensor, sA: Tensor, vB: Tensor, sB: Tensor, options: MergeOutputOptions = {}): { v: Tensor; s: Tensor } {
+export function mergeState(
+  vA: Tensor,
+  sA: Tensor,
+  vB: Tensor,
+  sB: Tensor,
+  options: MergeOutputOptions = {},
+): { v: Tensor; s: Tensor } {
   const op = "merge states";
   const [n, h, d] = expectState(op, "vA", "sA", vA, sA);
   expectState(op, "vB", "sB", vB, sB, vA.dtype);
@@ -60,7 +111,13 @@ export function mergeState(vA: Tensor, sA: Tensor, vB: Tensor, sB: Tensor, optio
 }
 
 /** Merges (vOther, sOther) into (v, s) in place; rows whose mask [n] (u8) is 0 are left alone. */
-export function mergeStateInPlace(v: Tensor, s: Tensor, vOther: Tensor, sOther: Tensor, options: { mask?: Tensor; stream?: StreamLike } = {}): void {
+export function mergeStateInPlace(
+  v: Tensor,
+  s: Tensor,
+  vOther: Tensor,
+  sOther: Tensor,
+  options: { mask?: Tensor; stream?: StreamLike } = {},
+): void {
   const op = "merge states in place";
   const [n, h, d] = expectState(op, "v", "s", v, s);
   expectState(op, "vOther", "sOther", vOther, sOther, v.dtype);

@@ -8,10 +8,10 @@
  * holds (pages - 1) * pageSize + lastPageLen[b] tokens.
  */
 import { expectRank, expectShape, expectTensor } from "../runtime/check.ts";
-import { DTYPE_BYTES, type DType } from "../runtime/dtype.ts";
+import { type DType, DTYPE_BYTES } from "../runtime/dtype.ts";
 import { invalid, show } from "../runtime/errors.ts";
 import { check, native } from "../runtime/library.ts";
-import { type StreamLike, streamHandle } from "../runtime/stream.ts";
+import { streamHandle, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
 import type { KvLayout } from "./variants.ts";
 
@@ -66,7 +66,9 @@ export function kvCacheView(op: string, cache: PagedKvCache, layout: KvLayout): 
   const bytes = DTYPE_BYTES[k.dtype];
   const align = 16 / bytes;
   const strides = [kStrides[0], kStrides[1], kStrides[2]];
-  if ((kShape[3] * bytes) % 16 !== 0 || strides.some((s) => s % align !== 0) || k.ptr % 16n !== 0n || vPtr % 16n !== 0n) {
+  if (
+    (kShape[3] * bytes) % 16 !== 0 || strides.some((s) => s % align !== 0) || k.ptr % 16n !== 0n || vPtr % 16n !== 0n
+  ) {
     invalid(op, arg, "16-byte aligned with strides that keep rows 16-byte aligned", `=strides ${show(k.strides)}`);
   }
   return {
@@ -115,14 +117,18 @@ export function checkPageTable(
   const batch = indptr.length - 1;
   if (batch < 1) invalid(op, "indptr", "of length batch + 1 >= 2", `=length ${indptr.length}`);
   if (indptr[0] !== 0) invalid(op, "indptr", "starting at 0", `=indptr[0] = ${indptr[0]}`);
-  if (lastPageLen.length !== batch) invalid(op, "lastPageLen", `of length ${batch} (batch)`, `=length ${lastPageLen.length}`);
+  if (lastPageLen.length !== batch) {
+    invalid(op, "lastPageLen", `of length ${batch} (batch)`, `=length ${lastPageLen.length}`);
+  }
   if (indptr[batch] > indices.length) {
     invalid(op, "indices", `at least indptr[${batch}] = ${indptr[batch]} long`, `=length ${indices.length}`);
   }
   const lens = seqLens && seqLens.length === batch ? seqLens : new Int32Array(batch);
   for (let b = 0; b < batch; b++) {
     const pages = indptr[b + 1] - indptr[b];
-    if (pages < 0) invalid(op, "indptr", "non-decreasing", `=indptr[${b}] = ${indptr[b]} > indptr[${b + 1}] = ${indptr[b + 1]}`);
+    if (pages < 0) {
+      invalid(op, "indptr", "non-decreasing", `=indptr[${b}] = ${indptr[b]} > indptr[${b + 1}] = ${indptr[b + 1]}`);
+    }
     const last = lastPageLen[b];
     if (pages > 0 && !(last >= 1 && last <= pageSize)) {
       invalid(op, "lastPageLen", `in [1, ${pageSize}] (pageSize)`, `=lastPageLen[${b}] = ${last}`);
@@ -202,10 +208,27 @@ export function appendPagedKvCache(
   expectI32Vector(op, "kvLastPageLen", kvLastPageLen, kvIndptr.shape[0] - 1);
   check(
     native().fi_append_paged_kv_cache(
-      appendKey.ptr, appendValue.ptr, BigInt(appendKey.strides[0]), BigInt(appendKey.strides[1]),
-      BigInt(appendValue.strides[0]), BigInt(appendValue.strides[1]), view.k, view.v, BigInt(view.stridePage),
-      BigInt(view.strideSlot), BigInt(view.strideHead), batchIndices.ptr, positions.ptr, kvIndices.ptr, kvIndptr.ptr,
-      nnz, view.numKvHeads, view.headDim, DTYPE_BYTES[view.dtype], view.pageSize, view.numPages,
+      appendKey.ptr,
+      appendValue.ptr,
+      BigInt(appendKey.strides[0]),
+      BigInt(appendKey.strides[1]),
+      BigInt(appendValue.strides[0]),
+      BigInt(appendValue.strides[1]),
+      view.k,
+      view.v,
+      BigInt(view.stridePage),
+      BigInt(view.strideSlot),
+      BigInt(view.strideHead),
+      batchIndices.ptr,
+      positions.ptr,
+      kvIndices.ptr,
+      kvIndptr.ptr,
+      nnz,
+      view.numKvHeads,
+      view.headDim,
+      DTYPE_BYTES[view.dtype],
+      view.pageSize,
+      view.numPages,
       streamHandle(options.stream),
     ),
     op,
@@ -231,14 +254,26 @@ export function getBatchIndicesPositions(
   const batchIndices = Tensor.empty([nnz], "i32");
   const positions = Tensor.empty([nnz], "i32");
   check(
-    native().fi_get_batch_indices_positions(appendIndptr.ptr, seqLens.ptr, batchIndices.ptr, positions.ptr, batch, streamHandle(options.stream)),
+    native().fi_get_batch_indices_positions(
+      appendIndptr.ptr,
+      seqLens.ptr,
+      batchIndices.ptr,
+      positions.ptr,
+      batch,
+      streamHandle(options.stream),
+    ),
     op,
   );
   return { batchIndices, positions };
 }
 
 /** seqLens[b] = (indptr[b + 1] - indptr[b] - 1) * pageSize + lastPageLen[b] (0 without pages), on the device. */
-export function getSeqLens(kvIndptr: Tensor, kvLastPageLen: Tensor, pageSize: number, options: { stream?: StreamLike } = {}): Tensor {
+export function getSeqLens(
+  kvIndptr: Tensor,
+  kvLastPageLen: Tensor,
+  pageSize: number,
+  options: { stream?: StreamLike } = {},
+): Tensor {
   const op = "get sequence lengths";
   expectI32Vector(op, "kvIndptr", kvIndptr);
   const batch = kvIndptr.shape[0] - 1;
@@ -246,6 +281,9 @@ export function getSeqLens(kvIndptr: Tensor, kvLastPageLen: Tensor, pageSize: nu
   expectI32Vector(op, "kvLastPageLen", kvLastPageLen, batch);
   if (!Number.isInteger(pageSize) || pageSize < 1) invalid(op, "pageSize", "a positive integer", pageSize);
   const out = Tensor.empty([batch], "i32");
-  check(native().fi_get_seq_lens(kvIndptr.ptr, kvLastPageLen.ptr, out.ptr, batch, pageSize, streamHandle(options.stream)), op);
+  check(
+    native().fi_get_seq_lens(kvIndptr.ptr, kvLastPageLen.ptr, out.ptr, batch, pageSize, streamHandle(options.stream)),
+    op,
+  );
   return out;
 }

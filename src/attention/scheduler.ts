@@ -101,7 +101,9 @@ export function scheduleDecode(input: ScheduleInput, out?: { items?: Int32Array;
       numItems += len > split ? ceilDiv(len, split) : 1;
     }
   }
-  const items = out?.items && out.items.length >= numItems * ITEM_INTS ? out.items : new Int32Array(numItems * ITEM_INTS);
+  const items = out?.items && out.items.length >= numItems * ITEM_INTS
+    ? out.items
+    : new Int32Array(numItems * ITEM_INTS);
   const mergeTable = out?.mergeTable && out.mergeTable.length >= 2 * batch ? out.mergeTable : new Int32Array(2 * batch);
   if (!split) {
     // One item per request, written straight to the output.

@@ -40,7 +40,9 @@ export function decodeRowReference(
   const d = q.length;
   const qr = Float64Array.from(q);
   if (variant.rope) ropeRotate(qr, seqLen - 1, variant.rope.rcpScale, variant.rope.theta);
-  const start = variant.windowLeft !== undefined && variant.windowLeft >= 0 ? Math.max(0, seqLen - 1 - variant.windowLeft) : 0;
+  const start = variant.windowLeft !== undefined && variant.windowLeft >= 0
+    ? Math.max(0, seqLen - 1 - variant.windowLeft)
+    : 0;
   const n = seqLen - start;
   const logits = new Float64Array(n);
   const kr = new Float64Array(d);
