@@ -10,6 +10,7 @@ import {
   kvCacheView,
 } from "../src/attention/paged_kv_cache.ts";
 import type { KvLayout } from "../src/attention/variants.ts";
+import { scanIndices, scanIndicesJs } from "../src/attention/index_scan.ts";
 
 const rng = makeRng();
 
@@ -139,4 +140,26 @@ test("kvCacheView: bad caches are refused naming the argument", () => {
     16 * 128,
   ]);
   assert.equal(v.v - v.k, BigInt(8 * 16 * 128 * 2));
+});
+
+test("scanIndices: the WebAssembly SIMD scan agrees with the JS loop", () => {
+  for (const n of [0, 1, 3, 4095, 4096, 4097, 10001, 70000]) {
+    const a = Int32Array.from({ length: n + 5 }, () => randint(rng, 0, 1 << 20));
+    const check = () => {
+      const w = scanIndices(a, n), j = scanIndicesJs(a, n);
+      assert.deepEqual(w, j, `n ${n}`);
+    };
+    check();
+    if (n > 0) {
+      a[randint(rng, 0, n - 1)] = -3;
+      check();
+      assert.equal(scanIndices(a, n).negative, true);
+      a.fill(7, 0, n);
+      a[n - 1] = 1 << 30;
+      check();
+      assert.equal(scanIndices(a, n).max, 1 << 30);
+    }
+    a[n] = -1; // past n: ignored
+    assert.equal(scanIndices(a, n).negative, n > 0 && scanIndicesJs(a, n).negative);
+  }
 });

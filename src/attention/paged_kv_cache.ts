@@ -14,6 +14,7 @@ import { check, native } from "../runtime/library.ts";
 import { streamHandle, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
 import type { KvLayout } from "./variants.ts";
+import { scanIndices } from "./index_scan.ts";
 
 export type { KvLayout };
 /** One tensor holding K and V, or the pair [k, v]. */
@@ -142,21 +143,6 @@ export function checkPageTable(
     invalid(op, "indices", `in [0, ${numPages}) (the cache's pages)`, `=indices[${bad}] = ${indices[bad]}`);
   }
   return { batch, seqLens: lens, maxIndex: max };
-}
-
-/** The largest of indices[0, n) and whether any is negative; unrolled by 4 (this runs on every plan). */
-function scanIndices(a: Int32Array, n: number): { max: number; negative: boolean } {
-  let mx = -1, or = 0, i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const x = a[i], y = a[i + 1], z = a[i + 2], w = a[i + 3];
-    or |= x | y | z | w;
-    mx = Math.max(mx, x, y, z, w);
-  }
-  for (; i < n; i++) {
-    or |= a[i];
-    mx = Math.max(mx, a[i]);
-  }
-  return { max: mx, negative: or < 0 };
 }
 
 function expectI32Vector(op: string, arg: string, t: Tensor, length?: number): void {
