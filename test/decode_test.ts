@@ -465,16 +465,17 @@ gpuTest("decode: CUDA-graph replays match eager runs across re-plans", () => {
 
 const fake = (shape: number[], dtype: DType) => Tensor.fromPointer(0x10000n, shape, dtype);
 
-function hostWrapper(options = {}) {
+function hostWorkspace(size: number): Workspace {
   // A Workspace needs the GPU; the validation under test runs before it is touched, so a stand-in works.
   const ws = Object.create(Workspace.prototype) as Workspace;
-  Object.defineProperty(ws, "bytes", { get: () => 1 << 30 });
+  Object.defineProperty(ws, "bytes", { get: () => size });
   Object.defineProperty(ws, "ptr", { get: () => 0x100000n });
   Object.defineProperty(ws, "disposed", { get: () => false });
-  ws.require = (op: string, bytes: number) => {
-    if (bytes > 1 << 30) throw new Error(op);
-  };
-  return new BatchDecodeWithPagedKvCache(ws, { numSms: 132, ...options });
+  return ws;
+}
+
+function hostWrapper(options = {}, size = 1 << 30) {
+  return new BatchDecodeWithPagedKvCache(hostWorkspace(size), { numSms: 132, ...options });
 }
 
 const table1 = { indptr: new Int32Array([0, 2, 3]), indices: new Int32Array([0, 1, 2]), last: new Int32Array([5, 16]) };
@@ -610,4 +611,25 @@ gpuTest("decode: checkIndices false never reads outside the cache (a bad page re
   assert.ok(o.every(Number.isFinite), "every output written and finite");
   // Request 1's only page is out of range: zero keys give uniform weights over zero values.
   assert.ok(o.subarray(32 * 128).every((x) => x === 0), "the bad page contributed zeros");
+});
+
+test("decode plan: graph maxima and a small workspace are refused before any native call", () => {
+  const g = hostWrapper({ useCudaGraph: true, maxBatchSize: 1, maxPages: 8 });
+  assertThrowsCode(
+    () => g.plan(table1.indptr, table1.indices, table1.last, 32, 8, 128, 16, { qDtype: "bf16" }),
+    "INVALID_ARGUMENT",
+    /'indptr' must be of at most maxBatchSize 1 requests: received 2 requests/,
+  );
+  const g2 = hostWrapper({ useCudaGraph: true, maxBatchSize: 4, maxPages: 2 });
+  assertThrowsCode(
+    () => g2.plan(table1.indptr, table1.indices, table1.last, 32, 8, 128, 16, { qDtype: "bf16" }),
+    "INVALID_ARGUMENT",
+    /'indices' must be at most maxPages 2 pages \(indptr\[B\]\): received 3 pages/,
+  );
+  const small = hostWrapper({}, 512);
+  assertThrowsCode(
+    () => small.plan(table1.indptr, table1.indices, table1.last, 32, 8, 128, 16, { qDtype: "bf16" }),
+    "INVALID_ARGUMENT",
+    /Cannot plan decode as 'workspace' must be at least \d+ bytes: received 512 bytes/,
+  );
 });

@@ -3,7 +3,17 @@
  * BatchDecodeWithPagedKVCacheWrapper: plan() once per step from host Int32Arrays (no device sync:
  * the tables go into a pinned buffer and one async copy), run() once per layer (no host sync, no
  * allocation unless outputs are omitted). LSE is base 2, as FlashInfer's.
- */
+ *
+ * Decisions (where FlashInfer leaves room):
+ * - logits = smScale * kScale * q.k; soft cap (cap * tanh(x / cap)) applies to that, then ALiBi adds
+ *   slope * (kvPos - qPos); qPos = kvLen - 1. ROPE_LLAMA rotates q at qPos and each key at its
+ *   position (NeoX pairs i, i + D/2). windowLeft w keeps keys kvPos >= qPos - w (the scheduler simply
+ *   starts each request's range there).
+ * - fp8 KV is computed on fp16 tensor cores whatever the q dtype (q is converted once per CTA);
+ *   vScale scales the output.
+ * - A request with no pages gets a zero output and LSE -inf.
+ * - The workspace holds the plan's tables and the split-KV partials: runs of one wrapper must be
+ *   ordered on one stream (as every layer of a step is), not concurrent on several. */
 import { expectRank, expectShape, expectTensor } from "../runtime/check.ts";
 import { Device } from "../runtime/device.ts";
 import { type DType, DTYPE_CODE } from "../runtime/dtype.ts";
