@@ -22,3 +22,8 @@ export { Workspace } from "./src/runtime/workspace.ts";
 export * from "./src/ops/norm.ts";
 export * from "./src/ops/activation.ts";
 export * from "./src/ops/rope.ts";
+export * from "./src/attention/variants.ts";
+export * from "./src/attention/paged_kv_cache.ts";
+export * from "./src/attention/decode.ts";
+export * from "./src/attention/merge.ts";
+export { DECODE_COMPILED } from "./src/attention/compiled.ts";

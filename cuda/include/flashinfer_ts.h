@@ -136,6 +136,50 @@ typedef struct fi_rope_params {
 // params: one fi_rope_params, passed as bytes so both runtimes hand over a plain buffer.
 FI_API int32_t fi_apply_rope(const uint8_t* params, uint64_t stream);
 
+// ---- attention: batch decode over a paged KV cache ------------------------------------------------
+// One call runs the decode kernel over the planned work items; split requests are merged in the same
+// kernel (counters: [requests][kv heads x head groups] int32, zero between runs; plan zeroes them).
+// Tables (items, indices, counters, alibi) live in the workspace, written by plan. merge_rows and
+// run_merge are reserved (0).
+// q [batch, Hqo, D]; k/v: page p, slot s, head h at p * kv_stride_page + s * kv_stride_slot +
+// h * kv_stride_head (elements); out like q; lse [batch, Hqo] float32 (0: not written).
+// q_dtype FI_F16/FI_BF16 (out has it too); kv_dtype q_dtype, FI_E4M3 or FI_E5M2. num_pages: pages of the
+// cache; a page index outside [0, num_pages) reads as zeros (never out of bounds). Layout: 216 bytes.
+typedef struct fi_decode_params {
+  uint64_t q, k, v, out, lse;
+  uint64_t items, indices, alibi, tmp_o, tmp_lse, counters;
+  int64_t q_stride_b, q_stride_h, o_stride_b, o_stride_h;
+  int64_t kv_stride_page, kv_stride_slot, kv_stride_head;
+  int32_t num_items, merge_rows, num_qo_heads, num_kv_heads, head_dim, page_size;
+  int32_t q_dtype, kv_dtype, rope, run_merge, num_pages, pad_;
+  float sm_scale, logits_soft_cap, rope_rcp_scale, rope_rcp_theta, k_scale, v_scale;
+} fi_decode_params;
+FI_API int32_t fi_batch_decode_run(const uint8_t* params, uint64_t stream);
+
+// ---- attention: merging states (base-2 LSE) -------------------------------------------------------
+// mode 0: v [rows, num_states, heads, D] (dtype), s [rows, num_states, heads] f32 -> vo [rows, heads, D],
+//         so [rows, heads] (so may be 0).
+// mode 1: pairwise: (v, s) and (vb, sb) [rows, heads, D] / [rows, heads] -> (vo, so), which may alias
+//         (v, s); mask [rows] uint8 or 0: rows with mask 0 keep v. All contiguous.
+FI_API int32_t fi_merge_states(int32_t mode, uint64_t v, uint64_t s, uint64_t vb, uint64_t sb, uint64_t vo,
+                               uint64_t so, uint64_t mask, int32_t rows, int32_t num_states, int32_t heads,
+                               int32_t head_dim, int32_t dtype, uint64_t stream);
+
+// ---- attention: paged KV cache ops -----------------------------------------------------------------
+// Appends key/value [nnz, Hkv, D] (strides in elements, last dim contiguous) to the cache at
+// (batch_indices[i], positions[i]) through indptr/indices. Cache addressing as in fi_decode_params.
+FI_API int32_t fi_append_paged_kv_cache(uint64_t key, uint64_t value, int64_t key_stride_n, int64_t key_stride_h,
+                                        int64_t value_stride_n, int64_t value_stride_h, uint64_t k_cache,
+                                        uint64_t v_cache, int64_t stride_page, int64_t stride_slot,
+                                        int64_t stride_head, uint64_t batch_indices, uint64_t positions,
+                                        uint64_t indices, uint64_t indptr, int32_t nnz, int32_t num_kv_heads,
+                                        int32_t head_dim, int32_t elem_bytes, int32_t page_size,
+                                        int32_t num_pages, uint64_t stream);
+FI_API int32_t fi_get_batch_indices_positions(uint64_t append_indptr, uint64_t seq_lens, uint64_t batch_indices,
+                                              uint64_t positions, int32_t batch, uint64_t stream);
+FI_API int32_t fi_get_seq_lens(uint64_t indptr, uint64_t last_page_len, uint64_t seq_lens, int32_t batch,
+                               int32_t page_size, uint64_t stream);
+
 #ifdef __cplusplus
 }
 #endif

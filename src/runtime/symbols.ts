@@ -167,6 +167,80 @@ export const symbols = {
     parameters: ["buffer" /* const fi_rope_params* (src/ops/rope.ts writes it) */, "u64" /* stream */],
     result: "i32",
   },
+
+  // ---- attention: batch decode, merge states, paged KV cache ----
+  fi_batch_decode_run: {
+    parameters: ["buffer" /* const fi_decode_params* (src/attention/decode.ts writes it) */, "u64" /* stream */],
+    result: "i32",
+  },
+  fi_merge_states: {
+    parameters: [
+      "i32", // int32_t mode: 0 many states per row, 1 pairwise
+      "u64", // v: [rows, num_states, heads, D] (mode 0) or [rows, heads, D] (mode 1)
+      "u64", // s: float32 lse, [rows, num_states, heads] or [rows, heads]
+      "u64", // vb: [rows, heads, D] (mode 1)
+      "u64", // sb: [rows, heads] float32 (mode 1)
+      "u64", // vo: [rows, heads, D]
+      "u64", // so: [rows, heads] float32, or 0
+      "u64", // mask: [rows] uint8, or 0
+      "i32", // int32_t rows
+      "i32", // int32_t num_states
+      "i32", // int32_t heads
+      "i32", // int32_t head_dim
+      "i32", // int32_t dtype code (f16, bf16)
+      "u64", // stream
+    ],
+    result: "i32",
+  },
+  fi_append_paged_kv_cache: {
+    parameters: [
+      "u64", // key [nnz, Hkv, D]
+      "u64", // value [nnz, Hkv, D]
+      "i64", // key stride n (elements)
+      "i64", // key stride h
+      "i64", // value stride n
+      "i64", // value stride h
+      "u64", // k_cache
+      "u64", // v_cache
+      "i64", // stride page (elements)
+      "i64", // stride slot
+      "i64", // stride head
+      "u64", // batch_indices [nnz] int32
+      "u64", // positions [nnz] int32
+      "u64", // indices int32
+      "u64", // indptr [batch + 1] int32
+      "i32", // nnz
+      "i32", // num_kv_heads
+      "i32", // head_dim
+      "i32", // elem_bytes
+      "i32", // page_size
+      "i32", // num_pages
+      "u64", // stream
+    ],
+    result: "i32",
+  },
+  fi_get_batch_indices_positions: {
+    parameters: [
+      "u64", // append_indptr [batch + 1] int32
+      "u64", // seq_lens [batch] int32
+      "u64", // batch_indices [nnz] int32 (out)
+      "u64", // positions [nnz] int32 (out)
+      "i32", // batch
+      "u64", // stream
+    ],
+    result: "i32",
+  },
+  fi_get_seq_lens: {
+    parameters: [
+      "u64", // indptr [batch + 1] int32
+      "u64", // last_page_len [batch] int32
+      "u64", // seq_lens [batch] int32 (out)
+      "i32", // batch
+      "i32", // page_size
+      "u64", // stream
+    ],
+    result: "i32",
+  },
 } as const satisfies Record<string, SymbolSpec>;
 
 export type Symbols = typeof symbols;

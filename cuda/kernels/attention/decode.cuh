@@ -1,0 +1,471 @@
+// Batch decode over a paged KV cache: one CTA per (kv head, group of up to 16 q heads, work item).
+// A work item is one request's KV range [kv_start, kv_end) (a whole request or one chunk of a split
+// one), planned on the host (src/attention/scheduler.ts). The CTA streams the range in tiles of 64
+// tokens through a multi-stage cp.async pipeline into shared memory, so every KV byte is read once for
+// the whole GQA group; each of 4 warps takes 16 tokens of a tile and runs Q*K^T and P*V on tensor
+// cores (mma m16n8k16, query heads as the 16 rows). Warps keep their own online-softmax state and
+// are merged at the end. Output: straight into out/lse, or (split request) into float partials; the
+// last chunk of a request to finish combines them by their LSE (an atomic counter per request).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <stdint.h>
+
+#include <cuda/std/type_traits>
+
+#include "mma.cuh"
+#include "state.cuh"
+
+namespace fi::attn {
+
+// Work item: 8 int32 (two int4 loads). request < 0 marks padding (CUDA-graph mode).
+// [request, kv_start, kv_end, partial_row (-1: write out directly), seq_len, page_base, chunks of the
+//  request, its first partial row]
+constexpr int kItemInts = 8;
+
+struct DecodeArgs {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* out;
+  float* lse;  // may be null
+  const int* items;
+  const int* indices;
+  const float* alibi;  // [num_qo_heads] or null
+  float* tmp_o;        // [partial rows, num_qo_heads, D]
+  float* tmp_lse;      // [partial rows, num_qo_heads]
+  int* counters;       // [requests][gridDim.x]: finished chunks of a split request, zero between runs
+  int64_t q_sb, q_sh, o_sb, o_sh;
+  int64_t kv_sp, kv_ss, kv_sh;  // page, slot (token) and head strides of k and v, in elements
+  int num_qo_heads, group, head_groups, page_size, page_shift, num_pages;
+  float qk_scale;  // sm_scale * k_scale
+  float soft_cap;  // 0: off
+  float v_scale;
+  int rope;  // 1: rotate q (at seq_len - 1) and k (at its position), NeoX pairs (i, i + D/2)
+  float rope_rcp_scale, rope_log2_rcp_theta;
+};
+
+constexpr int kDecodeTile = 64;
+constexpr int kDecodeThreads = 128;
+
+template <int D, bool FP8>
+constexpr int decode_stages() {
+  return FP8 ? 4 : (D == 64 ? 4 : (D == 128 ? 3 : 2));
+}
+
+template <typename T, typename TKV, int D>
+constexpr int decode_smem_bytes() {
+  constexpr bool FP8 = sizeof(TKV) == 1;
+  constexpr int stage = kDecodeTile * D * int(sizeof(TKV));
+  constexpr int pipe = 16 * D * 2 + 2 * decode_stages<D, FP8>() * stage + (FP8 ? 2 * kDecodeTile * D * 2 : 0);
+  constexpr int merge = 16 * D * 2 + 4 * 16 * D * 4 + 2 * 4 * 16 * 4;
+  return pipe > merge ? pipe : merge;
+}
+
+// 8 consecutive fp8 values (one 8-byte word) to 8 T, as two 16-byte-aligned halves of a uint4.
+template <typename T, typename TKV>
+__device__ __forceinline__ uint4 fp8x8_to(uint2 w) {
+  constexpr __nv_fp8_interpretation_t kind = __is_same(TKV, __nv_fp8_e4m3) ? __NV_E4M3 : __NV_E5M2;
+  uint4 r;
+  uint32_t* out = reinterpret_cast<uint32_t*>(&r);
+  const uint32_t words[2] = {w.x, w.y};
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const __nv_fp8x2_storage_t pair = (words[i / 2] >> ((i % 2) * 16)) & 0xffff;
+    __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(pair, kind);
+    if constexpr (__is_same(T, __half)) {
+      out[i] = uint32_t(h.x) | (uint32_t(h.y) << 16);
+    } else {
+      const float2 f = __half22float2(*reinterpret_cast<__half2*>(&h));
+      out[i] = pack2<T>(f.x, f.y);
+    }
+  }
+  return r;
+}
+
+// Rotates the 8 elements of chunk c (dims 8c..8c+7) with their partners in chunk c + D/16 at `pos`.
+template <typename T, int D>
+__device__ __forceinline__ void rope_chunk_pair(T* row, int c, float pos, const DecodeArgs& a, int r) {
+  T* lo = row + swz<D>(r, c) - r * D;
+  T* hi = row + swz<D>(r, c + D / 16) - r * D;
+#pragma unroll
+  for (int j = 0; j < 8; j++) {
+    const int i = c * 8 + j;
+    const float freq = a.rope_rcp_scale * exp2f(a.rope_log2_rcp_theta * float(2 * i) / float(D));
+    float sn, cs;
+    sincosf(pos * freq, &sn, &cs);
+    const float x1 = float(lo[j]), x2 = float(hi[j]);
+    lo[j] = T(x1 * cs - x2 * sn);
+    hi[j] = T(x2 * cs + x1 * sn);
+  }
+}
+
+template <typename T, typename TKV, int D>
+__global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const DecodeArgs a) {
+  constexpr bool FP8 = sizeof(TKV) == 1;
+  // Tensor-core type: the q dtype, or fp16 for fp8 KV (fp8 -> fp16 is one cvt per pair; q is
+  // converted once per CTA; P in [0, 1] and fp32 accumulators keep the result at q's precision).
+  using TC = typename cuda::std::conditional<FP8, __half, T>::type;
+  constexpr int TILE = kDecodeTile, NW = 4;
+  constexpr int STAGES = decode_stages<D, FP8>();
+  constexpr int ROW_BYTES = D * int(sizeof(TKV));
+  constexpr int CH = ROW_BYTES / 16;  // 16-byte chunks in one KV row
+  // Each warp copies exactly the 16 rows of a tile it computes on, so warps synchronize only with
+  // themselves (__syncwarp) inside the loop: 4 independent pipelines, no CTA barrier per tile.
+  constexpr int RSTEP = 32 / CH;  // rows one pass of a warp covers
+  constexpr int RPT = 16 / RSTEP;  // rows each lane copies per tile
+  constexpr int STAGE_BYTES = TILE * ROW_BYTES;
+  static_assert(32 % CH == 0 && RPT >= 1, "tile shape");
+
+  extern __shared__ __align__(128) uint8_t smem[];
+  TC* sq = reinterpret_cast<TC*>(smem);
+  uint8_t* sk = smem + 16 * D * 2;
+  uint8_t* sv = sk + STAGES * STAGE_BYTES;
+  TC* kc = reinterpret_cast<TC*>(sv + STAGES * STAGE_BYTES);  // fp8: converted tiles
+  TC* vc = kc + TILE * D;
+
+  // blockIdx.x: kv head (x head group), fastest, so the CTAs of one item run together and read
+  // neighbouring bytes of the same pages (NHD rows interleave heads); blockIdx.y: the work item.
+  const int4 it0 = reinterpret_cast<const int4*>(a.items)[blockIdx.y * 2];
+  const int4 it1 = reinterpret_cast<const int4*>(a.items)[blockIdx.y * 2 + 1];
+  const int req = it0.x;
+  if (req < 0) return;
+  const int kv_start = it0.y, kv_end = it0.z, partial_row = it0.w, seq_len = it1.x, page_base = it1.y;
+  const int kvh = blockIdx.x / a.head_groups, hg = blockIdx.x % a.head_groups;
+  const int qh0 = kvh * a.group + hg * 16;
+  const int rows = min(16, a.group - hg * 16);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const float q_pos = float(seq_len - 1);
+
+  // ---- q: [16][D] swizzled, rows past the group zero; rotated in place for ROPE_LLAMA ----
+  {
+    const T* q = static_cast<const T*>(a.q) + int64_t(req) * a.q_sb;
+    for (int idx = tid; idx < 16 * (D / 8); idx += kDecodeThreads) {
+      const int r = idx / (D / 8), c = idx % (D / 8);
+      uint4 val = make_uint4(0, 0, 0, 0);
+      if (r < rows) val = *reinterpret_cast<const uint4*>(q + int64_t(qh0 + r) * a.q_sh + c * 8);
+      if constexpr (!__is_same(T, TC)) {
+        const T* x = reinterpret_cast<const T*>(&val);
+        uint32_t* y = reinterpret_cast<uint32_t*>(&val);
+#pragma unroll
+        for (int i = 0; i < 4; i++) y[i] = pack2<TC>(float(x[2 * i]), float(x[2 * i + 1]));
+      }
+      *reinterpret_cast<uint4*>(sq + swz<D>(r, c)) = val;
+    }
+    if (a.rope) {
+      __syncthreads();
+      for (int idx = tid; idx < 16 * (D / 16); idx += kDecodeThreads) {
+        const int r = idx / (D / 16), c = idx % (D / 16);
+        rope_chunk_pair<TC, D>(sq + r * D, c, q_pos, a, r);
+      }
+    }
+  }
+
+  // ---- the copy pipeline ----
+  const int ntiles = (kv_end - kv_start + TILE - 1) / TILE;
+  const int lc = lane % CH, lr0 = warp * 16 + lane / CH;
+  const int shift = a.page_shift;  // page size 2^shift, or -1: divide
+  const TKV* kbase = static_cast<const TKV*>(a.k) + int64_t(kvh) * a.kv_sh;
+  const TKV* vbase = static_cast<const TKV*>(a.v) + int64_t(kvh) * a.kv_sh;
+  int pages[RPT];  // page ids of this thread's rows in the next tile to issue (loaded one tile ahead)
+  auto fetch_pages = [&](int t) {
+#pragma unroll
+    for (int i = 0; i < RPT; i++) {
+      const int pos = kv_start + t * TILE + lr0 + i * RSTEP;
+      const int page = shift >= 0 ? pos >> shift : pos / a.page_size;
+      // A page outside the cache (possible only when the host skipped its check) reads as zeros.
+      const int id = pos < kv_end ? __ldg(a.indices + page_base + page) : -1;
+      pages[i] = unsigned(id) < unsigned(a.num_pages) ? id : -1;
+    }
+  };
+  auto issue = [&](int t, int stage) {
+#pragma unroll
+    for (int i = 0; i < RPT; i++) {
+      const int r = lr0 + i * RSTEP;
+      const int pos = kv_start + t * TILE + r;
+      const bool valid = pos < kv_end && pages[i] >= 0;
+      const int slot = shift >= 0 ? pos & ((1 << shift) - 1) : pos % a.page_size;
+      const int64_t off = valid ? int64_t(pages[i]) * a.kv_sp + int64_t(slot) * a.kv_ss : 0;
+      const int dst = FP8 ? r * ROW_BYTES + lc * 16 : swz<D>(r, lc) * 2;
+      cp_async_16(sk + stage * STAGE_BYTES + dst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid);
+      cp_async_16(sv + stage * STAGE_BYTES + dst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid);
+    }
+  };
+
+  fetch_pages(0);
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; s++) {
+    if (s < ntiles) {
+      issue(s, s);
+      fetch_pages(s + 1);
+    }
+    cp_async_commit();
+  }
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int j = 0; j < D / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, d[2] = {0.f, 0.f};
+  float slope[2] = {0.f, 0.f};
+  if (a.alibi) {
+    const int r0 = lane / 4;
+    slope[0] = r0 < rows ? a.alibi[qh0 + r0] : 0.f;
+    slope[1] = r0 + 8 < rows ? a.alibi[qh0 + r0 + 8] : 0.f;
+  }
+
+  __syncthreads();  // q is in shared memory
+  const int wrow = warp * 16;
+  // Head dims up to 128 keep q's tensor-core fragments in registers for the whole loop.
+  constexpr bool QREG = D <= 128;
+  uint32_t qfrag[QREG ? D / 16 : 1][4];
+  if constexpr (QREG) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+      ldmatrix_x4(qfrag[kk], sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, kk * 2 + (lane >> 4)));
+    }
+  }
+  for (int t = 0; t < ntiles; t++) {
+    const int next = t + STAGES - 1;
+    if (next < ntiles) {
+      issue(next, next % STAGES);
+      fetch_pages(next + 1);
+    }
+    cp_async_commit();
+    cp_async_wait<STAGES - 1>();
+    __syncwarp();
+
+    const int stage = t % STAGES;
+    const int tile_pos = kv_start + t * TILE;
+    TC* ks = FP8 ? kc : reinterpret_cast<TC*>(sk + stage * STAGE_BYTES);
+    TC* vs = FP8 ? vc : reinterpret_cast<TC*>(sv + stage * STAGE_BYTES);
+    if constexpr (FP8) {
+      // 16 fp8 values (one raw chunk) become two 16-byte chunks of T.
+      for (int idx = lane; idx < 16 * CH; idx += 32) {
+        const int r = wrow + idx / CH, c = idx % CH;
+        const uint4 kr = *reinterpret_cast<const uint4*>(sk + stage * STAGE_BYTES + r * ROW_BYTES + c * 16);
+        const uint4 vr = *reinterpret_cast<const uint4*>(sv + stage * STAGE_BYTES + r * ROW_BYTES + c * 16);
+        *reinterpret_cast<uint4*>(kc + swz<D>(r, 2 * c)) = fp8x8_to<TC, TKV>(make_uint2(kr.x, kr.y));
+        *reinterpret_cast<uint4*>(kc + swz<D>(r, 2 * c + 1)) = fp8x8_to<TC, TKV>(make_uint2(kr.z, kr.w));
+        *reinterpret_cast<uint4*>(vc + swz<D>(r, 2 * c)) = fp8x8_to<TC, TKV>(make_uint2(vr.x, vr.y));
+        *reinterpret_cast<uint4*>(vc + swz<D>(r, 2 * c + 1)) = fp8x8_to<TC, TKV>(make_uint2(vr.z, vr.w));
+      }
+      __syncwarp();
+    }
+    if (a.rope) {
+      for (int idx = lane; idx < 16 * (D / 16); idx += 32) {
+        const int r = wrow + idx / (D / 16), c = idx % (D / 16);
+        rope_chunk_pair<TC, D>(ks + r * D, c, float(tile_pos + r), a, r);
+      }
+      __syncwarp();
+    }
+
+    // S = Q K^T for this warp's 16 tokens: rows = q heads, columns = tokens.
+    float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+      uint32_t kb[4];
+      uint32_t qtmp[4];
+      uint32_t* qa = qtmp;
+      if constexpr (QREG) {
+        qa = qfrag[kk];
+      } else {
+        ldmatrix_x4(qtmp, sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, kk * 2 + (lane >> 4)));
+      }
+      ldmatrix_x4(kb, ks + swz<D>(wrow + (lane & 7) + (lane >> 4) * 8, kk * 2 + ((lane >> 3) & 1)));
+      mma_16816<TC>(s[0], qa, kb[0], kb[1]);
+      mma_16816<TC>(s[1], qa, kb[2], kb[3]);
+    }
+
+    // Logits (scale, soft cap, ALiBi), masking, and the online softmax update.
+#pragma unroll
+    for (int n = 0; n < 2; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int pos = tile_pos + wrow + n * 8 + (lane & 3) * 2 + (e & 1);
+        float x = s[n][e] * a.qk_scale;
+        if (a.soft_cap > 0.f) x = a.soft_cap * tanhf(x / a.soft_cap);
+        x += slope[e >> 1] * (float(pos) - q_pos);
+        s[n][e] = pos < kv_end ? x * kLog2e : -INFINITY;
+      }
+    }
+    float scale[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      float mx = fmaxf(fmaxf(s[0][2 * r], s[0][2 * r + 1]), fmaxf(s[1][2 * r], s[1][2 * r + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m[r], mx);
+      const float m_use = m_new == -INFINITY ? 0.f : m_new;
+      scale[r] = exp2f(m[r] - m_use);
+      m[r] = m_new;
+      float sum = 0.f;
+#pragma unroll
+      for (int n = 0; n < 2; n++) {
+        s[n][2 * r] = exp2f(s[n][2 * r] - m_use);
+        s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - m_use);
+        sum += s[n][2 * r] + s[n][2 * r + 1];
+      }
+      d[r] = d[r] * scale[r] + sum;
+    }
+    // Rescale only when some row's max moved (rare after the first tiles); the test is warp-uniform.
+    if (__any_sync(0xffffffffu, scale[0] != 1.f || scale[1] != 1.f)) {
+#pragma unroll
+      for (int j = 0; j < D / 8; j++) {
+        o[j][0] *= scale[0], o[j][1] *= scale[0], o[j][2] *= scale[1], o[j][3] *= scale[1];
+      }
+    }
+
+    // O += P V: P (16 heads x 16 tokens) from registers, V (16 tokens x D) by transposed ldmatrix.
+    uint32_t pa[4] = {pack2<TC>(s[0][0], s[0][1]), pack2<TC>(s[0][2], s[0][3]), pack2<TC>(s[1][0], s[1][1]),
+                      pack2<TC>(s[1][2], s[1][3])};
+#pragma unroll
+    for (int j = 0; j < D / 16; j++) {
+      uint32_t vb[4];
+      ldmatrix_x4_trans(vb, vs + swz<D>(wrow + (lane & 7) + ((lane >> 3) & 1) * 8, 2 * j + (lane >> 4)));
+      mma_16816<TC>(o[2 * j], pa, vb[0], vb[1]);
+      mma_16816<TC>(o[2 * j + 1], pa, vb[2], vb[3]);
+    }
+    __syncwarp();  // this warp's rows of the stage (and fp8 buffers) are refilled next iteration
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+
+  // ---- merge the 4 warps' states through shared memory (the pipeline buffers are free now) ----
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    d[r] += __shfl_xor_sync(0xffffffffu, d[r], 1);
+    d[r] += __shfl_xor_sync(0xffffffffu, d[r], 2);
+  }
+  float* so = reinterpret_cast<float*>(smem + 16 * D * 2);  // [NW][16][D]
+  float* sm = so + NW * 16 * D;                             // [NW][16]
+  float* sd = sm + NW * 16;                                 // [NW][16]
+  {
+    const int r0 = lane >> 2, c0 = (lane & 3) * 2;
+#pragma unroll
+    for (int j = 0; j < D / 8; j++) {
+      *reinterpret_cast<float2*>(so + (warp * 16 + r0) * D + j * 8 + c0) = make_float2(o[j][0], o[j][1]);
+      *reinterpret_cast<float2*>(so + (warp * 16 + r0 + 8) * D + j * 8 + c0) = make_float2(o[j][2], o[j][3]);
+    }
+    if ((lane & 3) == 0) {
+      sm[warp * 16 + r0] = m[0], sd[warp * 16 + r0] = d[0];
+      sm[warp * 16 + r0 + 8] = m[1], sd[warp * 16 + r0 + 8] = d[1];
+    }
+  }
+  __syncthreads();
+  for (int idx = tid; idx < rows * (D / 4); idx += kDecodeThreads) {
+    const int r = idx / (D / 4), c = (idx % (D / 4)) * 4;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < NW; w++) mx = fmaxf(mx, sm[w * 16 + r]);
+    float dsum = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (mx != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < NW; w++) {
+        const float f = exp2f(sm[w * 16 + r] - mx);
+        const float4 x = *reinterpret_cast<const float4*>(so + (w * 16 + r) * D + c);
+        dsum += sd[w * 16 + r] * f;
+        acc.x += x.x * f, acc.y += x.y * f, acc.z += x.z * f, acc.w += x.w * f;
+      }
+    }
+    const float inv = dsum > 0.f ? a.v_scale / dsum : 0.f;
+    acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
+    const float lse = dsum > 0.f ? mx + __log2f(dsum) : -INFINITY;
+    const int qh = qh0 + r;
+    if (partial_row < 0) {
+      T* out = static_cast<T*>(a.out) + int64_t(req) * a.o_sb + int64_t(qh) * a.o_sh + c;
+      uint2 packed = make_uint2(pack2<T>(acc.x, acc.y), pack2<T>(acc.z, acc.w));
+      *reinterpret_cast<uint2*>(out) = packed;
+      if (c == 0 && a.lse) a.lse[int64_t(req) * a.num_qo_heads + qh] = lse;
+    } else {
+      const int64_t row = int64_t(partial_row) * a.num_qo_heads + qh;
+      *reinterpret_cast<float4*>(a.tmp_o + row * D + c) = acc;
+      if (c == 0) a.tmp_lse[row] = lse;
+    }
+  }
+  if (partial_row < 0) return;
+
+  // ---- split request: the last of its chunks to finish merges all of them (no second kernel) ----
+  // Counters are zero at the start of every run: plan zeroes them and the merging CTA resets its own.
+  const int chunks = it1.z, first_row = it1.w;
+  __shared__ int is_last;
+  __threadfence();  // this CTA's partials are visible device-wide before it is counted
+  __syncthreads();
+  if (tid == 0) {
+    int* counter = a.counters + int64_t(req) * gridDim.x + blockIdx.x;
+    is_last = atomicAdd(counter, 1) == chunks - 1;
+    if (is_last) *counter = 0;
+  }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  // Weights of every (row, chunk) in shared memory first: all LSE loads in flight at once, then one
+  // warp per row reduces them, then each thread sums its 4 columns over the chunks.
+  float* wts = reinterpret_cast<float*>(smem + 16 * D * 2);  // [rows][chunks] (merge scratch is free)
+  const bool staged = 16 * (chunks + 1) * 4 + 16 * D * 2 <= decode_smem_bytes<T, TKV, D>();
+  if (staged) {
+    for (int idx = tid; idx < rows * chunks; idx += kDecodeThreads) {
+      const int r = idx / chunks, j = idx % chunks;
+      wts[idx] = __ldcg(a.tmp_lse + int64_t(first_row + j) * a.num_qo_heads + qh0 + r);
+    }
+    __syncthreads();
+    float* row_lse = wts + rows * chunks;  // [rows]
+    for (int r = warp; r < rows; r += NW) {
+      float mx = -INFINITY;
+      for (int j = lane; j < chunks; j += 32) mx = fmaxf(mx, wts[r * chunks + j]);
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      float sum = 0.f;
+      for (int j = lane; j < chunks; j += 32) {
+        const float e = mx == -INFINITY ? 0.f : exp2f(wts[r * chunks + j] - mx);
+        wts[r * chunks + j] = e;
+        sum += e;
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      __syncwarp();
+      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      for (int j = lane; j < chunks; j += 32) wts[r * chunks + j] *= inv;
+      if (lane == 0) row_lse[r] = sum > 0.f ? mx + __log2f(sum) : -INFINITY;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < rows * (D / 4); idx += kDecodeThreads) {
+      const int r = idx / (D / 4), c = (idx % (D / 4)) * 4, qh = qh0 + r;
+      float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+      for (int j = 0; j < chunks; j++) {
+        const float w = wts[r * chunks + j];
+        const float4 x = __ldcg(reinterpret_cast<const float4*>(a.tmp_o + (int64_t(first_row + j) * a.num_qo_heads + qh) * D + c));
+        acc.x += x.x * w, acc.y += x.y * w, acc.z += x.z * w, acc.w += x.w * w;
+      }
+      T* out = static_cast<T*>(a.out) + int64_t(req) * a.o_sb + int64_t(qh) * a.o_sh + c;
+      *reinterpret_cast<uint2*>(out) = make_uint2(pack2<T>(acc.x, acc.y), pack2<T>(acc.z, acc.w));
+      if (c == 0 && a.lse) a.lse[int64_t(req) * a.num_qo_heads + qh] = row_lse[r];
+    }
+    return;
+  }
+  for (int idx = tid; idx < rows * (D / 4); idx += kDecodeThreads) {
+    const int r = idx / (D / 4), c = (idx % (D / 4)) * 4, qh = qh0 + r;
+    float mx = -INFINITY;
+    for (int j = 0; j < chunks; j++) mx = fmaxf(mx, __ldcg(a.tmp_lse + int64_t(first_row + j) * a.num_qo_heads + qh));
+    float dsum = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (mx != -INFINITY) {
+#pragma unroll 4
+      for (int j = 0; j < chunks; j++) {
+        const int64_t row = int64_t(first_row + j) * a.num_qo_heads + qh;
+        const float f = exp2f(__ldcg(a.tmp_lse + row) - mx);
+        const float4 x = __ldcg(reinterpret_cast<const float4*>(a.tmp_o + row * D + c));
+        dsum += f;
+        acc.x += x.x * f, acc.y += x.y * f, acc.z += x.z * f, acc.w += x.w * f;
+      }
+    }
+    const float inv = dsum > 0.f ? 1.f / dsum : 0.f;
+    T* out = static_cast<T*>(a.out) + int64_t(req) * a.o_sb + int64_t(qh) * a.o_sh + c;
+    *reinterpret_cast<uint2*>(out) = make_uint2(pack2<T>(acc.x * inv, acc.y * inv), pack2<T>(acc.z * inv, acc.w * inv));
+    if (c == 0 && a.lse) a.lse[int64_t(req) * a.num_qo_heads + qh] = dsum > 0.f ? mx + __log2f(dsum) : -INFINITY;
+  }
+}
+
+}  // namespace fi::attn

@@ -1,0 +1,145 @@
+/**
+ * The decode work scheduler: pure host logic, no GPU. It turns per-request KV ranges into work items
+ * (one CTA row each: a request's whole range, or one chunk of it) so that the GPU is busy:
+ * - a batch that already fills the SMs (batch x CTAs per item >= SMs) is not split;
+ * - otherwise the smallest chunk (a multiple of the 64-token tile) is chosen whose item count still
+ *   fits one wave of `numSms * ctasPerSm` CTAs, and split requests get partial rows that the last of
+ *   their chunks combines by their LSE.
+ */
+
+/**
+ * Ints per work item: [request, kvStart, kvEnd, partialRow (-1: direct), seqLen, pageBase, chunks of the
+ * request, its first partial row].
+ */
+export const ITEM_INTS = 8;
+/** Tokens per decode tile (cuda/kernels/attention/decode.cuh kDecodeTile). */
+export const DECODE_TILE = 64;
+
+export interface ScheduleInput {
+  /** Tokens of each request (its KV length). */
+  seqLens: Int32Array;
+  /** First page of each request in the page table (indptr[b]). */
+  pageBase: Int32Array;
+  /** Attend from this position on (window); defaults to 0 for every request. */
+  windowLeft?: number;
+  /** CTAs each item launches (kv heads x head groups). */
+  ctasPerItem: number;
+  numSms: number;
+  /** Resident CTAs per SM for this kernel (shared memory bound). */
+  ctasPerSm: number;
+  /** Split every request into chunks of this many tokens (rounded up to the tile). */
+  fixedSplitSize?: number;
+  disableSplitKv?: boolean;
+}
+
+export interface Schedule {
+  /** numItems x ITEM_INTS. */
+  items: Int32Array;
+  numItems: number;
+  /** Chunk length in tokens, or 0 when nothing is split. */
+  splitSize: number;
+  /** Rows of partial outputs (float) the split requests need. */
+  partialRows: number;
+  /** [batch][2]: first partial row and count (0 when the request is written directly). */
+  mergeTable: Int32Array;
+  anySplit: boolean;
+}
+
+function ceilDiv(a: number, b: number): number {
+  return Math.floor((a + b - 1) / b);
+}
+
+/** Items a chunk size makes: sum over requests of max(1, ceil(len / chunk)). */
+export function countItems(lens: ArrayLike<number>, chunk: number): number {
+  let n = 0;
+  for (let b = 0; b < lens.length; b++) n += lens[b] > chunk ? ceilDiv(lens[b], chunk) : 1;
+  return n;
+}
+
+/** The chunk size in tokens (0 = no split) for the given per-request lengths. */
+export function chooseSplitSize(lens: ArrayLike<number>, input: Omit<ScheduleInput, "seqLens" | "pageBase">): number {
+  const batch = lens.length;
+  if (input.disableSplitKv || batch === 0) return 0;
+  let maxLen = 0;
+  for (let b = 0; b < batch; b++) if (lens[b] > maxLen) maxLen = lens[b];
+  if (input.fixedSplitSize !== undefined) {
+    const c = ceilDiv(Math.max(1, input.fixedSplitSize), DECODE_TILE) * DECODE_TILE;
+    return c >= maxLen ? 0 : c;
+  }
+  if (batch * input.ctasPerItem >= input.numSms) return 0; // the batch fills the GPU
+  const maxItems = Math.max(batch, Math.floor((input.numSms * input.ctasPerSm) / input.ctasPerItem));
+  // Smallest tile multiple whose item count fits: binary search over tiles per chunk.
+  let lo = 1, hi = Math.max(1, ceilDiv(maxLen, DECODE_TILE));
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (countItems(lens, mid * DECODE_TILE) <= maxItems) hi = mid;
+    else lo = mid + 1;
+  }
+  const c = lo * DECODE_TILE;
+  return c >= maxLen ? 0 : c;
+}
+
+/** Plans the work items for one decode step (no allocation when `out` has room: plan runs every step). */
+export function scheduleDecode(input: ScheduleInput, out?: { items?: Int32Array; mergeTable?: Int32Array }): Schedule {
+  const { seqLens, pageBase } = input;
+  const batch = seqLens.length;
+  const window = input.windowLeft ?? -1;
+  const startOf = (b: number) => (window >= 0 && seqLens[b] - 1 - window > 0 ? seqLens[b] - 1 - window : 0);
+  // Splitting is considered only for batches too small to fill the GPU (or a fixed split size), so the
+  // per-request lengths are materialized only then.
+  let split = 0;
+  if (!input.disableSplitKv && (input.fixedSplitSize !== undefined || batch * input.ctasPerItem < input.numSms)) {
+    const lens = new Int32Array(batch);
+    for (let b = 0; b < batch; b++) lens[b] = seqLens[b] - startOf(b);
+    split = chooseSplitSize(lens, input);
+  }
+  let numItems = batch;
+  if (split) {
+    numItems = 0;
+    for (let b = 0; b < batch; b++) {
+      const len = seqLens[b] - startOf(b);
+      numItems += len > split ? ceilDiv(len, split) : 1;
+    }
+  }
+  const items = out?.items && out.items.length >= numItems * ITEM_INTS
+    ? out.items
+    : new Int32Array(numItems * ITEM_INTS);
+  const mergeTable = out?.mergeTable && out.mergeTable.length >= 2 * batch ? out.mergeTable : new Int32Array(2 * batch);
+  if (!split) {
+    // One item per request, written straight to the output.
+    for (let b = 0, o = 0; b < batch; b++, o += ITEM_INTS) {
+      const len = seqLens[b];
+      items[o] = b;
+      items[o + 1] = window >= 0 ? startOf(b) : 0;
+      items[o + 2] = len;
+      items[o + 3] = -1;
+      items[o + 4] = len;
+      items[o + 5] = pageBase[b];
+      items[o + 6] = 1;
+      items[o + 7] = 0;
+    }
+    mergeTable.fill(0, 0, 2 * batch);
+    return { items, numItems, splitSize: 0, partialRows: 0, mergeTable, anySplit: false };
+  }
+  let i = 0, partial = 0;
+  for (let b = 0; b < batch; b++) {
+    const s0 = startOf(b), len = seqLens[b] - s0;
+    const n = len > split ? ceilDiv(len, split) : 1;
+    const first = partial;
+    mergeTable[2 * b] = n > 1 ? partial : 0;
+    mergeTable[2 * b + 1] = n > 1 ? n : 0;
+    for (let j = 0; j < n; j++, i++) {
+      const o = i * ITEM_INTS;
+      const start = s0 + j * (n > 1 ? split : 0);
+      items[o] = b;
+      items[o + 1] = start;
+      items[o + 2] = n > 1 ? Math.min(seqLens[b], start + split) : seqLens[b];
+      items[o + 3] = n > 1 ? partial++ : -1;
+      items[o + 4] = seqLens[b];
+      items[o + 5] = pageBase[b];
+      items[o + 6] = n;
+      items[o + 7] = n > 1 ? first : 0;
+    }
+  }
+  return { items, numItems, splitSize: split, partialRows: partial, mergeTable, anySplit: partial > 0 };
+}

@@ -1,0 +1,165 @@
+/** Paged KV cache ops: appendPagedKvCache, getBatchIndicesPositions, getSeqLens; cache validation. */
+import { assert, assertThrowsCode, gpuTest, test } from "./harness.ts";
+import { makeRng, randint } from "./reference/random.ts";
+import { Tensor } from "../src/runtime/tensor.ts";
+import type { DType } from "../src/runtime/dtype.ts";
+import {
+  appendPagedKvCache,
+  getBatchIndicesPositions,
+  getSeqLens,
+  kvCacheView,
+} from "../src/attention/paged_kv_cache.ts";
+import type { KvLayout } from "../src/attention/variants.ts";
+import { scanIndices, scanIndicesJs } from "../src/attention/index_scan.ts";
+
+const rng = makeRng();
+
+for (const layout of ["NHD", "HND"] as KvLayout[]) {
+  for (const [dtype, ps] of [["bf16", 16], ["e4m3", 1], ["f16", 64]] as [DType, number][]) {
+    gpuTest(`appendPagedKvCache ${dtype} ${layout} page ${ps}, with getBatchIndicesPositions and getSeqLens`, () => {
+      const hkv = 4, d = 128, numPages = 40;
+      const appendLens = [2, 17, 1, 0, 70];
+      const oldLens = [3, 0, 40, 5, 1];
+      const batch = appendLens.length;
+      const newLens = appendLens.map((a, b) => a + oldLens[b]);
+      const indptr = [0], last: number[] = [];
+      const perm = [...Array(numPages).keys()].sort(() => rng() - 0.5);
+      let used = 0;
+      for (let b = 0; b < batch; b++) {
+        const pages = Math.ceil(newLens[b] / ps);
+        indptr.push(indptr[b] + pages);
+        last.push(pages ? newLens[b] - (pages - 1) * ps : 0);
+        used += pages;
+      }
+      assert.ok(used <= numPages * (ps === 1 ? 10 : 1));
+      const indices = Int32Array.from({ length: indptr[batch] }, (_, i) => perm[i % numPages]);
+      // Page sharing would make writes collide: give page size 1 its own bigger cache.
+      const pagesTotal = Math.max(numPages, indptr[batch]);
+      if (ps === 1) indices.forEach((_, i) => (indices[i] = i));
+      const appendIndptr = [0];
+      appendLens.forEach((a, b) => appendIndptr.push(appendIndptr[b] + a));
+      const nnz = appendIndptr[batch];
+      using appendIndptrT = Tensor.fromArray(appendIndptr, [batch + 1], "i32");
+      using seqLensT = Tensor.fromArray(newLens, [batch], "i32");
+      const { batchIndices, positions } = getBatchIndicesPositions(appendIndptrT, seqLensT, nnz);
+      const bi = batchIndices.toArray(), pos = positions.toArray();
+      for (let b = 0; b < batch; b++) {
+        for (let i = appendIndptr[b]; i < appendIndptr[b + 1]; i++) {
+          assert.equal(bi[i], b);
+          assert.equal(pos[i], oldLens[b] + i - appendIndptr[b]);
+        }
+      }
+      using indptrT = Tensor.fromArray(indptr, [batch + 1], "i32");
+      using lastT = Tensor.fromArray(last.map((x) => Math.max(x, 1)), [batch], "i32");
+      using indicesT = Tensor.fromRaw(indices, [indices.length], "i32");
+      using sl = getSeqLens(indptrT, lastT, ps);
+      assert.deepEqual([...sl.toArray()], newLens.map((l) => l));
+
+      const bytes = dtype === "e4m3" ? 1 : 2;
+      const rowElems = hkv * d;
+      const raw = (n: number) =>
+        bytes === 1
+          ? Uint8Array.from({ length: n }, () => randint(rng, 0, 0x7e))
+          : Uint16Array.from({ length: n }, () => randint(rng, 0, 0x7bff));
+      const keys = raw(nnz * rowElems), values = raw(nnz * rowElems);
+      using k = Tensor.fromRaw(keys, [nnz, hkv, d], dtype);
+      using v = Tensor.fromRaw(values, [nnz, hkv, d], dtype);
+      const shape = layout === "NHD" ? [pagesTotal, 2, ps, hkv, d] : [pagesTotal, 2, hkv, ps, d];
+      using cache = Tensor.empty(shape, dtype).fillBytes(0xff);
+      appendPagedKvCache(k, v, batchIndices, positions, cache, indicesT, indptrT, lastT, { kvLayout: layout });
+      const c = cache.toRaw() as Uint16Array | Uint8Array;
+      const poison = bytes === 1 ? 0xff : 0xffff;
+      const written = new Set<number>();
+      for (let i = 0; i < nnz; i++) {
+        const b = bi[i], p = pos[i];
+        const page = indices[indptr[b] + Math.floor(p / ps)], slot = p % ps;
+        for (let h = 0; h < hkv; h++) {
+          for (const [kv, src] of [[0, keys], [1, values]] as const) {
+            const base = layout === "NHD"
+              ? (((page * 2 + kv) * ps + slot) * hkv + h) * d
+              : (((page * 2 + kv) * hkv + h) * ps + slot) * d;
+            for (let j = 0; j < d; j++) {
+              if (c[base + j] !== src[(i * hkv + h) * d + j]) {
+                assert.fail(`token ${i} head ${h} ${kv ? "v" : "k"}[${j}] not written`);
+              }
+              written.add(base + j);
+            }
+          }
+        }
+      }
+      let untouched = 0;
+      for (let i = 0; i < c.length; i++) {
+        if (!written.has(i)) (assert.equal(c[i], poison, `element ${i} written unexpectedly`), untouched++);
+      }
+      assert.ok(untouched > 0);
+      batchIndices.dispose();
+      positions.dispose();
+    });
+  }
+}
+
+test("kvCacheView: bad caches are refused naming the argument", () => {
+  const f = (shape: number[], dtype: DType, strides?: number[]) => Tensor.fromPointer(0x10000n, shape, dtype, strides);
+  assertThrowsCode(
+    () => kvCacheView("run decode", f([4, 3, 16, 8, 128], "bf16"), "NHD"),
+    "INVALID_ARGUMENT",
+    /'kvCache' must be of size 2 \(K and V\) in dimension 1/,
+  );
+  assertThrowsCode(
+    () => kvCacheView("run decode", f([4, 2, 16, 8], "bf16"), "NHD"),
+    "INVALID_ARGUMENT",
+    /'kvCache' must be 5-dimensional/,
+  );
+  assertThrowsCode(
+    () => kvCacheView("run decode", f([4, 2, 16, 8, 128], "f32"), "NHD"),
+    "INVALID_ARGUMENT",
+    /'kvCache' must be of dtype f16 or bf16 or e4m3 or e5m2/,
+  );
+  assertThrowsCode(
+    () => kvCacheView("run decode", [f([4, 16, 8, 128], "bf16"), f([4, 16, 8, 128], "f16")], "NHD"),
+    "INVALID_ARGUMENT",
+    /'kvCache\[1\]' must be of dtype bf16/,
+  );
+  assertThrowsCode(
+    () => kvCacheView("run decode", [f([4, 16, 8, 128], "bf16"), f([4, 16, 4, 128], "bf16")], "NHD"),
+    "INVALID_ARGUMENT",
+    /'kvCache\[1\]' must be of shape/,
+  );
+  assertThrowsCode(
+    () => kvCacheView("run decode", f([4, 2, 16, 8, 128], "bf16"), "NDH" as KvLayout),
+    "INVALID_ARGUMENT",
+    /'kvLayout'/,
+  );
+  const v = kvCacheView("run decode", f([4, 2, 8, 16, 128], "bf16"), "HND");
+  assert.deepEqual([v.numPages, v.pageSize, v.numKvHeads, v.headDim, v.strideSlot, v.strideHead], [
+    4,
+    16,
+    8,
+    128,
+    128,
+    16 * 128,
+  ]);
+  assert.equal(v.v - v.k, BigInt(8 * 16 * 128 * 2));
+});
+
+test("scanIndices: the WebAssembly SIMD scan agrees with the JS loop", () => {
+  for (const n of [0, 1, 3, 4095, 4096, 4097, 10001, 70000]) {
+    const a = Int32Array.from({ length: n + 5 }, () => randint(rng, 0, 1 << 20));
+    const check = () => {
+      const w = scanIndices(a, n), j = scanIndicesJs(a, n);
+      assert.deepEqual(w, j, `n ${n}`);
+    };
+    check();
+    if (n > 0) {
+      a[randint(rng, 0, n - 1)] = -3;
+      check();
+      assert.equal(scanIndices(a, n).negative, true);
+      a.fill(7, 0, n);
+      a[n - 1] = 1 << 30;
+      check();
+      assert.equal(scanIndices(a, n).max, 1 << 30);
+    }
+    a[n] = -1; // past n: ignored
+    assert.equal(scanIndices(a, n).negative, n > 0 && scanIndicesJs(a, n).negative);
+  }
+});
