@@ -1,0 +1,339 @@
+// FlashAttention-2-style prefill: one CTA of 4 warps owns TILE_Q query rows of one (request, qo head)
+// and streams that request's K/V in BLOCK_N-row tiles through a double-buffered, XOR-swizzled shared
+// memory pipeline (cp.async). S = Q K^T and O += P V run on mma.sync m16n8k16 with fp32 accumulate;
+// the softmax is online, in registers, in base 2 (log2(e) folded into the scale).
+// One kernel serves single, ragged and paged prefill: the differences are where a request's rows
+// start (tables or none) and how a KV row's address is found (a page lookup or a stride).
+// Cheap variants (causal, sliding window, custom mask, soft cap, ALiBi) are run-time flags that are
+// uniform across the CTA; a KV tile that no mask touches takes the plain path.
+#pragma once
+#include <float.h>
+#include <stdint.h>
+
+#include "mma.cuh"
+
+namespace fi::prefill {
+
+struct PrefillArgs {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* o;
+  float* lse;  // [rows, num_qo_heads] or null
+  // Batch tables (null for a single request): qo_indptr/kv_indptr [batch + 1], kv_lens [batch],
+  // work [num_work][2] = (request, q tile). Paged: kv_indptr indexes kv_indices (page ids).
+  const int* qo_indptr;
+  const int* kv_indptr;
+  const int* kv_indices;
+  const int* kv_lens;
+  const int* work;
+  // Packed custom mask (bit i * kv_len + j of request b at byte mask_indptr[b], little-endian bits).
+  const uint8_t* mask;
+  const int* mask_indptr;
+  int64_t q_stride_n, q_stride_h, o_stride_n, o_stride_h;
+  int64_t kv_stride_page, kv_stride_n, kv_stride_h;
+  int qo_len, kv_len;  // the single request's lengths when there are no tables
+  int num_qo_heads, group, page_size;
+  int paged, causal, use_alibi, window_left;
+  int alibi_n;        // 2^floor(log2(num_qo_heads))
+  float scale_log2;   // sm_scale * log2(e)
+  float soft_cap;     // > 0: logits = cap * tanh(logits / cap)
+  float cap_pre;      // sm_scale / cap
+  float cap_post;     // cap * log2(e)
+};
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <int D>
+__device__ __forceinline__ int swz(int row, int chunk) {
+  // 16-byte chunks of a row, XOR-swizzled by the row's low 3 bits: ldmatrix's 8 row addresses then
+  // hit 8 different bank groups.
+  return row * D + ((chunk ^ (row & 7)) << 3);
+}
+
+template <typename T, int DQK, int DVO, int MMA_Q, int BLOCK_N>
+struct PrefillConfig {
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kTileQ = 16 * MMA_Q * kWarps;
+  static constexpr int kStages = 2;
+  static constexpr int kSmemElems = kTileQ * DQK + kStages * BLOCK_N * (DQK + DVO);
+  static constexpr int kSmemBytes = kSmemElems * int(sizeof(T));
+};
+
+template <typename T, int DQK, int DVO, int MMA_Q, int BLOCK_N>
+__global__ void __launch_bounds__(128)
+    prefill_kernel(const __grid_constant__ PrefillArgs a) {
+  using Cfg = PrefillConfig<T, DQK, DVO, MMA_Q, BLOCK_N>;
+  constexpr int TQ = Cfg::kTileQ, STAGES = Cfg::kStages;
+  constexpr int CQK = DQK / 8, CVO = DVO / 8;  // 16-byte chunks per row
+  constexpr int NB = BLOCK_N / 8;              // n8 blocks of S
+  constexpr int ND = DVO / 8;                  // n8 blocks of O
+  extern __shared__ __align__(128) uint8_t smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sK = sQ + TQ * DQK;
+  T* sV = sK + STAGES * BLOCK_N * DQK;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int head = blockIdx.y, kv_head = head / a.group;
+
+  int req = 0, tile = blockIdx.x;
+  if (a.work != nullptr) {
+    req = a.work[2 * blockIdx.x];
+    tile = a.work[2 * blockIdx.x + 1];
+  } else if (a.causal) {
+    tile = gridDim.x - 1 - blockIdx.x;  // the heaviest tiles first
+  }
+  int qo_start = 0, qo_len = a.qo_len, kv_start = 0, kv_len = a.kv_len;
+  if (a.qo_indptr != nullptr) {
+    qo_start = a.qo_indptr[req];
+    qo_len = a.qo_indptr[req + 1] - qo_start;
+    kv_start = a.kv_indptr[req];
+    kv_len = a.kv_lens[req];
+  }
+  const int q0 = tile * TQ;
+  if (q0 >= qo_len) return;
+  const int q_rows = min(TQ, qo_len - q0);
+  const int delta = kv_len - qo_len;  // bottom-right alignment: row i sees keys j <= i + delta
+
+  // The KV range any row of this tile may see.
+  int kv_end = kv_len;
+  if (a.causal) kv_end = min(kv_len, q0 + q_rows - 1 + delta + 1);
+  int kv_begin = 0;
+  if (a.window_left >= 0) kv_begin = max(0, q0 + delta - a.window_left);
+  kv_begin = kv_begin / BLOCK_N * BLOCK_N;
+  const int num_tiles = kv_end > kv_begin ? (kv_end - kv_begin + BLOCK_N - 1) / BLOCK_N : 0;
+
+  const T* q_base = static_cast<const T*>(a.q) + (int64_t)(qo_start + q0) * a.q_stride_n +
+                    (int64_t)head * a.q_stride_h;
+  const T* k_base = static_cast<const T*>(a.k) + (int64_t)kv_head * a.kv_stride_h;
+  const T* v_base = static_cast<const T*>(a.v) + (int64_t)kv_head * a.kv_stride_h;
+
+  // ---- Q tile -> shared memory (rows past the request are zero) ----
+  for (int id = tid; id < TQ * CQK; id += Cfg::kThreads) {
+    const int r = id / CQK, c = id % CQK;
+    const bool ok = r < q_rows;
+    const T* src = ok ? q_base + (int64_t)r * a.q_stride_n + c * 8 : q_base;
+    cp_async16(smem_addr(sQ + swz<DQK>(r, c)), src, ok);
+  }
+
+  // Issues the loads of KV tile `t` into stage `t % STAGES`.
+  auto load_kv = [&](int t) {
+    const int k0 = kv_begin + t * BLOCK_N;
+    T* dk = sK + (t % STAGES) * BLOCK_N * DQK;
+    T* dv = sV + (t % STAGES) * BLOCK_N * DVO;
+    // Each thread copies one 16-byte column chunk `c` of rows r0, r0 + ROWS_PER_PASS, ...
+    constexpr int ROWS_PER_PASS = Cfg::kThreads / CQK;
+    constexpr int PASSES = (BLOCK_N + ROWS_PER_PASS - 1) / ROWS_PER_PASS;
+    const int c = tid % CQK, r0 = tid / CQK;
+    if (r0 < ROWS_PER_PASS) {
+      int64_t off[PASSES];
+      // Addresses first (page lookups are independent loads), then the copies.
+#pragma unroll
+      for (int i = 0; i < PASSES; i++) {
+        const int r = r0 + i * ROWS_PER_PASS, kv = k0 + r;
+        if (r >= BLOCK_N || kv >= kv_len) {
+          off[i] = -1;
+        } else if (a.paged) {
+          const int page = __ldg(a.kv_indices + kv_start + kv / a.page_size);
+          off[i] = (int64_t)page * a.kv_stride_page + (int64_t)(kv % a.page_size) * a.kv_stride_n;
+        } else {
+          off[i] = (int64_t)(kv_start + kv) * a.kv_stride_n;
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < PASSES; i++) {
+        const int r = r0 + i * ROWS_PER_PASS;
+        if (BLOCK_N % ROWS_PER_PASS != 0 && r >= BLOCK_N) break;
+        const bool ok = off[i] >= 0;
+        cp_async16(smem_addr(dk + swz<DQK>(r, c)), ok ? k_base + off[i] + c * 8 : k_base, ok);
+        if (c < CVO)
+          cp_async16(smem_addr(dv + swz<DVO>(r, c)), ok ? v_base + off[i] + c * 8 : v_base, ok);
+      }
+    }
+    if constexpr (CVO > CQK) {  // V rows wider than K rows: the remaining chunks
+      for (int id = tid; id < BLOCK_N * (CVO - CQK); id += Cfg::kThreads) {
+        const int r = id / (CVO - CQK), cc = CQK + id % (CVO - CQK);
+        const int kv = k0 + r;
+        const bool ok = kv < kv_len;
+        int64_t o2 = 0;
+        if (ok) o2 = a.paged ? (int64_t)__ldg(a.kv_indices + kv_start + kv / a.page_size) * a.kv_stride_page +
+                                   (int64_t)(kv % a.page_size) * a.kv_stride_n
+                             : (int64_t)(kv_start + kv) * a.kv_stride_n;
+        cp_async16(smem_addr(dv + swz<DVO>(r, cc)), ok ? v_base + o2 + cc * 8 : v_base, ok);
+      }
+    }
+  };
+
+  if (num_tiles > 0) load_kv(0);
+  cp_async_commit();  // group 0: Q and the first KV tile
+
+  float o[MMA_Q][ND][4];
+  float m[MMA_Q][2], d[MMA_Q][2];
+#pragma unroll
+  for (int mq = 0; mq < MMA_Q; mq++) {
+#pragma unroll
+    for (int j = 0; j < ND; j++) o[mq][j][0] = o[mq][j][1] = o[mq][j][2] = o[mq][j][3] = 0.f;
+    m[mq][0] = m[mq][1] = -INFINITY;
+    d[mq][0] = d[mq][1] = 0.f;
+  }
+
+  const int warp_row = warp * 16 * MMA_Q;
+  const bool plain = a.soft_cap <= 0.f && !a.use_alibi;
+  const float slope =
+      a.use_alibi ? (head < a.alibi_n ? exp2f(-8.f * (head + 1) / a.alibi_n)
+                                      : exp2f(-4.f * (2 * (head - a.alibi_n) + 1) / a.alibi_n)) *
+                        kLog2e
+                  : 0.f;
+  int mask_base = 0;
+  if (a.mask != nullptr && a.mask_indptr != nullptr) mask_base = a.mask_indptr[req] * 8;
+  const int last_row = q0 + q_rows - 1;
+
+  for (int t = 0; t < num_tiles; t++) {
+    if (t + 1 < num_tiles) load_kv(t + 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+
+    const T* tK = sK + (t % STAGES) * BLOCK_N * DQK;
+    const T* tV = sV + (t % STAGES) * BLOCK_N * DVO;
+    const int k0 = kv_begin + t * BLOCK_N;
+
+    // ---- S = Q K^T ----
+    float s[MMA_Q][NB][4];
+#pragma unroll
+    for (int mq = 0; mq < MMA_Q; mq++)
+#pragma unroll
+      for (int j = 0; j < NB; j++) s[mq][j][0] = s[mq][j][1] = s[mq][j][2] = s[mq][j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DQK / 16; kk++) {
+      uint32_t qa[MMA_Q][4];
+#pragma unroll
+      for (int mq = 0; mq < MMA_Q; mq++)
+        ldsm_x4(qa[mq], smem_addr(sQ + swz<DQK>(warp_row + mq * 16 + (lane & 15), kk * 2 + (lane >> 4))));
+#pragma unroll
+      for (int nn = 0; nn < BLOCK_N / 16; nn++) {
+        uint32_t kb[4];
+        ldsm_x4(kb, smem_addr(tK + swz<DQK>(nn * 16 + (lane & 7) + ((lane >> 4) << 3),
+                                            kk * 2 + ((lane >> 3) & 1))));
+#pragma unroll
+        for (int mq = 0; mq < MMA_Q; mq++) {
+          mma16816<T>(s[mq][2 * nn], qa[mq], kb);
+          mma16816<T>(s[mq][2 * nn + 1], qa[mq], kb + 2);
+        }
+      }
+    }
+
+    // ---- logits: scale (log2 domain), variants, masks ----
+    const bool full = k0 + BLOCK_N <= kv_len && (!a.causal || k0 + BLOCK_N - 1 <= q0 + delta) &&
+                      (a.window_left < 0 || k0 >= last_row + delta - a.window_left) && a.mask == nullptr;
+    if (plain && full) {
+#pragma unroll
+      for (int mq = 0; mq < MMA_Q; mq++)
+#pragma unroll
+        for (int j = 0; j < NB; j++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) s[mq][j][e] *= a.scale_log2;
+    } else {
+#pragma unroll
+      for (int mq = 0; mq < MMA_Q; mq++)
+#pragma unroll
+        for (int j = 0; j < NB; j++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int qi = q0 + warp_row + mq * 16 + (lane >> 2) + 8 * (e >> 1);
+            const int kj = k0 + j * 8 + (lane & 3) * 2 + (e & 1);
+            const int qpos = qi + delta;
+            float x = s[mq][j][e];
+            if (a.soft_cap > 0.f) x = a.cap_post * tanhf(x * a.cap_pre);
+            else x *= a.scale_log2;
+            if (a.use_alibi) x += slope * float(kj - qpos);
+            bool keep = kj < kv_len && qi < qo_len;
+            if (a.causal) keep = keep && kj <= qpos;
+            if (a.window_left >= 0) keep = keep && kj >= qpos - a.window_left;
+            if (a.mask != nullptr && keep) {
+              const int64_t bit = (int64_t)mask_base + (int64_t)qi * kv_len + kj;
+              keep = (a.mask[bit >> 3] >> (bit & 7)) & 1;
+            }
+            s[mq][j][e] = keep ? x : -INFINITY;
+          }
+    }
+
+    // ---- online softmax (each thread holds rows lane/4 and lane/4 + 8 of each m16 tile) ----
+#pragma unroll
+    for (int mq = 0; mq < MMA_Q; mq++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        float mx = m[mq][h];
+#pragma unroll
+        for (int j = 0; j < NB; j++) mx = fmaxf(mx, fmaxf(s[mq][j][2 * h], s[mq][j][2 * h + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float base = mx == -INFINITY ? 0.f : mx;  // a row with nothing visible yet stays 0
+        const float corr = ex2(m[mq][h] - base);
+        m[mq][h] = mx;
+        d[mq][h] *= corr;
+#pragma unroll
+        for (int j = 0; j < ND; j++) {
+          o[mq][j][2 * h] *= corr;
+          o[mq][j][2 * h + 1] *= corr;
+        }
+#pragma unroll
+        for (int j = 0; j < NB; j++) {
+          s[mq][j][2 * h] = ex2(s[mq][j][2 * h] - base);
+          s[mq][j][2 * h + 1] = ex2(s[mq][j][2 * h + 1] - base);
+          d[mq][h] += s[mq][j][2 * h] + s[mq][j][2 * h + 1];
+        }
+      }
+
+    // ---- O += P V ----
+#pragma unroll
+    for (int kk = 0; kk < BLOCK_N / 16; kk++) {
+      uint32_t pa[MMA_Q][4];
+#pragma unroll
+      for (int mq = 0; mq < MMA_Q; mq++) {
+        pa[mq][0] = pack2<T>(s[mq][2 * kk][0], s[mq][2 * kk][1]);
+        pa[mq][1] = pack2<T>(s[mq][2 * kk][2], s[mq][2 * kk][3]);
+        pa[mq][2] = pack2<T>(s[mq][2 * kk + 1][0], s[mq][2 * kk + 1][1]);
+        pa[mq][3] = pack2<T>(s[mq][2 * kk + 1][2], s[mq][2 * kk + 1][3]);
+      }
+#pragma unroll
+      for (int dn = 0; dn < DVO / 16; dn++) {
+        uint32_t vb[4];
+        ldsm_x4_trans(vb, smem_addr(tV + swz<DVO>(kk * 16 + (lane & 7) + (((lane >> 3) & 1) << 3),
+                                                  dn * 2 + (lane >> 4))));
+#pragma unroll
+        for (int mq = 0; mq < MMA_Q; mq++) {
+          mma16816<T>(o[mq][2 * dn], pa[mq], vb);
+          mma16816<T>(o[mq][2 * dn + 1], pa[mq], vb + 2);
+        }
+      }
+    }
+    __syncthreads();  // this stage's buffers are free for the tile after next
+  }
+  cp_async_wait<0>();
+
+  // ---- normalize and store O (and LSE in base 2) ----
+  T* o_base = static_cast<T*>(a.o) + (int64_t)(qo_start + q0) * a.o_stride_n + (int64_t)head * a.o_stride_h;
+#pragma unroll
+  for (int mq = 0; mq < MMA_Q; mq++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      float sum = d[mq][h];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      const int r = warp_row + mq * 16 + (lane >> 2) + 8 * h;
+      if (r < q_rows) {
+        T* dst = o_base + (int64_t)r * a.o_stride_n + (lane & 3) * 2;
+#pragma unroll
+        for (int j = 0; j < ND; j++)
+          *reinterpret_cast<uint32_t*>(dst + j * 8) = pack2<T>(o[mq][j][2 * h] * inv, o[mq][j][2 * h + 1] * inv);
+        if (a.lse != nullptr && (lane & 3) == 0)
+          a.lse[(int64_t)(qo_start + q0 + r) * a.num_qo_heads + head] =
+              sum > 0.f ? m[mq][h] + log2f(sum) : -INFINITY;
+      }
+    }
+}
+
+}  // namespace fi::prefill

@@ -1,0 +1,10 @@
+// THE list of prefill configurations compiled ahead of time (the AOT default set; DESIGN.md).
+// Each entry: X(head_dim_qk, head_dim_vo, mma_q, block_n), instantiated for fp16 and bf16.
+// The query tile is 64 * mma_q rows. src/attention/prefill_configs.ts mirrors this list for the
+// TypeScript-side error; test/prefill_test.ts checks that the two agree.
+#pragma once
+#define FI_PREFILL_CONFIGS(X) \
+  X(64, 64, 2, 64)            \
+  X(128, 128, 2, 64)          \
+  X(256, 256, 1, 64)          \
+  X(192, 128, 2, 64)
