@@ -22,3 +22,13 @@ export { Workspace } from "./src/runtime/workspace.ts";
 export * from "./src/ops/norm.ts";
 export * from "./src/ops/activation.ts";
 export * from "./src/ops/rope.ts";
+export {
+  BatchPrefillWithPagedKvCache,
+  BatchPrefillWithRaggedKvCache,
+  type BatchPrefillPlanOptions,
+  type PrefillResult,
+  singlePrefillWithKvCache,
+  type SinglePrefillOptions,
+} from "./src/attention/prefill.ts";
+export { type BoolArray, packbits, segmentPackbits } from "./src/attention/mask.ts";
+export { PREFILL_CONFIGS } from "./src/attention/prefill_configs.ts";

@@ -167,6 +167,20 @@ export const symbols = {
     parameters: ["buffer" /* const fi_rope_params* (src/ops/rope.ts writes it) */, "u64" /* stream */],
     result: "i32",
   },
+
+  // ---- attention: prefill ----
+  fi_prefill_run: {
+    parameters: ["buffer" /* const fi_prefill_params* (src/attention/prefill_launch.ts writes it) */, "u64" /* stream */],
+    result: "i32",
+  },
+  fi_prefill_tile_q: {
+    parameters: [
+      "i32", // head_dim_qk
+      "i32", // head_dim_vo
+      "i32", // dtype code
+    ],
+    result: "i32", // query rows per CTA, 0 when not compiled
+  },
 } as const satisfies Record<string, SymbolSpec>;
 
 export type Symbols = typeof symbols;

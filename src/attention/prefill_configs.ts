@@ -1,0 +1,42 @@
+/**
+ * The prefill configurations compiled ahead of time. This mirrors cuda/src/prefill_configs.h (THE
+ * list; test/prefill_test.ts checks that the two agree through fi_prefill_tile_q). A configuration
+ * outside it gets an UNSUPPORTED error that names it, until the JIT path exists.
+ */
+import type { DType } from "../runtime/dtype.ts";
+import { FlashInferError } from "../runtime/errors.ts";
+
+export interface PrefillConfig {
+  headDimQk: number;
+  headDimVo: number;
+  /** Query rows per CTA: the granularity of the work table. */
+  tileQ: number;
+}
+
+export const PREFILL_DTYPES: readonly DType[] = ["f16", "bf16"];
+
+export const PREFILL_CONFIGS: readonly PrefillConfig[] = [
+  { headDimQk: 64, headDimVo: 64, tileQ: 128 },
+  { headDimQk: 128, headDimVo: 128, tileQ: 128 },
+  { headDimQk: 256, headDimVo: 256, tileQ: 64 },
+  { headDimQk: 192, headDimVo: 128, tileQ: 128 },
+];
+
+function describe(c: { headDimQk: number; headDimVo: number }): string {
+  return c.headDimQk === c.headDimVo ? `head dim ${c.headDimQk}` : `head dims ${c.headDimQk}/${c.headDimVo}`;
+}
+
+/** The compiled configuration for these head dims and dtypes, or an UNSUPPORTED error naming it. */
+export function prefillConfig(op: string, headDimQk: number, headDimVo: number, qDtype: DType, kvDtype: DType = qDtype): PrefillConfig {
+  const config = PREFILL_CONFIGS.find((c) => c.headDimQk === headDimQk && c.headDimVo === headDimVo);
+  const dtypeOk = PREFILL_DTYPES.includes(qDtype) && kvDtype === qDtype;
+  if (!config || !dtypeOk) {
+    const set = PREFILL_CONFIGS.map(describe).join(", ");
+    throw new FlashInferError(
+      "UNSUPPORTED",
+      `Cannot ${op} as the configuration (${describe({ headDimQk, headDimVo })}, q ${qDtype}, kv ${kvDtype}) is not ` +
+        `compiled ahead of time: compiled are ${set}, each with q and kv both f16 or both bf16`,
+    );
+  }
+  return config;
+}

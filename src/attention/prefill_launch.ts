@@ -1,0 +1,142 @@
+/**
+ * Shared pieces of single / ragged / paged prefill: tensor checks for q, KV and outputs, and the one
+ * native launch (fi_prefill_run with an fi_prefill_params block, cuda/include/flashinfer_ts.h).
+ */
+import { expectRank, expectShape, expectTensor } from "../runtime/check.ts";
+import { DTYPE_BYTES, DTYPE_CODE, type DType } from "../runtime/dtype.ts";
+import { FlashInferError, invalid, show } from "../runtime/errors.ts";
+import { check, native } from "../runtime/library.ts";
+import { type StreamLike, streamHandle } from "../runtime/stream.ts";
+import { Tensor } from "../runtime/tensor.ts";
+import type { KvLayout, ResolvedVariant, VariantOptions } from "./variants.ts";
+import { resolveVariant } from "./variants.ts";
+
+/** The outputs of a prefill: out [tokens, numQoHeads, headDimVo] and, when asked, lse [tokens, numQoHeads] (base 2). */
+export interface PrefillResult {
+  out: Tensor;
+  lse?: Tensor;
+}
+
+export interface PrefillOutputOptions {
+  /** Output [tokens, numQoHeads, headDimVo], allocated when omitted (pass it for CUDA graphs). */
+  out?: Tensor;
+  /** Also return the log-sum-exp of each row (base 2, as FlashInfer). */
+  returnLse?: boolean;
+  /** LSE output [tokens, numQoHeads] float32, allocated when omitted and returnLse is set. */
+  lse?: Tensor;
+  stream?: StreamLike;
+}
+
+/** Resolves the variant options, refusing the ones this kernel does not fuse yet. */
+export function prefillVariant(op: string, headDim: number, o: VariantOptions): ResolvedVariant {
+  const v = resolveVariant(op, headDim, o);
+  if (o.posEncodingMode === "ROPE_LLAMA") {
+    throw new FlashInferError(
+      "UNSUPPORTED",
+      `Cannot ${op} as 'posEncodingMode' ROPE_LLAMA (fused RoPE) is not implemented in prefill: apply applyRope to q and k first and pass "NONE"`,
+    );
+  }
+  return v;
+}
+
+/** Checks a [rows, heads, dim] operand whose rows and heads may be strided; returns its strides. */
+export function expectRows(op: string, arg: string, t: Tensor, shape: readonly number[], dtype: DType): { sn: number; sh: number } {
+  expectTensor(op, arg, t, [dtype]);
+  expectShape(op, arg, t, shape);
+  expectAligned(op, arg, t, [t.strides[0], t.strides[1]]);
+  return { sn: t.strides[0], sh: t.strides[1] };
+}
+
+/** Last dimension contiguous and every row start on 16 bytes: the kernel copies 16-byte chunks. */
+export function expectAligned(op: string, arg: string, t: Tensor, strides: readonly number[]): void {
+  if (t.strides[t.rank - 1] !== 1) invalid(op, arg, "contiguous in its last dimension", `=strides ${show(t.strides)}`);
+  const vec = 16 / DTYPE_BYTES[t.dtype];
+  if (t.numel > 0 && (t.ptr % 16n !== 0n || strides.some((s) => s % vec !== 0))) {
+    invalid(op, arg, `16-byte aligned with strides that are multiples of ${vec}`, `=strides ${show(t.strides)}`);
+  }
+}
+
+/** The KV strides of a single/ragged k or v: NHD [tokens, Hkv, D] or HND [Hkv, tokens, D]. */
+export function kvStrides(op: string, arg: string, t: Tensor, layout: KvLayout, tokens: number | undefined, heads: number, dim: number, dtype: DType) {
+  expectTensor(op, arg, t, [dtype]);
+  expectRank(op, arg, t, 3);
+  const tokenDim = layout === "NHD" ? 0 : 1, headDim = 1 - tokenDim;
+  const n = tokens ?? t.shape[tokenDim];
+  const shape = layout === "NHD" ? [n, heads, dim] : [heads, n, dim];
+  expectShape(op, arg, t, shape);
+  expectAligned(op, arg, t, [t.strides[0], t.strides[1]]);
+  return { tokens: n, sn: t.strides[tokenDim], sh: t.strides[headDim] };
+}
+
+export function outputs(op: string, o: PrefillOutputOptions, rows: number, heads: number, dimVo: number, dtype: DType): PrefillResult {
+  const out = o.out ?? Tensor.empty([rows, heads, dimVo], dtype);
+  expectTensor(op, "out", out, [dtype]);
+  expectShape(op, "out", out, [rows, heads, dimVo]);
+  if (out.strides[2] !== 1 || out.strides[0] % 2 !== 0 || out.strides[1] % 2 !== 0 || out.ptr % 4n !== 0n) {
+    invalid(op, "out", "contiguous in its last dimension with even strides", `=strides ${show(out.strides)}`);
+  }
+  let lse: Tensor | undefined;
+  if (o.returnLse || o.lse) {
+    lse = o.lse ?? Tensor.empty([rows, heads], "f32");
+    expectTensor(op, "lse", lse, ["f32"]);
+    expectShape(op, "lse", lse, [rows, heads]);
+    if (!lse.isContiguous()) invalid(op, "lse", "contiguous", `=strides ${show(lse.strides)}`);
+  }
+  return { out, lse };
+}
+
+/** Everything fi_prefill_params holds; pointers 0n when absent. */
+export interface LaunchParams {
+  q: bigint;
+  k: bigint;
+  v: bigint;
+  o: bigint;
+  lse: bigint;
+  qoIndptr: bigint;
+  kvIndptr: bigint;
+  kvIndices: bigint;
+  kvLens: bigint;
+  work: bigint;
+  mask: bigint;
+  maskIndptr: bigint;
+  qStrideN: number;
+  qStrideH: number;
+  oStrideN: number;
+  oStrideH: number;
+  kvStridePage: number;
+  kvStrideN: number;
+  kvStrideH: number;
+  numWork: number;
+  qoLen: number;
+  kvLen: number;
+  numQoHeads: number;
+  numKvHeads: number;
+  headDimQk: number;
+  headDimVo: number;
+  pageSize: number;
+  paged: boolean;
+  causal: boolean;
+  dtype: DType;
+  tileQ: number;
+  variant: ResolvedVariant;
+}
+
+const paramBuffer = new ArrayBuffer(224);
+const view = new DataView(paramBuffer);
+const paramBytes = new Uint8Array(paramBuffer);
+
+export function launchPrefill(op: string, p: LaunchParams, stream: StreamLike): void {
+  const ptrs = [p.q, p.k, p.v, p.o, p.lse, p.qoIndptr, p.kvIndptr, p.kvIndices, p.kvLens, p.work, p.mask, p.maskIndptr];
+  ptrs.forEach((x, i) => view.setBigUint64(i * 8, x, true));
+  [p.qStrideN, p.qStrideH, p.oStrideN, p.oStrideH, p.kvStridePage, p.kvStrideN, p.kvStrideH]
+    .forEach((s, i) => view.setBigInt64(96 + i * 8, BigInt(s), true));
+  const v = p.variant;
+  const ints = [
+    p.numWork, p.qoLen, p.kvLen, p.numQoHeads, p.numKvHeads, p.headDimQk, p.headDimVo, p.pageSize,
+    p.paged ? 1 : 0, p.causal ? 1 : 0, v.windowLeft, v.posEncoding === 2 ? 1 : 0, DTYPE_CODE[p.dtype], p.tileQ,
+  ];
+  ints.forEach((x, i) => view.setInt32(152 + i * 4, x, true));
+  view.setFloat32(208, v.smScale, true);
+  view.setFloat32(212, v.logitsSoftCap, true);
+  check(native().fi_prefill_run(paramBytes, streamHandle(stream)), op);
+}
