@@ -140,18 +140,20 @@ FI_API int32_t fi_apply_rope(const uint8_t* params, uint64_t stream);
 // One launch computes O = softmax(Q K^T * sm_scale [+ variants]) V for every (request, q tile, qo head).
 // Tables (device int32, null for a single request): qo_indptr / kv_indptr [batch + 1], kv_lens
 // [batch], work [num_work][2] = (request, q tile of tile_q rows). Paged: kv_indptr indexes
-// kv_indices (page ids); a KV row's address is k + page * kv_stride_page + slot * kv_stride_n +
-// head * kv_stride_h (ragged: k + (kv_indptr[b] + j) * kv_stride_n + head * kv_stride_h).
+// kv_indices (page ids); key j of request b is at k + page * k_stride_page + (j % page_size) *
+// k_stride_n + head * k_stride_h with page = kv_indices[kv_indptr[b] + j / page_size]. Ragged and
+// single: at k + (kv_indptr[b] + j) * k_stride_page + head * k_stride_h (k_stride_n unused). V alike.
 // mask: packed custom mask bits (request b's starts at byte mask_indptr[b]; bit i * kv_len + j).
-// lse [rows, num_qo_heads] float32 (base 2) or 0. Strides in elements. Layout: 224 bytes.
+// lse [rows, num_qo_heads] float32 (base 2) or 0. Strides in elements; o rows 16-byte aligned.
+// Layout: 240 bytes.
 typedef struct fi_prefill_params {
   uint64_t q, k, v, o, lse;
   uint64_t qo_indptr, kv_indptr, kv_indices, kv_lens, work, mask, mask_indptr;
-  int64_t q_stride_n, q_stride_h, o_stride_n, o_stride_h, kv_stride_page, kv_stride_n, kv_stride_h;
+  int64_t q_stride_n, q_stride_h, o_stride_n, o_stride_h;
+  int64_t k_stride_page, k_stride_n, k_stride_h, v_stride_page, v_stride_n, v_stride_h;
   int32_t num_work, qo_len, kv_len, num_qo_heads, num_kv_heads, head_dim_qk, head_dim_vo, page_size;
   int32_t paged, causal, window_left, use_alibi, dtype, tile_q;
   float sm_scale, logits_soft_cap;
-  int32_t pad_[2];
 } fi_prefill_params;
 FI_API int32_t fi_prefill_run(const uint8_t* params, uint64_t stream);
 // The query rows per CTA (tile_q) of a compiled (head_dim_qk, head_dim_vo, dtype); 0 when not compiled.

@@ -2,6 +2,7 @@
 // (head_dim_qk, head_dim_vo, dtype) from the compiled list in prefill_configs.h.
 #include <cmath>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 
 #include "../kernels/prefill/prefill.cuh"
@@ -37,9 +38,9 @@ int tile_q_of(int dqk, int dvo) {
 
 }  // namespace
 
-static_assert(sizeof(fi_prefill_params) == 224, "fi_prefill_params layout is part of the ABI");
-static_assert(offsetof(fi_prefill_params, q_stride_n) == 96 && offsetof(fi_prefill_params, num_work) == 152 &&
-                  offsetof(fi_prefill_params, paged) == 184 && offsetof(fi_prefill_params, sm_scale) == 208,
+static_assert(sizeof(fi_prefill_params) == 240, "fi_prefill_params layout is part of the ABI");
+static_assert(offsetof(fi_prefill_params, q_stride_n) == 96 && offsetof(fi_prefill_params, num_work) == 176 &&
+                  offsetof(fi_prefill_params, paged) == 208 && offsetof(fi_prefill_params, sm_scale) == 232,
               "fi_prefill_params layout is part of the ABI");
 
 extern "C" int32_t fi_prefill_tile_q(int32_t head_dim_qk, int32_t head_dim_vo, int32_t dtype) {
@@ -84,14 +85,20 @@ extern "C" int32_t fi_prefill_run(const uint8_t* params, uint64_t stream) {
   a.q_stride_h = p.q_stride_h;
   a.o_stride_n = p.o_stride_n;
   a.o_stride_h = p.o_stride_h;
-  a.kv_stride_page = p.kv_stride_page;
-  a.kv_stride_n = p.kv_stride_n;
-  a.kv_stride_h = p.kv_stride_h;
+  a.k_stride_page = p.k_stride_page;
+  a.k_stride_n = p.k_stride_n;
+  a.k_stride_h = p.k_stride_h;
+  a.v_stride_page = p.v_stride_page;
+  a.v_stride_n = p.v_stride_n;
+  a.v_stride_h = p.v_stride_h;
   a.qo_len = p.qo_len;
   a.kv_len = p.kv_len;
   a.num_qo_heads = p.num_qo_heads;
   a.group = p.num_qo_heads / p.num_kv_heads;
   a.page_size = p.paged ? p.page_size : 1;
+  a.page_shift = -1;
+  for (int sh = 0; sh < 31; sh++)
+    if ((1 << sh) == a.page_size) a.page_shift = sh;
   a.paged = p.paged;
   a.causal = p.causal;
   a.use_alibi = p.use_alibi;
@@ -106,6 +113,12 @@ extern "C" int32_t fi_prefill_run(const uint8_t* params, uint64_t stream) {
   a.cap_post = p.logits_soft_cap * log2e;
   const cudaStream_t s = as_stream(stream);
 
+  // TEMPORARY tuning switch: FI_PREFILL_BLOCK_N=32 runs head dim 128 with 32-key tiles.
+  if (p.head_dim_qk == 128 && p.head_dim_vo == 128) {
+    const char* bn = std::getenv("FI_PREFILL_BLOCK_N");
+    if (bn && std::strcmp(bn, "32") == 0)
+      return FI_DISPATCH_HALF(p.dtype, T, return launch<T, 128, 128, 2, 32>(a, tiles, p.num_qo_heads, s););
+  }
 #define FI_LAUNCH(QK, VO, MQ, BN)                                                               \
   if (p.head_dim_qk == QK && p.head_dim_vo == VO)                                               \
     return FI_DISPATCH_HALF(p.dtype, T, return launch<T, QK, VO, MQ, BN>(a, tiles, p.num_qo_heads, s););

@@ -18,6 +18,7 @@ import { type BoolArray, packbits } from "./mask.ts";
 import { prefillConfig } from "./prefill_configs.ts";
 import {
   expectRows,
+  type KvStrides,
   kvStrides,
   launchPrefill,
   outputs,
@@ -68,7 +69,6 @@ export function singlePrefillWithKvCache(q: Tensor, k: Tensor, v: Tensor, option
   }
   const ks = kvStrides(op, "k", k, layout, undefined, numKvHeads, headDimQk, q.dtype);
   const vs = kvStrides(op, "v", v, layout, ks.tokens, numKvHeads, headDimVo, q.dtype);
-  if (vs.sn !== ks.sn || vs.sh !== ks.sh) invalid(op, "v", `strided like 'k' (${show(k.strides)})`, `=strides ${show(v.strides)}`);
   const kvLen = ks.tokens;
   const qs = expectRows(op, "q", q, [qoLen, numQoHeads, headDimQk], q.dtype);
   const variant = prefillVariant(op, headDimQk, options);
@@ -103,7 +103,7 @@ export function singlePrefillWithKvCache(q: Tensor, k: Tensor, v: Tensor, option
     q: q.ptr, k: k.ptr, v: v.ptr, o: res.out.ptr, lse: res.lse?.ptr ?? 0n,
     qoIndptr: 0n, kvIndptr: 0n, kvIndices: 0n, kvLens: 0n, work: 0n, mask, maskIndptr: 0n,
     qStrideN: qs.sn, qStrideH: qs.sh, oStrideN: res.out.strides[0], oStrideH: res.out.strides[1],
-    kvStridePage: 0, kvStrideN: ks.sn, kvStrideH: ks.sh,
+    kStrides: { page: ks.sn, n: 0, h: ks.sh }, vStrides: { page: vs.sn, n: 0, h: vs.sh },
     numWork: 0, qoLen, kvLen, numQoHeads, numKvHeads, headDimQk, headDimVo, pageSize: 1, paged: false, causal,
     dtype: q.dtype, tileQ: config.tileQ, variant,
   }, options.stream);
@@ -284,7 +284,7 @@ abstract class BatchPrefillBase extends Resource {
     return this.plan_;
   }
 
-  protected launch(op: string, p: Plan, q: Tensor, k: bigint, v: bigint, kv: { page: number; n: number; h: number }, o: PrefillOutputOptions, paged: boolean): PrefillResult {
+  protected launch(op: string, p: Plan, q: Tensor, k: bigint, v: bigint, ks: KvStrides, vs: KvStrides, o: PrefillOutputOptions, paged: boolean): PrefillResult {
     const qs = expectRows(op, "q", q, [p.nnzQo, p.numQoHeads, p.headDimQk], p.qDtype);
     const res = outputs(op, o, p.nnzQo, p.numQoHeads, p.headDimVo, p.qDtype);
     const ws = this.workspace.ptr, L = p.layout;
@@ -294,7 +294,7 @@ abstract class BatchPrefillBase extends Resource {
       kvLens: ws + BigInt(L.kvLens), work: ws + BigInt(L.work),
       mask: p.hasMask ? ws + BigInt(L.mask) : 0n, maskIndptr: p.hasMask ? ws + BigInt(L.maskIndptr) : 0n,
       qStrideN: qs.sn, qStrideH: qs.sh, oStrideN: res.out.strides[0], oStrideH: res.out.strides[1],
-      kvStridePage: kv.page, kvStrideN: kv.n, kvStrideH: kv.h,
+      kStrides: ks, vStrides: vs,
       numWork: p.numWork, qoLen: 0, kvLen: 0, numQoHeads: p.numQoHeads, numKvHeads: p.numKvHeads,
       headDimQk: p.headDimQk, headDimVo: p.headDimVo, pageSize: p.pageSize, paged, causal: p.causal,
       dtype: p.qDtype, tileQ: p.tileQ, variant: p.variant,
@@ -333,8 +333,7 @@ export class BatchPrefillWithRaggedKvCache extends BatchPrefillBase {
     expectTensor(op, "q", q);
     const ks = kvStrides(op, "k", k, this.kvLayout, p.nnzKv, p.numKvHeads, p.headDimQk, p.qDtype);
     const vs = kvStrides(op, "v", v, this.kvLayout, p.nnzKv, p.numKvHeads, p.headDimVo, p.qDtype);
-    if (vs.sn !== ks.sn || vs.sh !== ks.sh) invalid(op, "v", `strided like 'k' (${show(k.strides)})`, `=strides ${show(v.strides)}`);
-    return this.launch(op, p, q, k.ptr, v.ptr, { page: 0, n: ks.sn, h: ks.sh }, options, false);
+    return this.launch(op, p, q, k.ptr, v.ptr, { page: ks.sn, n: 0, h: ks.sh }, { page: vs.sn, n: 0, h: vs.sh }, options, false);
   }
 }
 
@@ -388,7 +387,7 @@ export class BatchPrefillWithPagedKvCache extends BatchPrefillBase {
     expectTensor(op, "q", q);
     const nhd = this.kvLayout === "NHD";
     const dt = p.qDtype;
-    let k: bigint, v: bigint, page: number, n: number, h: number, pages: number;
+    let k: bigint, v: bigint, ks: KvStrides, vs: KvStrides, pages: number;
     if (kvCache instanceof Tensor) {
       expectTensor(op, "kvCache", kvCache, [dt]);
       if (p.headDimVo !== p.headDimQk) invalid(op, "kvCache", "a [k, v] pair when headDimVo differs from headDimQk", "=one tensor");
@@ -397,7 +396,7 @@ export class BatchPrefillWithPagedKvCache extends BatchPrefillBase {
       const want = nhd ? [pages, 2, p.pageSize, p.numKvHeads, p.headDimQk] : [pages, 2, p.numKvHeads, p.pageSize, p.headDimQk];
       if (kvCache.rank !== 5 || want.some((d, i) => d !== shape[i])) invalid(op, "kvCache", `of shape ${show(want)} (${this.kvLayout})`, `=shape ${show(shape)}`);
       const s = kvCache.strides;
-      [page, n, h] = nhd ? [s[0], s[2], s[3]] : [s[0], s[3], s[2]];
+      ks = vs = nhd ? { page: s[0], n: s[2], h: s[3] } : { page: s[0], n: s[3], h: s[2] };
       checkKvAlign(op, "kvCache", kvCache, [s[0], s[1], s[2], s[3]]);
       k = kvCache.ptr;
       v = k + BigInt(s[1] * DTYPE_BYTES[dt]);
@@ -413,14 +412,14 @@ export class BatchPrefillWithPagedKvCache extends BatchPrefillBase {
         if (t.rank !== 4 || want.some((x, i) => x !== t.shape[i])) invalid(op, arg, `of shape ${show(want)} (${this.kvLayout})`, `=shape ${show(t.shape)}`);
         checkKvAlign(op, arg, t, t.strides.slice(0, 3));
       }
-      const s = kt.strides;
-      if (vt.strides.slice(0, 3).some((x, i) => x !== s[i])) invalid(op, "kvCache[1]", `strided like kvCache[0] (${show(s)})`, `=strides ${show(vt.strides)}`);
-      [page, n, h] = nhd ? [s[0], s[1], s[2]] : [s[0], s[2], s[1]];
+      const of = (s: readonly number[]) => nhd ? { page: s[0], n: s[1], h: s[2] } : { page: s[0], n: s[2], h: s[1] };
+      ks = of(kt.strides);
+      vs = of(vt.strides);
       k = kt.ptr;
       v = vt.ptr;
     }
     if (p.maxPage >= pages) invalid(op, "kvCache", `at least ${p.maxPage + 1} pages (the largest planned page id is ${p.maxPage})`, `=${pages} pages`);
-    return this.launch(op, p, q, k, v, { page, n, h }, options, true);
+    return this.launch(op, p, q, k, v, ks, vs, options, true);
   }
 }
 

@@ -72,9 +72,7 @@ export function outputs(op: string, o: PrefillOutputOptions, rows: number, heads
   const out = o.out ?? Tensor.empty([rows, heads, dimVo], dtype);
   expectTensor(op, "out", out, [dtype]);
   expectShape(op, "out", out, [rows, heads, dimVo]);
-  if (out.strides[2] !== 1 || out.strides[0] % 2 !== 0 || out.strides[1] % 2 !== 0 || out.ptr % 4n !== 0n) {
-    invalid(op, "out", "contiguous in its last dimension with even strides", `=strides ${show(out.strides)}`);
-  }
+  expectAligned(op, "out", out, [out.strides[0], out.strides[1]]);
   let lse: Tensor | undefined;
   if (o.returnLse || o.lse) {
     lse = o.lse ?? Tensor.empty([rows, heads], "f32");
@@ -83,6 +81,12 @@ export function outputs(op: string, o: PrefillOutputOptions, rows: number, heads
     if (!lse.isContiguous()) invalid(op, "lse", "contiguous", `=strides ${show(lse.strides)}`);
   }
   return { out, lse };
+}
+
+export interface KvStrides {
+  page: number;
+  n: number;
+  h: number;
 }
 
 /** Everything fi_prefill_params holds; pointers 0n when absent. */
@@ -103,9 +107,9 @@ export interface LaunchParams {
   qStrideH: number;
   oStrideN: number;
   oStrideH: number;
-  kvStridePage: number;
-  kvStrideN: number;
-  kvStrideH: number;
+  /** K strides: page (paged) or token (ragged/single), slot in page (paged), head. */
+  kStrides: KvStrides;
+  vStrides: KvStrides;
   numWork: number;
   qoLen: number;
   kvLen: number;
@@ -121,22 +125,22 @@ export interface LaunchParams {
   variant: ResolvedVariant;
 }
 
-const paramBuffer = new ArrayBuffer(224);
+const paramBuffer = new ArrayBuffer(240);
 const view = new DataView(paramBuffer);
 const paramBytes = new Uint8Array(paramBuffer);
 
 export function launchPrefill(op: string, p: LaunchParams, stream: StreamLike): void {
   const ptrs = [p.q, p.k, p.v, p.o, p.lse, p.qoIndptr, p.kvIndptr, p.kvIndices, p.kvLens, p.work, p.mask, p.maskIndptr];
   ptrs.forEach((x, i) => view.setBigUint64(i * 8, x, true));
-  [p.qStrideN, p.qStrideH, p.oStrideN, p.oStrideH, p.kvStridePage, p.kvStrideN, p.kvStrideH]
+  [p.qStrideN, p.qStrideH, p.oStrideN, p.oStrideH, p.kStrides.page, p.kStrides.n, p.kStrides.h, p.vStrides.page, p.vStrides.n, p.vStrides.h]
     .forEach((s, i) => view.setBigInt64(96 + i * 8, BigInt(s), true));
   const v = p.variant;
   const ints = [
     p.numWork, p.qoLen, p.kvLen, p.numQoHeads, p.numKvHeads, p.headDimQk, p.headDimVo, p.pageSize,
     p.paged ? 1 : 0, p.causal ? 1 : 0, v.windowLeft, v.posEncoding === 2 ? 1 : 0, DTYPE_CODE[p.dtype], p.tileQ,
   ];
-  ints.forEach((x, i) => view.setInt32(152 + i * 4, x, true));
-  view.setFloat32(208, v.smScale, true);
-  view.setFloat32(212, v.logitsSoftCap, true);
+  ints.forEach((x, i) => view.setInt32(176 + i * 4, x, true));
+  view.setFloat32(232, v.smScale, true);
+  view.setFloat32(236, v.logitsSoftCap, true);
   check(native().fi_prefill_run(paramBytes, streamHandle(stream)), op);
 }

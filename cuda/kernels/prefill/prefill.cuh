@@ -31,9 +31,14 @@ struct PrefillArgs {
   const uint8_t* mask;
   const int* mask_indptr;
   int64_t q_stride_n, q_stride_h, o_stride_n, o_stride_h;
-  int64_t kv_stride_page, kv_stride_n, kv_stride_h;
+  // KV row j of a request lives at base + row_id(j) * stride_page + slot(j) * stride_n + head * stride_h:
+  // paged: row_id = kv_indices[kv_indptr[b] + j / page_size], slot = j % page_size; ragged: row_id =
+  // kv_indptr[b] + j, slot = 0 (stride_page is then the token stride).
+  int64_t k_stride_page, k_stride_n, k_stride_h;
+  int64_t v_stride_page, v_stride_n, v_stride_h;
   int qo_len, kv_len;  // the single request's lengths when there are no tables
   int num_qo_heads, group, page_size;
+  int page_shift;  // log2(page_size) when it is a power of two, else -1
   int paged, causal, use_alibi, window_left;
   int alibi_n;        // 2^floor(log2(num_qo_heads))
   float scale_log2;   // sm_scale * log2(e)
@@ -73,6 +78,7 @@ __global__ void __launch_bounds__(128)
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sK = sQ + TQ * DQK;
   T* sV = sK + STAGES * BLOCK_N * DQK;
+  __shared__ int s_page[3][BLOCK_N];  // paged: page ids of the rows of tiles t % 3
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int head = blockIdx.y, kv_head = head / a.group;
@@ -106,8 +112,8 @@ __global__ void __launch_bounds__(128)
 
   const T* q_base = static_cast<const T*>(a.q) + (int64_t)(qo_start + q0) * a.q_stride_n +
                     (int64_t)head * a.q_stride_h;
-  const T* k_base = static_cast<const T*>(a.k) + (int64_t)kv_head * a.kv_stride_h;
-  const T* v_base = static_cast<const T*>(a.v) + (int64_t)kv_head * a.kv_stride_h;
+  const T* k_base = static_cast<const T*>(a.k) + (int64_t)kv_head * a.k_stride_h;
+  const T* v_base = static_cast<const T*>(a.v) + (int64_t)kv_head * a.v_stride_h;
 
   // ---- Q tile -> shared memory (rows past the request are zero) ----
   for (int id = tid; id < TQ * CQK; id += Cfg::kThreads) {
@@ -117,51 +123,55 @@ __global__ void __launch_bounds__(128)
     cp_async16(smem_addr(sQ + swz<DQK>(r, c)), src, ok);
   }
 
+  // Paged: the page ids of a tile's rows are fetched into shared memory two tiles ahead, so the
+  // copies never wait on a dependent global load.
+  const bool paged = a.paged != 0;
+  auto slot_of = [&](int kv) { return a.page_shift >= 0 ? kv & (a.page_size - 1) : kv % a.page_size; };
+  auto page_of = [&](int kv) { return a.page_shift >= 0 ? kv >> a.page_shift : kv / a.page_size; };
+  auto fetch_page = [&](int t) -> int {  // this thread's row (tid < BLOCK_N) of tile t, or -1
+    const int kv = kv_begin + t * BLOCK_N + tid;
+    return (tid < BLOCK_N && t < num_tiles && kv < kv_len) ? __ldg(a.kv_indices + kv_start + page_of(kv)) : -1;
+  };
+  if (paged) {
+    const int p0 = fetch_page(0), p1 = fetch_page(1);
+    if (tid < BLOCK_N) {
+      s_page[0][tid] = p0;
+      s_page[1][tid] = p1;
+    }
+    __syncthreads();
+  }
+
   // Issues the loads of KV tile `t` into stage `t % STAGES`.
   auto load_kv = [&](int t) {
     const int k0 = kv_begin + t * BLOCK_N;
     T* dk = sK + (t % STAGES) * BLOCK_N * DQK;
     T* dv = sV + (t % STAGES) * BLOCK_N * DVO;
-    // Each thread copies one 16-byte column chunk `c` of rows r0, r0 + ROWS_PER_PASS, ...
-    constexpr int ROWS_PER_PASS = Cfg::kThreads / CQK;
+    constexpr int CMAX = CQK > CVO ? CQK : CVO;
+    // Each thread copies 16-byte column chunk `c` of rows r0, r0 + ROWS_PER_PASS, ...
+    constexpr int ROWS_PER_PASS = Cfg::kThreads / CMAX;
     constexpr int PASSES = (BLOCK_N + ROWS_PER_PASS - 1) / ROWS_PER_PASS;
-    const int c = tid % CQK, r0 = tid / CQK;
-    if (r0 < ROWS_PER_PASS) {
-      int64_t off[PASSES];
-      // Addresses first (page lookups are independent loads), then the copies.
+    const int c = tid % CMAX, r0 = tid / CMAX;
+    if (r0 >= ROWS_PER_PASS) return;
 #pragma unroll
-      for (int i = 0; i < PASSES; i++) {
-        const int r = r0 + i * ROWS_PER_PASS, kv = k0 + r;
-        if (r >= BLOCK_N || kv >= kv_len) {
-          off[i] = -1;
-        } else if (a.paged) {
-          const int page = __ldg(a.kv_indices + kv_start + kv / a.page_size);
-          off[i] = (int64_t)page * a.kv_stride_page + (int64_t)(kv % a.page_size) * a.kv_stride_n;
+    for (int i = 0; i < PASSES; i++) {
+      const int r = r0 + i * ROWS_PER_PASS, kv = k0 + r;
+      if (BLOCK_N % ROWS_PER_PASS != 0 && r >= BLOCK_N) break;
+      const bool ok = kv < kv_len;
+      int64_t row = 0, slot = 0;
+      if (ok) {
+        if (paged) {
+          row = s_page[t % 3][r];
+          slot = slot_of(kv);
         } else {
-          off[i] = (int64_t)(kv_start + kv) * a.kv_stride_n;
+          row = kv_start + kv;
         }
       }
-#pragma unroll
-      for (int i = 0; i < PASSES; i++) {
-        const int r = r0 + i * ROWS_PER_PASS;
-        if (BLOCK_N % ROWS_PER_PASS != 0 && r >= BLOCK_N) break;
-        const bool ok = off[i] >= 0;
-        cp_async16(smem_addr(dk + swz<DQK>(r, c)), ok ? k_base + off[i] + c * 8 : k_base, ok);
-        if (c < CVO)
-          cp_async16(smem_addr(dv + swz<DVO>(r, c)), ok ? v_base + off[i] + c * 8 : v_base, ok);
-      }
-    }
-    if constexpr (CVO > CQK) {  // V rows wider than K rows: the remaining chunks
-      for (int id = tid; id < BLOCK_N * (CVO - CQK); id += Cfg::kThreads) {
-        const int r = id / (CVO - CQK), cc = CQK + id % (CVO - CQK);
-        const int kv = k0 + r;
-        const bool ok = kv < kv_len;
-        int64_t o2 = 0;
-        if (ok) o2 = a.paged ? (int64_t)__ldg(a.kv_indices + kv_start + kv / a.page_size) * a.kv_stride_page +
-                                   (int64_t)(kv % a.page_size) * a.kv_stride_n
-                             : (int64_t)(kv_start + kv) * a.kv_stride_n;
-        cp_async16(smem_addr(dv + swz<DVO>(r, cc)), ok ? v_base + o2 + cc * 8 : v_base, ok);
-      }
+      if (c < CQK)
+        cp_async16(smem_addr(dk + swz<DQK>(r, c)),
+                   ok ? k_base + row * a.k_stride_page + slot * a.k_stride_n + c * 8 : k_base, ok);
+      if (c < CVO)
+        cp_async16(smem_addr(dv + swz<DVO>(r, c)),
+                   ok ? v_base + row * a.v_stride_page + slot * a.v_stride_n + c * 8 : v_base, ok);
     }
   };
 
@@ -189,14 +199,29 @@ __global__ void __launch_bounds__(128)
   if (a.mask != nullptr && a.mask_indptr != nullptr) mask_base = a.mask_indptr[req] * 8;
   const int last_row = q0 + q_rows - 1;
 
+  // ldmatrix addresses: the swizzle XORs a chunk index with row & 7, which is lane & 7 for every
+  // fragment this lane loads, so within each group of 8 chunks (128 bytes) only kk % 4 changes the
+  // lane's offset; groups and row blocks are compile-time immediates. 12 registers, not ~80.
+  static_assert(DQK % 64 == 0 && DVO % 64 == 0, "rows must span whole 8-chunk swizzle groups");
+  constexpr int ES = int(sizeof(T));
+  uint32_t q_lane[4], k_lane[4], v_lane[4];
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    q_lane[i] = ((warp_row + (lane & 15)) * DQK + (((i * 2 + (lane >> 4)) ^ (lane & 7)) << 3)) * ES;
+    k_lane[i] = (((lane & 7) + ((lane >> 4) << 3)) * DQK + (((i * 2 + ((lane >> 3) & 1)) ^ (lane & 7)) << 3)) * ES;
+    v_lane[i] = (((lane & 7) + (((lane >> 3) & 1) << 3)) * DVO + (((i * 2 + (lane >> 4)) ^ (lane & 7)) << 3)) * ES;
+  }
+  const uint32_t sQ_addr = smem_addr(sQ), sK_addr = smem_addr(sK), sV_addr = smem_addr(sV);
+
   for (int t = 0; t < num_tiles; t++) {
     if (t + 1 < num_tiles) load_kv(t + 1);
     cp_async_commit();
+    const int next_page = paged ? fetch_page(t + 2) : -1;  // lands while this tile computes
     cp_async_wait<1>();
     __syncthreads();
 
-    const T* tK = sK + (t % STAGES) * BLOCK_N * DQK;
-    const T* tV = sV + (t % STAGES) * BLOCK_N * DVO;
+    const uint32_t tK = sK_addr + (t % STAGES) * BLOCK_N * DQK * ES;
+    const uint32_t tV = sV_addr + (t % STAGES) * BLOCK_N * DVO * ES;
     const int k0 = kv_begin + t * BLOCK_N;
 
     // ---- S = Q K^T ----
@@ -210,12 +235,11 @@ __global__ void __launch_bounds__(128)
       uint32_t qa[MMA_Q][4];
 #pragma unroll
       for (int mq = 0; mq < MMA_Q; mq++)
-        ldsm_x4(qa[mq], smem_addr(sQ + swz<DQK>(warp_row + mq * 16 + (lane & 15), kk * 2 + (lane >> 4))));
+        ldsm_x4(qa[mq], sQ_addr + q_lane[kk % 4] + (kk / 4) * 128 + mq * 16 * DQK * ES);
 #pragma unroll
       for (int nn = 0; nn < BLOCK_N / 16; nn++) {
         uint32_t kb[4];
-        ldsm_x4(kb, smem_addr(tK + swz<DQK>(nn * 16 + (lane & 7) + ((lane >> 4) << 3),
-                                            kk * 2 + ((lane >> 3) & 1))));
+        ldsm_x4(kb, tK + k_lane[kk % 4] + (kk / 4) * 128 + nn * 16 * DQK * ES);
 #pragma unroll
         for (int mq = 0; mq < MMA_Q; mq++) {
           mma16816<T>(s[mq][2 * nn], qa[mq], kb);
@@ -224,17 +248,14 @@ __global__ void __launch_bounds__(128)
       }
     }
 
-    // ---- logits: scale (log2 domain), variants, masks ----
+    // ---- logits ----
+    // Plain tiles stay raw: the scale is folded into the exponent's FMA (mul). Other tiles are
+    // transformed here into the log2 domain (mul = 1) with variants and masks applied.
     const bool full = k0 + BLOCK_N <= kv_len && (!a.causal || k0 + BLOCK_N - 1 <= q0 + delta) &&
                       (a.window_left < 0 || k0 >= last_row + delta - a.window_left) && a.mask == nullptr;
-    if (plain && full) {
-#pragma unroll
-      for (int mq = 0; mq < MMA_Q; mq++)
-#pragma unroll
-        for (int j = 0; j < NB; j++)
-#pragma unroll
-          for (int e = 0; e < 4; e++) s[mq][j][e] *= a.scale_log2;
-    } else {
+    float mul = a.scale_log2;
+    if (!(plain && full)) {
+      mul = 1.f;
 #pragma unroll
       for (int mq = 0; mq < MMA_Q; mq++)
 #pragma unroll
@@ -260,31 +281,42 @@ __global__ void __launch_bounds__(128)
     }
 
     // ---- online softmax (each thread holds rows lane/4 and lane/4 + 8 of each m16 tile) ----
+    float corr[MMA_Q][2];
+    bool moved = false;
 #pragma unroll
     for (int mq = 0; mq < MMA_Q; mq++)
 #pragma unroll
       for (int h = 0; h < 2; h++) {
-        float mx = m[mq][h];
+        float mx = -INFINITY;
 #pragma unroll
         for (int j = 0; j < NB; j++) mx = fmaxf(mx, fmaxf(s[mq][j][2 * h], s[mq][j][2 * h + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        mx = fmaxf(m[mq][h], mx * mul);  // (mul > 0 keeps the maximum the maximum)
         const float base = mx == -INFINITY ? 0.f : mx;  // a row with nothing visible yet stays 0
-        const float corr = ex2(m[mq][h] - base);
+        corr[mq][h] = ex2(m[mq][h] - base);
+        moved |= mx != m[mq][h];
         m[mq][h] = mx;
-        d[mq][h] *= corr;
-#pragma unroll
-        for (int j = 0; j < ND; j++) {
-          o[mq][j][2 * h] *= corr;
-          o[mq][j][2 * h + 1] *= corr;
-        }
+        d[mq][h] *= corr[mq][h];
 #pragma unroll
         for (int j = 0; j < NB; j++) {
-          s[mq][j][2 * h] = ex2(s[mq][j][2 * h] - base);
-          s[mq][j][2 * h + 1] = ex2(s[mq][j][2 * h + 1] - base);
+          s[mq][j][2 * h] = ex2(fmaf(s[mq][j][2 * h], mul, -base));
+          s[mq][j][2 * h + 1] = ex2(fmaf(s[mq][j][2 * h + 1], mul, -base));
           d[mq][h] += s[mq][j][2 * h] + s[mq][j][2 * h + 1];
         }
       }
+    // Rescale O only when some row's maximum moved (after the first tiles it rarely does).
+    if (__any_sync(0xffffffffu, moved)) {
+#pragma unroll
+      for (int mq = 0; mq < MMA_Q; mq++)
+#pragma unroll
+        for (int j = 0; j < ND; j++) {
+          o[mq][j][0] *= corr[mq][0];
+          o[mq][j][1] *= corr[mq][0];
+          o[mq][j][2] *= corr[mq][1];
+          o[mq][j][3] *= corr[mq][1];
+        }
+    }
 
     // ---- O += P V ----
 #pragma unroll
@@ -300,8 +332,7 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
       for (int dn = 0; dn < DVO / 16; dn++) {
         uint32_t vb[4];
-        ldsm_x4_trans(vb, smem_addr(tV + swz<DVO>(kk * 16 + (lane & 7) + (((lane >> 3) & 1) << 3),
-                                                  dn * 2 + (lane >> 4))));
+        ldsm_x4_trans(vb, tV + v_lane[dn % 4] + (dn / 4) * 128 + kk * 16 * DVO * ES);
 #pragma unroll
         for (int mq = 0; mq < MMA_Q; mq++) {
           mma16816<T>(o[mq][2 * dn], pa[mq], vb);
@@ -309,12 +340,14 @@ __global__ void __launch_bounds__(128)
         }
       }
     }
+    if (paged && tid < BLOCK_N) s_page[(t + 2) % 3][tid] = next_page;
     __syncthreads();  // this stage's buffers are free for the tile after next
   }
   cp_async_wait<0>();
+  __syncthreads();  // every warp is done with sQ: it becomes the output staging tile
 
-  // ---- normalize and store O (and LSE in base 2) ----
-  T* o_base = static_cast<T*>(a.o) + (int64_t)(qo_start + q0) * a.o_stride_n + (int64_t)head * a.o_stride_h;
+  // ---- normalize O into shared memory, then store 16-byte chunks (and LSE in base 2) ----
+  T* sO = sQ;  // [TQ][DVO], swizzled
 #pragma unroll
   for (int mq = 0; mq < MMA_Q; mq++)
 #pragma unroll
@@ -324,16 +357,22 @@ __global__ void __launch_bounds__(128)
       sum += __shfl_xor_sync(0xffffffffu, sum, 2);
       const float inv = sum > 0.f ? 1.f / sum : 0.f;
       const int r = warp_row + mq * 16 + (lane >> 2) + 8 * h;
-      if (r < q_rows) {
-        T* dst = o_base + (int64_t)r * a.o_stride_n + (lane & 3) * 2;
 #pragma unroll
-        for (int j = 0; j < ND; j++)
-          *reinterpret_cast<uint32_t*>(dst + j * 8) = pack2<T>(o[mq][j][2 * h] * inv, o[mq][j][2 * h + 1] * inv);
-        if (a.lse != nullptr && (lane & 3) == 0)
-          a.lse[(int64_t)(qo_start + q0 + r) * a.num_qo_heads + head] =
-              sum > 0.f ? m[mq][h] + log2f(sum) : -INFINITY;
+      for (int j = 0; j < ND; j++) {
+        const int col = j * 8 + (lane & 3) * 2;
+        *reinterpret_cast<uint32_t*>(sO + swz<DVO>(r, col >> 3) + (col & 7)) =
+            pack2<T>(o[mq][j][2 * h] * inv, o[mq][j][2 * h + 1] * inv);
       }
+      if (a.lse != nullptr && (lane & 3) == 0 && r < q_rows)
+        a.lse[(int64_t)(qo_start + q0 + r) * a.num_qo_heads + head] = sum > 0.f ? m[mq][h] + log2f(sum) : -INFINITY;
     }
+  __syncthreads();
+  T* o_base = static_cast<T*>(a.o) + (int64_t)(qo_start + q0) * a.o_stride_n + (int64_t)head * a.o_stride_h;
+  for (int id = tid; id < q_rows * CVO; id += Cfg::kThreads) {
+    const int r = id / CVO, c = id % CVO;
+    *reinterpret_cast<uint4*>(o_base + (int64_t)r * a.o_stride_n + c * 8) =
+        *reinterpret_cast<const uint4*>(sO + swz<DVO>(r, c));
+  }
 }
 
 }  // namespace fi::prefill
