@@ -68,7 +68,7 @@ test("single prefill: bad input is refused before any native call", () => {
   assertThrowsCode(() => singlePrefillWithKvCache(q, shortK, shortK, { causal: true }), "INVALID_ARGUMENT", /'k' must be at least as long as q \(16 rows\) for a causal mask: received 8 rows/);
   assertThrowsCode(() => singlePrefillWithKvCache(q, k, k, { customMask: new Uint8Array(16 * 32 - 1) }), "INVALID_ARGUMENT", /'customMask' must be of qoLen \* kvLen = 512 booleans: received 511/);
   assertThrowsCode(() => singlePrefillWithKvCache(q, k, k, { kvLayout: "XYZ" as KvLayout }), "INVALID_ARGUMENT", /'kvLayout'/);
-  assertThrowsCode(() => singlePrefillWithKvCache(q, k, k, { posEncodingMode: "ROPE_LLAMA" }), "UNSUPPORTED", /fused RoPE/);
+  assertThrowsCode(() => singlePrefillWithKvCache(q, k, k, { posEncodingMode: "XPOS" as "NONE" }), "INVALID_ARGUMENT", /'posEncodingMode'/);
   assertThrowsCode(() => singlePrefillWithKvCache(q, k, k, { windowLeft: -3 }), "INVALID_ARGUMENT", /'windowLeft'/);
   assertThrowsCode(() => singlePrefillWithKvCache(q, k, k, { out: Tensor.fromPointer(FAKE, [16, 8, 64], "bf16") }), "INVALID_ARGUMENT", /'out' must be of shape \[16, 8, 128\]/);
 });
@@ -159,7 +159,7 @@ interface SingleCase {
   causal?: boolean;
   opts?: AttentionRefOptions & { mask?: undefined };
   maskFn?: (i: number, j: number) => boolean;
-  variant?: { windowLeft?: number; logitsSoftCap?: number; smScale?: number; posEncodingMode?: "ALIBI" };
+  variant?: { windowLeft?: number; logitsSoftCap?: number; smScale?: number; posEncodingMode?: "ALIBI" | "ROPE_LLAMA"; ropeScale?: number; ropeTheta?: number };
 }
 
 function runSingle(c: SingleCase): void {
@@ -180,12 +180,37 @@ function runSingle(c: SingleCase): void {
   }
   singlePrefillWithKvCache(q.t, k, v, { causal: c.causal, kvLayout: c.layout, out, lse, customMask, ...c.variant });
   const rows = sampleRows(c.qoLen);
-  const ref = attentionRef(q.x, kx, vx, c.qoLen, c.kvLen, c.hq, c.hkv, c.dqk, dvo, {
+  let qr = q.x, kr = kx;
+  if (c.variant?.posEncodingMode === "ROPE_LLAMA") {
+    // The kernel rotates in shared memory and rounds to the input dtype, as FlashInfer does.
+    const rcp = 1 / (c.variant.ropeScale ?? 1), theta = c.variant.ropeTheta ?? 1e4;
+    qr = roundTo(c.dtype, ropeRef(q.x, c.qoLen, c.hq, c.dqk, c.kvLen - c.qoLen, rcp, theta));
+    kr = roundTo(c.dtype, ropeRef(kx, c.kvLen, c.hkv, c.dqk, 0, rcp, theta));
+  }
+  const ref = attentionRef(qr, kr, vx, c.qoLen, c.kvLen, c.hq, c.hkv, c.dqk, dvo, {
     causal: c.causal, mask: c.maskFn, windowLeft: c.variant?.windowLeft, logitsSoftCap: c.variant?.logitsSoftCap,
     smScale: c.variant?.smScale, alibi: c.variant?.posEncodingMode === "ALIBI",
   }, rows);
   check(out.toArray(), lse.toArray(), ref, 0, rows, c.hq, dvo, c.dtype, what);
   q.t.dispose();
+}
+
+/** Llama RoPE (NeoX pairs i, i + D/2) of [rows][H][D], row r at position pos0 + r. */
+function ropeRef(x: Float64Array, rows: number, h: number, d: number, pos0: number, rcpScale: number, theta: number): Float64Array {
+  const y = new Float64Array(x);
+  const half = d / 2;
+  for (let r = 0; r < rows; r++) {
+    for (let i = 0; i < half; i++) {
+      const a = (pos0 + r) * rcpScale * Math.pow(theta, -(2 * i) / d);
+      const cs = Math.cos(a), sn = Math.sin(a);
+      for (let hh = 0; hh < h; hh++) {
+        const b = (r * h + hh) * d, x1 = x[b + i], x2 = x[b + i + half];
+        y[b + i] = x1 * cs - x2 * sn;
+        y[b + i + half] = x2 * cs + x1 * sn;
+      }
+    }
+  }
+  return y;
 }
 
 // ---------------------------------------------------------------- GPU tests
@@ -228,6 +253,8 @@ gpuTest("single prefill: variants (window, soft cap, ALiBi, smScale, custom mask
     runSingle({ ...base, causal: false, variant: { windowLeft: 100 } });
     runSingle({ ...base, causal: true, variant: { logitsSoftCap: 5 } });
     runSingle({ ...base, causal: true, variant: { posEncodingMode: "ALIBI" } });
+    runSingle({ ...base, causal: true, variant: { posEncodingMode: "ROPE_LLAMA" } });
+    runSingle({ ...base, qoLen: 77, kvLen: 1500, causal: false, variant: { posEncodingMode: "ROPE_LLAMA", ropeScale: 2, ropeTheta: 5e5 } });
     runSingle({ ...base, causal: false, variant: { smScale: 0.3 } });
     runSingle({ ...base, maskFn: (i, j) => ((i * 7 + j * 3) % 5) !== 0 && j <= i + 200 });
     // rows with nothing visible: zero output and lse -inf

@@ -145,15 +145,16 @@ FI_API int32_t fi_apply_rope(const uint8_t* params, uint64_t stream);
 // single: at k + (kv_indptr[b] + j) * k_stride_page + head * k_stride_h (k_stride_n unused). V alike.
 // mask: packed custom mask bits (request b's starts at byte mask_indptr[b]; bit i * kv_len + j).
 // lse [rows, num_qo_heads] float32 (base 2) or 0. Strides in elements; o rows 16-byte aligned.
-// Layout: 240 bytes.
+// Layout: 248 bytes.
 typedef struct fi_prefill_params {
   uint64_t q, k, v, o, lse;
   uint64_t qo_indptr, kv_indptr, kv_indices, kv_lens, work, mask, mask_indptr;
   int64_t q_stride_n, q_stride_h, o_stride_n, o_stride_h;
   int64_t k_stride_page, k_stride_n, k_stride_h, v_stride_page, v_stride_n, v_stride_h;
   int32_t num_work, qo_len, kv_len, num_qo_heads, num_kv_heads, head_dim_qk, head_dim_vo, page_size;
-  int32_t paged, causal, window_left, use_alibi, dtype, tile_q;
+  int32_t paged, causal, window_left, pos_encoding, dtype, tile_q;  // pos_encoding: 0 none, 1 RoPE, 2 ALiBi
   float sm_scale, logits_soft_cap;
+  float rope_rcp_scale, rope_rcp_theta;  // RoPE (Llama, NeoX pairing i, i + D/2): q at kv_len - qo_len + i, k at j
 } fi_prefill_params;
 FI_API int32_t fi_prefill_run(const uint8_t* params, uint64_t stream);
 // The query rows per CTA (tile_q) of a compiled (head_dim_qk, head_dim_vo, dtype); 0 when not compiled.

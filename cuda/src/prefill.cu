@@ -38,7 +38,7 @@ int tile_q_of(int dqk, int dvo) {
 
 }  // namespace
 
-static_assert(sizeof(fi_prefill_params) == 240, "fi_prefill_params layout is part of the ABI");
+static_assert(sizeof(fi_prefill_params) == 248, "fi_prefill_params layout is part of the ABI");
 static_assert(offsetof(fi_prefill_params, q_stride_n) == 96 && offsetof(fi_prefill_params, num_work) == 176 &&
                   offsetof(fi_prefill_params, paged) == 208 && offsetof(fi_prefill_params, sm_scale) == 232,
               "fi_prefill_params layout is part of the ABI");
@@ -101,7 +101,10 @@ extern "C" int32_t fi_prefill_run(const uint8_t* params, uint64_t stream) {
     if ((1 << sh) == a.page_size) a.page_shift = sh;
   a.paged = p.paged;
   a.causal = p.causal;
-  a.use_alibi = p.use_alibi;
+  a.use_alibi = p.pos_encoding == 2;
+  a.use_rope = p.pos_encoding == 1;
+  a.rope_rcp_scale = p.rope_rcp_scale;
+  a.rope_log2_rcp_theta = std::log2(p.rope_rcp_theta);
   a.window_left = p.window_left;
   int n = 1;
   while (n * 2 <= p.num_qo_heads) n *= 2;

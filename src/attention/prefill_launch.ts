@@ -4,7 +4,7 @@
  */
 import { expectRank, expectShape, expectTensor } from "../runtime/check.ts";
 import { DTYPE_BYTES, DTYPE_CODE, type DType } from "../runtime/dtype.ts";
-import { FlashInferError, invalid, show } from "../runtime/errors.ts";
+import { invalid, show } from "../runtime/errors.ts";
 import { check, native } from "../runtime/library.ts";
 import { type StreamLike, streamHandle } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
@@ -27,16 +27,9 @@ export interface PrefillOutputOptions {
   stream?: StreamLike;
 }
 
-/** Resolves the variant options, refusing the ones this kernel does not fuse yet. */
+/** Resolves the variant options (every one of them is fused: RoPE, ALiBi, soft cap, window). */
 export function prefillVariant(op: string, headDim: number, o: VariantOptions): ResolvedVariant {
-  const v = resolveVariant(op, headDim, o);
-  if (o.posEncodingMode === "ROPE_LLAMA") {
-    throw new FlashInferError(
-      "UNSUPPORTED",
-      `Cannot ${op} as 'posEncodingMode' ROPE_LLAMA (fused RoPE) is not implemented in prefill: apply applyRope to q and k first and pass "NONE"`,
-    );
-  }
-  return v;
+  return resolveVariant(op, headDim, o);
 }
 
 /** Checks a [rows, heads, dim] operand whose rows and heads may be strided; returns its strides. */
@@ -125,7 +118,7 @@ export interface LaunchParams {
   variant: ResolvedVariant;
 }
 
-const paramBuffer = new ArrayBuffer(240);
+const paramBuffer = new ArrayBuffer(248);
 const view = new DataView(paramBuffer);
 const paramBytes = new Uint8Array(paramBuffer);
 
@@ -137,10 +130,12 @@ export function launchPrefill(op: string, p: LaunchParams, stream: StreamLike): 
   const v = p.variant;
   const ints = [
     p.numWork, p.qoLen, p.kvLen, p.numQoHeads, p.numKvHeads, p.headDimQk, p.headDimVo, p.pageSize,
-    p.paged ? 1 : 0, p.causal ? 1 : 0, v.windowLeft, v.posEncoding === 2 ? 1 : 0, DTYPE_CODE[p.dtype], p.tileQ,
+    p.paged ? 1 : 0, p.causal ? 1 : 0, v.windowLeft, v.posEncoding, DTYPE_CODE[p.dtype], p.tileQ,
   ];
   ints.forEach((x, i) => view.setInt32(176 + i * 4, x, true));
   view.setFloat32(232, v.smScale, true);
   view.setFloat32(236, v.logitsSoftCap, true);
+  view.setFloat32(240, v.ropeRcpScale, true);
+  view.setFloat32(244, v.ropeRcpTheta, true);
   check(native().fi_prefill_run(paramBytes, streamHandle(stream)), op);
 }

@@ -41,6 +41,8 @@ struct PrefillArgs {
   int page_shift;  // log2(page_size) when it is a power of two, else -1
   int paged, causal, use_alibi, window_left;
   int alibi_n;        // 2^floor(log2(num_qo_heads))
+  int use_rope;       // rotate q and k in shared memory (Llama RoPE, pairs i and i + DQK / 2)
+  float rope_rcp_scale, rope_log2_rcp_theta;
   float scale_log2;   // sm_scale * log2(e)
   float soft_cap;     // > 0: logits = cap * tanh(logits / cap)
   float cap_pre;      // sm_scale / cap
@@ -49,11 +51,39 @@ struct PrefillArgs {
 
 constexpr float kLog2e = 1.4426950408889634f;
 
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T>
+__device__ __forceinline__ T from_f(float x);
+template <>
+__device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
 template <int D>
 __device__ __forceinline__ int swz(int row, int chunk) {
   // 16-byte chunks of a row, XOR-swizzled by the row's low 3 bits: ldmatrix's 8 row addresses then
   // hit 8 different bank groups.
   return row * D + ((chunk ^ (row & 7)) << 3);
+}
+
+// Fused RoPE: rotates `rows` rows of a [rows][D] swizzled shared tile in place, row r at position
+// pos0 + r, with FlashInfer's frequencies rcp_scale * rcp_theta^(2i / D) and NeoX pairs (i, i + D/2).
+// Kept out of line so the rarely used path does not cost the main loop registers.
+template <typename T, int D>
+__device__ __noinline__ void rope_tile(T* tile, int rows, int pos0, float rcp_scale, float log2_rcp_theta) {
+  constexpr int HALF = D / 2;
+  for (int id = threadIdx.x; id < rows * HALF; id += blockDim.x) {
+    const int r = id / HALF, i = id % HALF;
+    const float freq = rcp_scale * exp2f(log2_rcp_theta * (2.f * i / D));
+    float sn, cs;
+    sincosf(float(pos0 + r) * freq, &sn, &cs);
+    T* p1 = tile + swz<D>(r, i >> 3) + (i & 7);
+    T* p2 = tile + swz<D>(r, (i + HALF) >> 3) + (i & 7);
+    const float x1 = to_f(*p1), x2 = to_f(*p2);
+    *p1 = from_f<T>(x1 * cs - x2 * sn);
+    *p2 = from_f<T>(x2 * cs + x1 * sn);
+  }
 }
 
 template <typename T, int DQK, int DVO, int MMA_Q, int BLOCK_N>
@@ -219,6 +249,12 @@ __global__ void __launch_bounds__(128)
     const int next_page = paged ? fetch_page(t + 2) : -1;  // lands while this tile computes
     cp_async_wait<1>();
     __syncthreads();
+    if (a.use_rope) {
+      if (t == 0) rope_tile<T, DQK>(sQ, TQ, q0 + delta, a.rope_rcp_scale, a.rope_log2_rcp_theta);
+      rope_tile<T, DQK>(reinterpret_cast<T*>(smem_raw) + TQ * DQK + (t % STAGES) * BLOCK_N * DQK, BLOCK_N,
+                        kv_begin + t * BLOCK_N, a.rope_rcp_scale, a.rope_log2_rcp_theta);
+      __syncthreads();
+    }
 
     const uint32_t tK = sK_addr + (t % STAGES) * BLOCK_N * DQK * ES;
     const uint32_t tV = sV_addr + (t % STAGES) * BLOCK_N * DVO * ES;
