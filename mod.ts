@@ -32,3 +32,4 @@ export {
 } from "./src/attention/prefill.ts";
 export { type BoolArray, packbits, segmentPackbits } from "./src/attention/mask.ts";
 export { PREFILL_CONFIGS } from "./src/attention/prefill_configs.ts";
+export { BatchAttention, type BatchAttentionOptions, type BatchAttentionPlanOptions } from "./src/attention/batch_attention.ts";

@@ -14,10 +14,10 @@ import { env, isDeno, packageRoot, runtimeName } from "../src/runtime/platform.t
 import { copyBandwidth } from "./timing.ts";
 import type { Row, Suite } from "./suites/types.ts";
 import { opsSuite } from "./suites/ops.ts";
-import { prefillSuite } from "./suites/prefill.ts";
+import { batchAttentionSuite, prefillSuite } from "./suites/prefill.ts";
 
 /** Every suite; a family adds its own here. */
-const SUITES: Suite[] = [opsSuite, prefillSuite];
+const SUITES: Suite[] = [opsSuite, prefillSuite, batchAttentionSuite];
 
 // deno-lint-ignore no-explicit-any
 const g = globalThis as any;

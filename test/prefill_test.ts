@@ -8,6 +8,7 @@ import { makeRng, randint, randn } from "./reference/random.ts";
 import { attentionRef, type AttentionRefOptions } from "./reference/attention.ts";
 import { BatchPrefillWithPagedKvCache, BatchPrefillWithRaggedKvCache, singlePrefillWithKvCache } from "../src/attention/prefill.ts";
 import { packbits, segmentPackbits } from "../src/attention/mask.ts";
+import { BatchAttention } from "../src/attention/batch_attention.ts";
 import { PREFILL_CONFIGS } from "../src/attention/prefill_configs.ts";
 import { prefillWork, tileCost } from "../src/attention/prefill_scheduler.ts";
 import type { KvLayout } from "../src/attention/variants.ts";
@@ -425,4 +426,48 @@ gpuTest("batch prefill: tensors that disagree with the plan are refused", () => 
   p.plan(new Int32Array([0, 4, 10]), new Int32Array([0, 1, 2]), new Int32Array([0, 5]), new Int32Array([4, 6]), 8, 2, 128, 16, { qDtype: "bf16" });
   assertThrowsCode(() => p.run(q, Tensor.fromPointer(FAKE, [5, 2, 16, 2, 128], "bf16")), "INVALID_ARGUMENT", /'kvCache' must be at least 6 pages \(the largest planned page id is 5\): received 5 pages/);
   assertThrowsCode(() => p.run(q, Tensor.fromPointer(FAKE, [6, 2, 8, 2, 128], "bf16")), "INVALID_ARGUMENT", /'kvCache' must be of shape \[6, 2, 16, 2, 128\]/);
+});
+
+gpuTest("BatchAttention: mixed prefill and decode requests over a block table, one launch", () => {
+  const dtype: DType = "bf16", D = 128, hq = 8, hkv = 2, ps = 16;
+  const qoLens = [1, 1, 37, 1, 200, 1], kvLens = qoLens.map((q) => q + randint(rng, 0, 400));
+  const B = qoLens.length;
+  const qo = new Int32Array(B + 1);
+  qoLens.forEach((n, b) => (qo[b + 1] = qo[b] + n));
+  const maxBlocks = Math.max(...kvLens.map((n) => Math.ceil(n / ps)));
+  const numPages = B * maxBlocks + 5;
+  const ids = Array.from({ length: numPages }, (_, i) => i).sort(() => rng() - 0.5);
+  const table = new Int32Array(B * maxBlocks).fill(-1);
+  const kc = new Float64Array(numPages * ps * hkv * D), vc = new Float64Array(numPages * ps * hkv * D);
+  const ks: Float64Array[] = [], vs: Float64Array[] = [];
+  let at = 0;
+  for (let b = 0; b < B; b++) {
+    const k = roundTo(dtype, randn(rng, kvLens[b] * hkv * D)), v = roundTo(dtype, randn(rng, kvLens[b] * hkv * D));
+    ks.push(k);
+    vs.push(v);
+    for (let p = 0; p < Math.ceil(kvLens[b] / ps); p++) {
+      const id = ids[at++];
+      table[b * maxBlocks + p] = id;
+      for (let s = 0; s < ps && p * ps + s < kvLens[b]; s++) {
+        const src = (p * ps + s) * hkv * D, dst = (id * ps + s) * hkv * D;
+        kc.set(k.subarray(src, src + hkv * D), dst);
+        vc.set(v.subarray(src, src + hkv * D), dst);
+      }
+    }
+  }
+  const q = randTensor([qo[B], hq, D], dtype);
+  using kt = Tensor.fromArray(kc, [numPages, ps, hkv, D], dtype);
+  using vt = Tensor.fromArray(vc, [numPages, ps, hkv, D], dtype);
+  using attention = new BatchAttention({ backend: "auto", workspace: new Workspace(8 << 20) });
+  attention.plan(qo, new Int32Array(kvLens), table, hq, hkv, D, D, { qDtype: dtype, kvDtype: dtype, oDtype: dtype, pageSize: ps, causal: true });
+  using out = poisoned([qo[B], hq, D], dtype);
+  using lse = poisoned([qo[B], hq], "f32");
+  attention.run(q.t, [kt, vt], { out, lse });
+  const o = out.toArray(), l = lse.toArray();
+  for (let b = 0; b < B; b++) {
+    const rows = sampleRows(qoLens[b], 24);
+    const ref = attentionRef(q.x.subarray(qo[b] * hq * D, qo[b + 1] * hq * D), ks[b], vs[b], qoLens[b], kvLens[b], hq, hkv, D, D, { causal: true }, rows);
+    check(o, l, ref, qo[b], rows, hq, D, dtype, `BatchAttention request ${b} (qo ${qoLens[b]}, kv ${kvLens[b]})`);
+  }
+  q.t.dispose();
 });

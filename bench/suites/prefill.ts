@@ -1,5 +1,6 @@
 /** Causal bf16 prefill at the issue's shapes: ragged and paged (page 16) batch prefill, TFLOP/s. */
 import { BatchPrefillWithPagedKvCache, BatchPrefillWithRaggedKvCache } from "../../src/attention/prefill.ts";
+import { BatchAttention } from "../../src/attention/batch_attention.ts";
 import { Tensor } from "../../src/runtime/tensor.ts";
 import type { Stream } from "../../src/runtime/stream.ts";
 import { Workspace } from "../../src/runtime/workspace.ts";
@@ -58,5 +59,38 @@ export const prefillSuite: Suite = {
       }
     }
     return rows;
+  },
+};
+
+/** The issue's mixed batch through BatchAttention: 1 prefill chunk of 4096 + 128 decodes at 8192. */
+export const batchAttentionSuite: Suite = {
+  name: "batch_attention",
+  run(stream: Stream): Row[] {
+    const hq = 32, hkv = 8, d = 128, ps = 16, decodes = 128, chunk = 4096, ctx = 8192;
+    const B = decodes + 1;
+    const qo = new Int32Array(B + 1);
+    qo[1] = chunk;
+    for (let b = 1; b < B; b++) qo[b + 1] = qo[b] + 1;
+    const kvLens = new Int32Array(B).fill(ctx);
+    kvLens[0] = chunk;
+    const maxBlocks = ctx / ps;
+    const table = new Int32Array(B * maxBlocks);
+    let next = 0;
+    for (let b = 0; b < B; b++) for (let p = 0; p < Math.ceil(kvLens[b] / ps); p++) table[b * maxBlocks + p] = next++;
+    using k = Tensor.empty([next, ps, hkv, d], "bf16").fillBytes(0x3c);
+    using v = Tensor.empty([next, ps, hkv, d], "bf16").fillBytes(0x3c);
+    using q = Tensor.fromRaw(randomBf16(qo[B] * hq * d), [qo[B], hq, d], "bf16");
+    using out = Tensor.empty([qo[B], hq, d], "bf16");
+    using lse = Tensor.empty([qo[B], hq], "f32");
+    using ws = new Workspace(16 << 20);
+    using attention = new BatchAttention({ workspace: ws });
+    attention.plan(qo, kvLens, table, hq, hkv, d, d, { qDtype: "bf16", pageSize: ps, causal: true });
+    const flops = 4 * hq * d * (chunk * chunk / 2 + decodes * ctx);
+    const bytes = 2 * 2 * hkv * d * (chunk + decodes * ctx);
+    return [{
+      op: "BatchAttention mixed bf16", shape: `1x${chunk} prefill + ${decodes}x${ctx} decode, 32/8 hd128 p16`, flops, bytes,
+      note: "target <= 1600 us (FlashInfer BatchAttention 1781 us)",
+      us: timeKernel(stream, () => attention.run(q, [k, v], { out, lse, stream }), { warmup: 2, iters: 5 }),
+    }];
   },
 };
