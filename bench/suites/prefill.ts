@@ -42,10 +42,10 @@ export const prefillSuite: Suite = {
         ragged.plan(indptr, indptr, hq, hkv, d, { causal: true, qDtype: "bf16" });
         rows.push({ op: "ragged prefill causal bf16", shape, flops, note, us: timeKernel(stream, () => ragged.run(q, k, v, { out, stream }), { warmup: 3, iters: 10 }) });
         if (d !== 128) continue;
-        if (typeof Deno !== "undefined") { // tuning: the same with 32-key tiles
-          Deno.env.set("FI_PREFILL_BLOCK_N", "32");
-          rows.push({ op: "ragged prefill causal bf16 [BN32]", shape, flops, note, us: timeKernel(stream, () => ragged.run(q, k, v, { out, stream }), { warmup: 3, iters: 10 }) });
-          Deno.env.delete("FI_PREFILL_BLOCK_N");
+        if (typeof Deno !== "undefined") { // tuning: the same, always rescaling O
+          Deno.env.set("FI_PREFILL_TUNE", "1");
+          rows.push({ op: "ragged prefill causal bf16 [always rescale]", shape, flops, note, us: timeKernel(stream, () => ragged.run(q, k, v, { out, stream }), { warmup: 3, iters: 10 }) });
+          Deno.env.delete("FI_PREFILL_TUNE");
         }
         // The same keys in a page-16 cache [pages, 2, 16, Hkv, D], pages in request order.
         const ps = 16, pages = n / ps;

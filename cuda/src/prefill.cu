@@ -14,10 +14,10 @@ using fi::prefill::PrefillArgs;
 
 namespace {
 
-template <typename T, int DQK, int DVO, int MMA_Q, int BN>
-int32_t launch(const PrefillArgs& a, int tiles, int heads, cudaStream_t stream) {
+template <typename T, int DQK, int DVO, int MMA_Q, int BN, bool ROPE, int TUNE = 0>
+int32_t launch_one(const PrefillArgs& a, int tiles, int heads, cudaStream_t stream) {
   using Cfg = prefill::PrefillConfig<T, DQK, DVO, MMA_Q, BN>;
-  auto kernel = prefill::prefill_kernel<T, DQK, DVO, MMA_Q, BN>;
+  auto kernel = prefill::prefill_kernel<T, DQK, DVO, MMA_Q, BN, ROPE, TUNE>;
   static bool configured = false;  // the attribute is per device function; setting it twice is harmless
   if (!configured) {
     FI_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
@@ -26,6 +26,17 @@ int32_t launch(const PrefillArgs& a, int tiles, int heads, cudaStream_t stream) 
   kernel<<<dim3(tiles, heads), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a);
   FI_CHECK_LAUNCH("prefill");
   return FI_OK;
+}
+
+template <typename T, int DQK, int DVO, int MMA_Q, int BN>
+int32_t launch(const PrefillArgs& a, int tiles, int heads, cudaStream_t stream) {
+  if (a.use_rope) return launch_one<T, DQK, DVO, MMA_Q, BN, true>(a, tiles, heads, stream);
+  // TEMPORARY tuning switch (bench only): FI_PREFILL_TUNE=1 always rescales O.
+  if constexpr (DQK == 128 && DVO == 128) {
+    const char* tune = std::getenv("FI_PREFILL_TUNE");
+    if (tune && tune[0] == '1') return launch_one<T, DQK, DVO, MMA_Q, BN, false, 1>(a, tiles, heads, stream);
+  }
+  return launch_one<T, DQK, DVO, MMA_Q, BN, false>(a, tiles, heads, stream);
 }
 
 int tile_q_of(int dqk, int dvo) {
@@ -116,12 +127,6 @@ extern "C" int32_t fi_prefill_run(const uint8_t* params, uint64_t stream) {
   a.cap_post = p.logits_soft_cap * log2e;
   const cudaStream_t s = as_stream(stream);
 
-  // TEMPORARY tuning switch: FI_PREFILL_BLOCK_N=32 runs head dim 128 with 32-key tiles.
-  if (p.head_dim_qk == 128 && p.head_dim_vo == 128) {
-    const char* bn = std::getenv("FI_PREFILL_BLOCK_N");
-    if (bn && std::strcmp(bn, "32") == 0)
-      return FI_DISPATCH_HALF(p.dtype, T, return launch<T, 128, 128, 2, 32>(a, tiles, p.num_qo_heads, s););
-  }
 #define FI_LAUNCH(QK, VO, MQ, BN)                                                               \
   if (p.head_dim_qk == QK && p.head_dim_vo == VO)                                               \
     return FI_DISPATCH_HALF(p.dtype, T, return launch<T, QK, VO, MQ, BN>(a, tiles, p.num_qo_heads, s););

@@ -96,7 +96,9 @@ struct PrefillConfig {
   static constexpr int kSmemBytes = kSmemElems * int(sizeof(T));
 };
 
-template <typename T, int DQK, int DVO, int MMA_Q, int BLOCK_N>
+// ROPE: fused RoPE compiled in (a compile-time variant: its out-of-line call costs the main loop).
+// TUNE: experiment bits (bit 0: always rescale O, no vote).
+template <typename T, int DQK, int DVO, int MMA_Q, int BLOCK_N, bool ROPE, int TUNE = 0>
 __global__ void __launch_bounds__(128)
     prefill_kernel(const __grid_constant__ PrefillArgs a) {
   using Cfg = PrefillConfig<T, DQK, DVO, MMA_Q, BLOCK_N>;
@@ -249,7 +251,7 @@ __global__ void __launch_bounds__(128)
     const int next_page = paged ? fetch_page(t + 2) : -1;  // lands while this tile computes
     cp_async_wait<1>();
     __syncthreads();
-    if (a.use_rope) {
+    if (ROPE) {
       if (t == 0) rope_tile<T, DQK>(sQ, TQ, q0 + delta, a.rope_rcp_scale, a.rope_log2_rcp_theta);
       rope_tile<T, DQK>(reinterpret_cast<T*>(smem_raw) + TQ * DQK + (t % STAGES) * BLOCK_N * DQK, BLOCK_N,
                         kv_begin + t * BLOCK_N, a.rope_rcp_scale, a.rope_log2_rcp_theta);
@@ -342,7 +344,7 @@ __global__ void __launch_bounds__(128)
         }
       }
     // Rescale O only when some row's maximum moved (after the first tiles it rarely does).
-    if (__any_sync(0xffffffffu, moved)) {
+    if ((TUNE & 1) || __any_sync(0xffffffffu, moved)) {
 #pragma unroll
       for (int mq = 0; mq < MMA_Q; mq++)
 #pragma unroll
