@@ -9,7 +9,7 @@ import { attentionRef, type AttentionRefOptions } from "./reference/attention.ts
 import { BatchPrefillWithPagedKvCache, BatchPrefillWithRaggedKvCache, singlePrefillWithKvCache } from "../src/attention/prefill.ts";
 import { packbits, segmentPackbits } from "../src/attention/mask.ts";
 import { BatchAttention } from "../src/attention/batch_attention.ts";
-import { PREFILL_CONFIGS } from "../src/attention/prefill_configs.ts";
+import { headPack, PREFILL_CONFIGS } from "../src/attention/prefill_configs.ts";
 import { prefillWork, tileCost } from "../src/attention/prefill_scheduler.ts";
 import type { KvLayout } from "../src/attention/variants.ts";
 import { DTYPE_CODE, type DType, roundTo } from "../src/runtime/dtype.ts";
@@ -222,6 +222,7 @@ gpuTest("prefill: the compiled set in TypeScript matches the library's", () => {
     for (const dt of ["f16", "bf16"] as const) assert.equal(lib.fi_prefill_tile_q(c.headDimQk, c.headDimVo, DTYPE_CODE[dt]), c.tileQ, JSON.stringify(c));
   }
   assert.equal(lib.fi_prefill_tile_q(96, 96, DTYPE_CODE.bf16), 0);
+  for (const g of [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 7]) assert.equal(1 << lib.fi_prefill_head_pack_shift(g), headPack(g), `group ${g}`);
   assert.equal(lib.fi_prefill_tile_q(128, 128, DTYPE_CODE.f32), 0);
 });
 
@@ -244,6 +245,10 @@ gpuTest("single prefill: long requests (qo 2048, subsampled rows) and edge lengt
   runSingle({ dtype: "bf16", dqk: 64, qoLen: 1, kvLen: 1, hq: 2, hkv: 2, layout: "NHD", causal: true });
   runSingle({ dtype: "bf16", dqk: 64, qoLen: 1, kvLen: 777, hq: 8, hkv: 1, layout: "NHD", causal: true });
   runSingle({ dtype: "f16", dqk: 256, qoLen: 65, kvLen: 63, hq: 2, hkv: 1, layout: "NHD", causal: false });
+  // GQA groups that pack 1 (group 3), 2 (group 6) and 8 heads of 16 (two tiles per KV head) per tile
+  runSingle({ dtype: "bf16", dqk: 128, qoLen: 300, kvLen: 310, hq: 6, hkv: 2, layout: "NHD", causal: true });
+  runSingle({ dtype: "bf16", dqk: 64, qoLen: 100, kvLen: 400, hq: 6, hkv: 1, layout: "HND", causal: true });
+  runSingle({ dtype: "f16", dqk: 256, qoLen: 50, kvLen: 90, hq: 16, hkv: 1, layout: "NHD", causal: true, variant: { posEncodingMode: "ALIBI" } });
 });
 
 gpuTest("single prefill: variants (window, soft cap, ALiBi, smScale, custom mask)", () => {
@@ -256,6 +261,7 @@ gpuTest("single prefill: variants (window, soft cap, ALiBi, smScale, custom mask
     runSingle({ ...base, causal: true, variant: { posEncodingMode: "ALIBI" } });
     runSingle({ ...base, causal: true, variant: { posEncodingMode: "ROPE_LLAMA" } });
     runSingle({ ...base, qoLen: 77, kvLen: 1500, causal: false, variant: { posEncodingMode: "ROPE_LLAMA", ropeScale: 2, ropeTheta: 5e5 } });
+    runSingle({ ...base, hq: 8, hkv: 1, causal: true, variant: { posEncodingMode: "ROPE_LLAMA", windowLeft: 50 } });
     runSingle({ ...base, causal: false, variant: { smScale: 0.3 } });
     runSingle({ ...base, maskFn: (i, j) => ((i * 7 + j * 3) % 5) !== 0 && j <= i + 200 });
     // rows with nothing visible: zero output and lse -inf
@@ -395,6 +401,7 @@ gpuTest("ragged batch prefill: random mixes, NHD/HND, fp16/bf16, hd 64/128/256, 
     }
   }
   runBatch({ paged: false, pageSize: 1, layout: "NHD", dtype: "bf16", dqk: 128, qoLens: [2048, 1, 300], kvLens: [2100, 2000, 300], hq: 4, hkv: 1, causal: true }, ws);
+  runBatch({ paged: false, pageSize: 1, layout: "HND", dtype: "f16", dqk: 128, ...randomMix(5, 300), hq: 12, hkv: 4, causal: true }, ws);
   runBatch({ paged: false, pageSize: 1, layout: "NHD", dtype: "f16", dqk: 128, qoLens: [70, 3, 130], kvLens: [90, 5, 130], hq: 4, hkv: 2, causal: false,
     maskFn: (b, i, j) => (i + 2 * j + b) % 3 !== 0 }, ws);
 });

@@ -139,7 +139,7 @@ FI_API int32_t fi_apply_rope(const uint8_t* params, uint64_t stream);
 // ---- attention: prefill (single, ragged, paged) ----------------------------------------------
 // One launch computes O = softmax(Q K^T * sm_scale [+ variants]) V for every (request, q tile, qo head).
 // Tables (device int32, null for a single request): qo_indptr / kv_indptr [batch + 1], kv_lens
-// [batch], work [num_work][2] = (request, q tile of tile_q rows). Paged: kv_indptr indexes
+// [batch], work [num_work][2] = (request, q tile of tile_q tokens). Paged: kv_indptr indexes
 // kv_indices (page ids); key j of request b is at k + page * k_stride_page + (j % page_size) *
 // k_stride_n + head * k_stride_h with page = kv_indices[kv_indptr[b] + j / page_size]. Ragged and
 // single: at k + (kv_indptr[b] + j) * k_stride_page + head * k_stride_h (k_stride_n unused). V alike.
@@ -157,8 +157,11 @@ typedef struct fi_prefill_params {
   float rope_rcp_scale, rope_rcp_theta;  // RoPE (Llama, NeoX pairing i, i + D/2): q at kv_len - qo_len + i, k at j
 } fi_prefill_params;
 FI_API int32_t fi_prefill_run(const uint8_t* params, uint64_t stream);
-// The query rows per CTA (tile_q) of a compiled (head_dim_qk, head_dim_vo, dtype); 0 when not compiled.
+// The query rows per CTA of a compiled (head_dim_qk, head_dim_vo, dtype); 0 when not compiled.
 FI_API int32_t fi_prefill_tile_q(int32_t head_dim_qk, int32_t head_dim_vo, int32_t dtype);
+// GQA packing: a tile's rows are (token, head) pairs of 2^shift heads sharing a KV head, so a tile
+// covers rows >> shift tokens (tile_q in fi_prefill_params). shift: the largest with 2^shift | group, <= 3.
+FI_API int32_t fi_prefill_head_pack_shift(int32_t group);
 
 #ifdef __cplusplus
 }

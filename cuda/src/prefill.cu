@@ -23,7 +23,7 @@ int32_t launch_one(const PrefillArgs& a, int tiles, int heads, cudaStream_t stre
     FI_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
     configured = true;
   }
-  kernel<<<dim3(tiles, heads), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a);
+  kernel<<<dim3(tiles, heads >> a.pack_shift), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a);
   FI_CHECK_LAUNCH("prefill");
   return FI_OK;
 }
@@ -54,6 +54,12 @@ static_assert(offsetof(fi_prefill_params, q_stride_n) == 96 && offsetof(fi_prefi
                   offsetof(fi_prefill_params, paged) == 208 && offsetof(fi_prefill_params, sm_scale) == 232,
               "fi_prefill_params layout is part of the ABI");
 
+extern "C" int32_t fi_prefill_head_pack_shift(int32_t group) {
+  int shift = 0;
+  while (shift < 3 && group % (2 << shift) == 0) shift++;
+  return shift;
+}
+
 extern "C" int32_t fi_prefill_tile_q(int32_t head_dim_qk, int32_t head_dim_vo, int32_t dtype) {
   if (dtype != FI_F16 && dtype != FI_BF16) return 0;
   return tile_q_of(head_dim_qk, head_dim_vo);
@@ -63,16 +69,19 @@ extern "C" int32_t fi_prefill_run(const uint8_t* params, uint64_t stream) {
   FI_GUARD_BEGIN
   fi_prefill_params p;
   std::memcpy(&p, params, sizeof p);
-  const int tile_q = fi_prefill_tile_q(p.head_dim_qk, p.head_dim_vo, p.dtype);
-  if (tile_q == 0)
+  const int tile_rows = fi_prefill_tile_q(p.head_dim_qk, p.head_dim_vo, p.dtype);
+  if (tile_rows == 0)
     return set_error(FI_ERR_UNSUPPORTED, "prefill: head_dim_qk %d, head_dim_vo %d, dtype %d is not compiled",
                      p.head_dim_qk, p.head_dim_vo, p.dtype);
-  if (p.tile_q != tile_q)
-    return set_error(FI_ERR_INVALID_ARGUMENT, "prefill: planned for %d-row query tiles, compiled %d", p.tile_q, tile_q);
   if (p.num_qo_heads <= 0 || p.num_kv_heads <= 0 || p.num_qo_heads % p.num_kv_heads || p.num_work < 0 ||
       (p.paged && p.page_size <= 0))
     return set_error(FI_ERR_INVALID_ARGUMENT, "prefill: heads %d/%d, work %d, page size %d", p.num_qo_heads,
                      p.num_kv_heads, p.num_work, p.page_size);
+  const int pack_shift = fi_prefill_head_pack_shift(p.num_qo_heads / p.num_kv_heads);
+  const int tile_q = tile_rows >> pack_shift;  // tokens per tile
+  if (p.tile_q != tile_q)
+    return set_error(FI_ERR_INVALID_ARGUMENT, "prefill: planned for %d-token query tiles, the kernel takes %d",
+                     p.tile_q, tile_q);
   int tiles = p.num_work;
   if (p.work == 0) tiles = (p.qo_len + tile_q - 1) / tile_q;  // a single request
   if (tiles == 0) return FI_OK;
@@ -106,6 +115,7 @@ extern "C" int32_t fi_prefill_run(const uint8_t* params, uint64_t stream) {
   a.kv_len = p.kv_len;
   a.num_qo_heads = p.num_qo_heads;
   a.group = p.num_qo_heads / p.num_kv_heads;
+  a.pack_shift = pack_shift;
   a.page_size = p.paged ? p.page_size : 1;
   a.page_shift = -1;
   for (int sh = 0; sh < 31; sh++)

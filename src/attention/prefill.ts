@@ -15,7 +15,7 @@ import { Event, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
 import type { Workspace } from "../runtime/workspace.ts";
 import { type BoolArray, packbits } from "./mask.ts";
-import { prefillConfig } from "./prefill_configs.ts";
+import { prefillConfig, tileTokens } from "./prefill_configs.ts";
 import {
   expectRows,
   type KvStrides,
@@ -105,7 +105,7 @@ export function singlePrefillWithKvCache(q: Tensor, k: Tensor, v: Tensor, option
     qStrideN: qs.sn, qStrideH: qs.sh, oStrideN: res.out.strides[0], oStrideH: res.out.strides[1],
     kStrides: { page: ks.sn, n: 0, h: ks.sh }, vStrides: { page: vs.sn, n: 0, h: vs.sh },
     numWork: 0, qoLen, kvLen, numQoHeads, numKvHeads, headDimQk, headDimVo, pageSize: 1, paged: false, causal,
-    dtype: q.dtype, tileQ: config.tileQ, variant,
+    dtype: q.dtype, tileQ: tileTokens(config, numQoHeads, numKvHeads), variant,
   }, options.stream);
   // cudaFree waits for the device, so the kernel has read the mask before its memory goes.
   ownedMask?.dispose();
@@ -244,7 +244,8 @@ abstract class BatchPrefillBase extends Resource {
       }
     }
 
-    const work = prefillWork(qoLens, kvLens, config.tileQ, causal, variant.windowLeft);
+    const tileQ = tileTokens(config, numQoHeads, numKvHeads);
+    const work = prefillWork(qoLens, kvLens, tileQ, causal, variant.windowLeft);
     const numWork = work.length / 2;
     if (numWork > 2 ** 31 - 1) invalid(op, "qoIndptr", "at most 2^31 - 1 query tiles", numWork);
     const pages = kvIndices?.length ?? 0;
@@ -274,7 +275,7 @@ abstract class BatchPrefillBase extends Resource {
     if (kvIndices) for (let i = 0; i < kvIndices.length; i++) maxPage = Math.max(maxPage, kvIndices[i]);
     this.plan_ = {
       batch, nnzQo: qoIndptr[batch], nnzKv: kvIndptr[batch], numQoHeads, numKvHeads, headDimQk, headDimVo, qDtype,
-      causal, tileQ: config.tileQ, numWork, variant, hasMask: packed !== undefined, maxPage, pageSize, layout,
+      causal, tileQ, numWork, variant, hasMask: packed !== undefined, maxPage, pageSize, layout,
     };
   }
 

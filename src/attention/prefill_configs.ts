@@ -9,7 +9,7 @@ import { FlashInferError } from "../runtime/errors.ts";
 export interface PrefillConfig {
   headDimQk: number;
   headDimVo: number;
-  /** Query rows per CTA: the granularity of the work table. */
+  /** Query rows per CTA; a tile covers tileQ / headPack(group) tokens (see headPack). */
   tileQ: number;
 }
 
@@ -39,4 +39,19 @@ export function prefillConfig(op: string, headDimQk: number, headDimVo: number, 
     );
   }
   return config;
+}
+
+/**
+ * GQA packing (mirrors fi_prefill_head_pack_shift): a tile's rows are (token, head) pairs of this many
+ * query heads sharing one KV head: the largest power of two dividing the group size, at most 8.
+ */
+export function headPack(group: number): number {
+  let pack = 1;
+  while (pack < 8 && group % (pack * 2) === 0) pack *= 2;
+  return pack;
+}
+
+/** Tokens per query tile for this configuration and GQA group size. */
+export function tileTokens(config: PrefillConfig, numQoHeads: number, numKvHeads: number): number {
+  return config.tileQ / headPack(numQoHeads / numKvHeads);
 }

@@ -181,6 +181,10 @@ export const symbols = {
     ],
     result: "i32", // query rows per CTA, 0 when not compiled
   },
+  fi_prefill_head_pack_shift: {
+    parameters: ["i32" /* group = num_qo_heads / num_kv_heads */],
+    result: "i32", // log2 of the heads packed per tile
+  },
 } as const satisfies Record<string, SymbolSpec>;
 
 export type Symbols = typeof symbols;

@@ -38,6 +38,9 @@ struct PrefillArgs {
   int64_t v_stride_page, v_stride_n, v_stride_h;
   int qo_len, kv_len;  // the single request's lengths when there are no tables
   int num_qo_heads, group, page_size;
+  // GQA packing: a tile's rows are (token, head) pairs, pack = 1 << pack_shift heads of one KV head
+  // per token (pack divides group); blockIdx.y picks the first head: blockIdx.y * pack.
+  int pack_shift;
   int page_shift;  // log2(page_size) when it is a power of two, else -1
   int paged, causal, use_alibi, window_left;
   int alibi_n;        // 2^floor(log2(num_qo_heads))
@@ -68,16 +71,17 @@ __device__ __forceinline__ int swz(int row, int chunk) {
 }
 
 // Fused RoPE: rotates `rows` rows of a [rows][D] swizzled shared tile in place, row r at position
-// pos0 + r, with FlashInfer's frequencies rcp_scale * rcp_theta^(2i / D) and NeoX pairs (i, i + D/2).
+// pos0 + (r >> row_shift), with FlashInfer's frequencies rcp_scale * rcp_theta^(2i / D) and NeoX pairs (i, i + D/2).
 // Kept out of line so the rarely used path does not cost the main loop registers.
 template <typename T, int D>
-__device__ __noinline__ void rope_tile(T* tile, int rows, int pos0, float rcp_scale, float log2_rcp_theta) {
+__device__ __noinline__ void rope_tile(T* tile, int rows, int pos0, int row_shift, float rcp_scale,
+                                       float log2_rcp_theta) {
   constexpr int HALF = D / 2;
   for (int id = threadIdx.x; id < rows * HALF; id += blockDim.x) {
     const int r = id / HALF, i = id % HALF;
     const float freq = rcp_scale * exp2f(log2_rcp_theta * (2.f * i / D));
     float sn, cs;
-    sincosf(float(pos0 + r) * freq, &sn, &cs);
+    sincosf(float(pos0 + (r >> row_shift)) * freq, &sn, &cs);
     T* p1 = tile + swz<D>(r, i >> 3) + (i & 7);
     T* p2 = tile + swz<D>(r, (i + HALF) >> 3) + (i & 7);
     const float x1 = to_f(*p1), x2 = to_f(*p2);
@@ -113,7 +117,9 @@ __global__ void __launch_bounds__(128)
   __shared__ int s_page[3][BLOCK_N];  // paged: page ids of the rows of tiles t % 3
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int head = blockIdx.y, kv_head = head / a.group;
+  const int pack_shift = a.pack_shift, pack = 1 << pack_shift;
+  const int head0 = blockIdx.y * pack, kv_head = head0 / a.group;
+  const int TT = TQ >> pack_shift;  // tokens per tile
 
   int req = 0, tile = blockIdx.x;
   if (a.work != nullptr) {
@@ -129,9 +135,9 @@ __global__ void __launch_bounds__(128)
     kv_start = a.kv_indptr[req];
     kv_len = a.kv_lens[req];
   }
-  const int q0 = tile * TQ;
+  const int q0 = tile * TT;  // in tokens
   if (q0 >= qo_len) return;
-  const int q_rows = min(TQ, qo_len - q0);
+  const int q_rows = min(TT, qo_len - q0);  // tokens; valid rows are r < q_rows * pack
   const int delta = kv_len - qo_len;  // bottom-right alignment: row i sees keys j <= i + delta
 
   // The KV range any row of this tile may see.
@@ -143,15 +149,16 @@ __global__ void __launch_bounds__(128)
   const int num_tiles = kv_end > kv_begin ? (kv_end - kv_begin + BLOCK_N - 1) / BLOCK_N : 0;
 
   const T* q_base = static_cast<const T*>(a.q) + (int64_t)(qo_start + q0) * a.q_stride_n +
-                    (int64_t)head * a.q_stride_h;
+                    (int64_t)head0 * a.q_stride_h;
   const T* k_base = static_cast<const T*>(a.k) + (int64_t)kv_head * a.k_stride_h;
   const T* v_base = static_cast<const T*>(a.v) + (int64_t)kv_head * a.v_stride_h;
 
   // ---- Q tile -> shared memory (rows past the request are zero) ----
   for (int id = tid; id < TQ * CQK; id += Cfg::kThreads) {
     const int r = id / CQK, c = id % CQK;
-    const bool ok = r < q_rows;
-    const T* src = ok ? q_base + (int64_t)r * a.q_stride_n + c * 8 : q_base;
+    const bool ok = (r >> pack_shift) < q_rows;
+    const T* src = ok ? q_base + (int64_t)(r >> pack_shift) * a.q_stride_n + (int64_t)(r & (pack - 1)) * a.q_stride_h + c * 8
+                      : q_base;
     cp_async16(smem_addr(sQ + swz<DQK>(r, c)), src, ok);
   }
 
@@ -222,6 +229,8 @@ __global__ void __launch_bounds__(128)
 
   const int warp_row = warp * 16 * MMA_Q;
   const bool plain = a.soft_cap <= 0.f && !a.use_alibi;
+  // Every row this thread holds (lane/4 + multiples of 8) has the same head: pack <= 8.
+  const int head = head0 + ((lane >> 2) & (pack - 1));
   const float slope =
       a.use_alibi ? (head < a.alibi_n ? exp2f(-8.f * (head + 1) / a.alibi_n)
                                       : exp2f(-4.f * (2 * (head - a.alibi_n) + 1) / a.alibi_n)) *
@@ -252,9 +261,9 @@ __global__ void __launch_bounds__(128)
     cp_async_wait<1>();
     __syncthreads();
     if (ROPE) {
-      if (t == 0) rope_tile<T, DQK>(sQ, TQ, q0 + delta, a.rope_rcp_scale, a.rope_log2_rcp_theta);
+      if (t == 0) rope_tile<T, DQK>(sQ, TQ, q0 + delta, pack_shift, a.rope_rcp_scale, a.rope_log2_rcp_theta);
       rope_tile<T, DQK>(reinterpret_cast<T*>(smem_raw) + TQ * DQK + (t % STAGES) * BLOCK_N * DQK, BLOCK_N,
-                        kv_begin + t * BLOCK_N, a.rope_rcp_scale, a.rope_log2_rcp_theta);
+                        kv_begin + t * BLOCK_N, 0, a.rope_rcp_scale, a.rope_log2_rcp_theta);
       __syncthreads();
     }
 
@@ -300,7 +309,7 @@ __global__ void __launch_bounds__(128)
         for (int j = 0; j < NB; j++)
 #pragma unroll
           for (int e = 0; e < 4; e++) {
-            const int qi = q0 + warp_row + mq * 16 + (lane >> 2) + 8 * (e >> 1);
+            const int qi = q0 + ((warp_row + mq * 16 + (lane >> 2) + 8 * (e >> 1)) >> pack_shift);
             const int kj = k0 + j * 8 + (lane & 3) * 2 + (e & 1);
             const int qpos = qi + delta;
             float x = s[mq][j][e];
@@ -401,14 +410,16 @@ __global__ void __launch_bounds__(128)
         *reinterpret_cast<uint32_t*>(sO + swz<DVO>(r, col >> 3) + (col & 7)) =
             pack2<T>(o[mq][j][2 * h] * inv, o[mq][j][2 * h + 1] * inv);
       }
-      if (a.lse != nullptr && (lane & 3) == 0 && r < q_rows)
-        a.lse[(int64_t)(qo_start + q0 + r) * a.num_qo_heads + head] = sum > 0.f ? m[mq][h] + log2f(sum) : -INFINITY;
+      if (a.lse != nullptr && (lane & 3) == 0 && (r >> pack_shift) < q_rows)
+        a.lse[(int64_t)(qo_start + q0 + (r >> pack_shift)) * a.num_qo_heads + head0 + (r & (pack - 1))] =
+            sum > 0.f ? m[mq][h] + log2f(sum) : -INFINITY;
     }
   __syncthreads();
-  T* o_base = static_cast<T*>(a.o) + (int64_t)(qo_start + q0) * a.o_stride_n + (int64_t)head * a.o_stride_h;
-  for (int id = tid; id < q_rows * CVO; id += Cfg::kThreads) {
+  T* o_base = static_cast<T*>(a.o) + (int64_t)(qo_start + q0) * a.o_stride_n + (int64_t)head0 * a.o_stride_h;
+  for (int id = tid; id < (q_rows << pack_shift) * CVO; id += Cfg::kThreads) {
     const int r = id / CVO, c = id % CVO;
-    *reinterpret_cast<uint4*>(o_base + (int64_t)r * a.o_stride_n + c * 8) =
+    *reinterpret_cast<uint4*>(o_base + (int64_t)(r >> pack_shift) * a.o_stride_n +
+                              (int64_t)(r & (pack - 1)) * a.o_stride_h + c * 8) =
         *reinterpret_cast<const uint4*>(sO + swz<DVO>(r, c));
   }
 }
