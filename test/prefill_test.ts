@@ -9,7 +9,7 @@ import { attentionRef, type AttentionRefOptions } from "./reference/attention.ts
 import { BatchPrefillWithPagedKvCache, BatchPrefillWithRaggedKvCache, singlePrefillWithKvCache } from "../src/attention/prefill.ts";
 import { packbits, segmentPackbits } from "../src/attention/mask.ts";
 import { BatchAttention } from "../src/attention/batch_attention.ts";
-import { headPack, PREFILL_CONFIGS } from "../src/attention/prefill_configs.ts";
+import { headPack, PREFILL_CONFIGS, PREFILL_FP8_CONFIGS } from "../src/attention/prefill_configs.ts";
 import { prefillWork, tileCost } from "../src/attention/prefill_scheduler.ts";
 import type { KvLayout } from "../src/attention/variants.ts";
 import { DTYPE_CODE, type DType, roundTo } from "../src/runtime/dtype.ts";
@@ -84,7 +84,8 @@ test("batch prefill: bad plans and run before plan are refused before any native
   assertThrowsCode(() => ragged.plan(qo, new Int32Array([0, 4, 9]), 8, 2, 128, { causal: true }), "INVALID_ARGUMENT",
     /at least as many keys as queries for a causal mask: received request 1 with 6 queries and 5 keys/);
   assertThrowsCode(() => ragged.plan(qo, new Int32Array([0, 4, 12]), 8, 2, 128, { customMask: new Uint8Array(3) }), "INVALID_ARGUMENT", /'customMask' must be of sum\(qoLen \* kvLen\) = 64 booleans/);
-  assertThrowsCode(() => ragged.plan(qo, new Int32Array([0, 4, 12]), 8, 2, 128, { kvDtype: "e4m3", qDtype: "bf16" }), "UNSUPPORTED", /kv e4m3\) is not compiled/);
+  assertThrowsCode(() => ragged.plan(qo, new Int32Array([0, 4, 12]), 8, 2, 64, { kvDtype: "e4m3", qDtype: "bf16" }), "UNSUPPORTED", /kv e4m3\) is not compiled/);
+  assertThrowsCode(() => ragged.plan(qo, new Int32Array([0, 4, 12]), 8, 2, 128, { kvDtype: "f16", qDtype: "bf16" }), "UNSUPPORTED", /q bf16, kv f16\) is not compiled/);
   assertThrowsCode(() => ragged.plan(qo, new Int32Array([0, 4, 12]), 8, 2, 80), "UNSUPPORTED", /head dim 80/);
   assertThrowsCode(() => ragged.plan([0, 4, 10] as unknown as Int32Array, new Int32Array([0, 4, 12]), 8, 2, 128), "INVALID_ARGUMENT", /'qoIndptr' must be an Int32Array/);
   const paged = new BatchPrefillWithPagedKvCache(fakeWorkspace, "HND");
@@ -150,6 +151,10 @@ function check(
 
 interface SingleCase {
   dtype: DType;
+  /** fp8 KV (default: dtype), with scales. */
+  kvDtype?: DType;
+  kScale?: number;
+  vScale?: number;
   dqk: number;
   dvo?: number;
   qoLen: number;
@@ -165,13 +170,15 @@ interface SingleCase {
 
 function runSingle(c: SingleCase): void {
   const dvo = c.dvo ?? c.dqk;
-  const what = `single ${c.dtype} hd${c.dqk}/${dvo} qo${c.qoLen} kv${c.kvLen} ${c.hq}/${c.hkv} ${c.layout}${c.causal ? " causal" : ""}${c.maskFn ? " mask" : ""}${c.variant ? " " + JSON.stringify(c.variant) : ""}`;
+  const kvDtype = c.kvDtype ?? c.dtype, kScale = c.kScale ?? 1, vScale = c.vScale ?? 1;
+  const what = `single ${c.dtype}${kvDtype !== c.dtype ? `/${kvDtype} kScale ${kScale} vScale ${vScale}` : ""} hd${c.dqk}/${dvo} qo${c.qoLen} kv${c.kvLen} ${c.hq}/${c.hkv} ${c.layout}${c.causal ? " causal" : ""}${c.maskFn ? " mask" : ""}${c.variant ? " " + JSON.stringify(c.variant) : ""}`;
   const q = randTensor([c.qoLen, c.hq, c.dqk], c.dtype);
-  const kx = roundTo(c.dtype, randn(rng, c.kvLen * c.hkv * c.dqk));
-  const vx = roundTo(c.dtype, randn(rng, c.kvLen * c.hkv * dvo));
+  const kStored = roundTo(kvDtype, randn(rng, c.kvLen * c.hkv * c.dqk));
+  const vStored = roundTo(kvDtype, randn(rng, c.kvLen * c.hkv * dvo));
   const hnd = c.layout === "HND";
-  using k = Tensor.fromArray(hnd ? toHnd(kx, c.kvLen, c.hkv, c.dqk) : kx, hnd ? [c.hkv, c.kvLen, c.dqk] : [c.kvLen, c.hkv, c.dqk], c.dtype);
-  using v = Tensor.fromArray(hnd ? toHnd(vx, c.kvLen, c.hkv, dvo) : vx, hnd ? [c.hkv, c.kvLen, dvo] : [c.kvLen, c.hkv, dvo], c.dtype);
+  using k = Tensor.fromArray(hnd ? toHnd(kStored, c.kvLen, c.hkv, c.dqk) : kStored, hnd ? [c.hkv, c.kvLen, c.dqk] : [c.kvLen, c.hkv, c.dqk], kvDtype);
+  using v = Tensor.fromArray(hnd ? toHnd(vStored, c.kvLen, c.hkv, dvo) : vStored, hnd ? [c.hkv, c.kvLen, dvo] : [c.kvLen, c.hkv, dvo], kvDtype);
+  const kx: Float64Array = kStored.map((x) => x * kScale), vx: Float64Array = vStored.map((x) => x * vScale);
   using out = poisoned([c.qoLen, c.hq, dvo], c.dtype);
   using lse = poisoned([c.qoLen, c.hq], "f32");
   let customMask: Uint8Array | undefined;
@@ -179,9 +186,9 @@ function runSingle(c: SingleCase): void {
     customMask = new Uint8Array(c.qoLen * c.kvLen);
     for (let i = 0; i < c.qoLen; i++) for (let j = 0; j < c.kvLen; j++) customMask[i * c.kvLen + j] = c.maskFn(i, j) ? 1 : 0;
   }
-  singlePrefillWithKvCache(q.t, k, v, { causal: c.causal, kvLayout: c.layout, out, lse, customMask, ...c.variant });
+  singlePrefillWithKvCache(q.t, k, v, { causal: c.causal, kvLayout: c.layout, out, lse, customMask, kScale: c.kScale, vScale: c.vScale, ...c.variant });
   const rows = sampleRows(c.qoLen);
-  let qr = q.x, kr = kx;
+  let qr: Float64Array = q.x, kr: Float64Array = kx;
   if (c.variant?.posEncodingMode === "ROPE_LLAMA") {
     // The kernel rotates in shared memory and rounds to the input dtype, as FlashInfer does.
     const rcp = 1 / (c.variant.ropeScale ?? 1), theta = c.variant.ropeTheta ?? 1e4;
@@ -222,6 +229,10 @@ gpuTest("prefill: the compiled set in TypeScript matches the library's", () => {
     for (const dt of ["f16", "bf16"] as const) assert.equal(lib.fi_prefill_tile_q(c.headDimQk, c.headDimVo, DTYPE_CODE[dt]), c.tileQ, JSON.stringify(c));
   }
   assert.equal(lib.fi_prefill_tile_q(96, 96, DTYPE_CODE.bf16), 0);
+  for (const c of PREFILL_CONFIGS) {
+    const fp8 = PREFILL_FP8_CONFIGS.some((f) => f.headDimQk === c.headDimQk && f.headDimVo === c.headDimVo);
+    assert.equal(lib.fi_prefill_fp8_compiled(c.headDimQk, c.headDimVo), fp8 ? 1 : 0, `fp8 ${JSON.stringify(c)}`);
+  }
   for (const g of [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 7]) assert.equal(1 << lib.fi_prefill_head_pack_shift(g), headPack(g), `group ${g}`);
   assert.equal(lib.fi_prefill_tile_q(128, 128, DTYPE_CODE.f32), 0);
 });
@@ -249,6 +260,20 @@ gpuTest("single prefill: long requests (qo 2048, subsampled rows) and edge lengt
   runSingle({ dtype: "bf16", dqk: 128, qoLen: 300, kvLen: 310, hq: 6, hkv: 2, layout: "NHD", causal: true });
   runSingle({ dtype: "bf16", dqk: 64, qoLen: 100, kvLen: 400, hq: 6, hkv: 1, layout: "HND", causal: true });
   runSingle({ dtype: "f16", dqk: 256, qoLen: 50, kvLen: 90, hq: 16, hkv: 1, layout: "NHD", causal: true, variant: { posEncodingMode: "ALIBI" } });
+});
+
+gpuTest("single prefill: fp8 KV (e4m3, e5m2) with scales, fp16/bf16 q, NHD/HND", () => {
+  for (const kvDtype of ["e4m3", "e5m2"] as DType[]) {
+    for (const dtype of ["bf16", "f16"] as DType[]) {
+      runSingle({ dtype, kvDtype, kScale: 0.5, vScale: 1.7, dqk: 128, qoLen: 150, kvLen: 400, hq: 8, hkv: 2, layout: "NHD", causal: true });
+      runSingle({ dtype, kvDtype, kScale: 1.3, dqk: 128, qoLen: 70, kvLen: 70, hq: 4, hkv: 4, layout: "HND", causal: false, variant: { logitsSoftCap: 8 } });
+    }
+  }
+  const q = Tensor.fromPointer(FAKE, [16, 8, 128], "bf16");
+  assertThrowsCode(() => singlePrefillWithKvCache(q, Tensor.fromPointer(FAKE, [32, 2, 128], "e4m3"), Tensor.fromPointer(FAKE, [32, 2, 128], "e4m3"), { posEncodingMode: "ROPE_LLAMA" }),
+    "UNSUPPORTED", /fused RoPE .* fp8/);
+  assertThrowsCode(() => singlePrefillWithKvCache(Tensor.fromPointer(FAKE, [16, 8, 64], "bf16"), Tensor.fromPointer(FAKE, [32, 2, 64], "e5m2"), Tensor.fromPointer(FAKE, [32, 2, 64], "e5m2")),
+    "UNSUPPORTED", /head dim 64, q bf16, kv e5m2\) is not compiled/);
 });
 
 gpuTest("single prefill: variants (window, soft cap, ALiBi, smScale, custom mask)", () => {
@@ -283,6 +308,7 @@ interface BatchCase {
   pair?: boolean;
   maskFn?: (b: number, i: number, j: number) => boolean;
   graph?: boolean;
+  kvDtype?: DType;
 }
 
 function runBatch(c: BatchCase, ws: Workspace): void {
@@ -295,7 +321,8 @@ function runBatch(c: BatchCase, ws: Workspace): void {
   }
   const nnzQo = qoIndptr[B], nnzKv = kvIndptr[B];
   const q = randTensor([nnzQo, c.hq, D], c.dtype);
-  const kx = roundTo(c.dtype, randn(rng, nnzKv * hkv * D)), vx = roundTo(c.dtype, randn(rng, nnzKv * hkv * D));
+  const kvDt = c.kvDtype ?? c.dtype;
+  const kx = roundTo(kvDt, randn(rng, nnzKv * hkv * D)), vx = roundTo(kvDt, randn(rng, nnzKv * hkv * D));
   let customMask: Uint8Array | undefined;
   if (c.maskFn) {
     const parts: number[] = [];
@@ -305,7 +332,7 @@ function runBatch(c: BatchCase, ws: Workspace): void {
   using out = poisoned([nnzQo, c.hq, D], c.dtype);
   using lse = poisoned([nnzQo, c.hq], "f32");
   const tensors: Tensor[] = [q.t];
-  const opts = { causal: c.causal, qDtype: c.dtype, customMask };
+  const opts = { causal: c.causal, qDtype: c.dtype, kvDtype: kvDt, customMask };
   let runIt: (stream?: Stream) => void;
   if (!c.paged) {
     const hnd = c.layout === "HND";
@@ -351,10 +378,10 @@ function runBatch(c: BatchCase, ws: Workspace): void {
         kc.set(cache.subarray(2 * p * pageElems, (2 * p + 1) * pageElems), p * pageElems);
         vc.set(cache.subarray((2 * p + 1) * pageElems, (2 * p + 2) * pageElems), p * pageElems);
       }
-      kvArg = [Tensor.fromArray(kc, [numPages, ...pageShape], c.dtype), Tensor.fromArray(vc, [numPages, ...pageShape], c.dtype)];
+      kvArg = [Tensor.fromArray(kc, [numPages, ...pageShape], kvDt), Tensor.fromArray(vc, [numPages, ...pageShape], kvDt)];
       tensors.push(...kvArg);
     } else {
-      kvArg = Tensor.fromArray(cache, [numPages, 2, ...pageShape], c.dtype);
+      kvArg = Tensor.fromArray(cache, [numPages, 2, ...pageShape], kvDt);
       tensors.push(kvArg);
     }
     const w = new BatchPrefillWithPagedKvCache(ws, c.layout);
@@ -419,6 +446,8 @@ gpuTest("paged batch prefill: page sizes 1 and 16, NHD/HND, one tensor and [k, v
   runBatch({ paged: true, pageSize: 16, layout: "HND", dtype: "bf16", dqk: 128, qoLens: [40, 17], kvLens: [100, 17], hq: 4, hkv: 2, causal: false,
     maskFn: (b, i, j) => (i * j + b) % 4 !== 1 }, ws);
   runBatch({ paged: true, pageSize: 16, layout: "NHD", dtype: "bf16", dqk: 128, ...randomMix(6, 200), hq: 8, hkv: 2, causal: true, graph: true }, ws);
+  runBatch({ paged: true, pageSize: 16, layout: "HND", dtype: "bf16", kvDtype: "e4m3", dqk: 128, ...randomMix(4, 200), hq: 8, hkv: 2, causal: true }, ws);
+  runBatch({ paged: true, pageSize: 1, layout: "NHD", dtype: "f16", kvDtype: "e5m2", dqk: 128, ...randomMix(3, 100), hq: 4, hkv: 4, causal: false, pair: true }, ws);
 });
 
 gpuTest("batch prefill: tensors that disagree with the plan are refused", () => {

@@ -14,10 +14,10 @@ using fi::prefill::PrefillArgs;
 
 namespace {
 
-template <typename T, int DQK, int DVO, int MMA_Q, int BN, bool ROPE, int TUNE = 0>
+template <typename T, int DQK, int DVO, int MMA_Q, int BN, bool ROPE, int TUNE = 0, typename KT = T>
 int32_t launch_one(const PrefillArgs& a, int tiles, int heads, cudaStream_t stream) {
-  using Cfg = prefill::PrefillConfig<T, DQK, DVO, MMA_Q, BN>;
-  auto kernel = prefill::prefill_kernel<T, DQK, DVO, MMA_Q, BN, ROPE, TUNE>;
+  using Cfg = prefill::PrefillConfig<T, DQK, DVO, MMA_Q, BN, KT>;
+  auto kernel = prefill::prefill_kernel<T, DQK, DVO, MMA_Q, BN, ROPE, TUNE, KT>;
   static bool configured = false;  // the attribute is per device function; setting it twice is harmless
   if (!configured) {
     FI_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
@@ -39,6 +39,13 @@ int32_t launch(const PrefillArgs& a, int tiles, int heads, cudaStream_t stream) 
   return launch_one<T, DQK, DVO, MMA_Q, BN, false>(a, tiles, heads, stream);
 }
 
+template <typename T, int DQK, int DVO, int MMA_Q, int BN>
+int32_t launch_fp8(const PrefillArgs& a, int kv_dtype, int tiles, int heads, cudaStream_t stream) {
+  if (a.use_rope) return set_error(FI_ERR_UNSUPPORTED, "prefill: fused RoPE is not compiled for fp8 KV");
+  if (kv_dtype == FI_E4M3) return launch_one<T, DQK, DVO, MMA_Q, BN, false, 0, __nv_fp8_e4m3>(a, tiles, heads, stream);
+  return launch_one<T, DQK, DVO, MMA_Q, BN, false, 0, __nv_fp8_e5m2>(a, tiles, heads, stream);
+}
+
 int tile_q_of(int dqk, int dvo) {
 #define FI_TILE(QK, VO, MQ, BN) \
   if (dqk == QK && dvo == VO) return 64 * MQ;
@@ -49,7 +56,7 @@ int tile_q_of(int dqk, int dvo) {
 
 }  // namespace
 
-static_assert(sizeof(fi_prefill_params) == 248, "fi_prefill_params layout is part of the ABI");
+static_assert(sizeof(fi_prefill_params) == 256, "fi_prefill_params layout is part of the ABI");
 static_assert(offsetof(fi_prefill_params, q_stride_n) == 96 && offsetof(fi_prefill_params, num_work) == 176 &&
                   offsetof(fi_prefill_params, paged) == 208 && offsetof(fi_prefill_params, sm_scale) == 232,
               "fi_prefill_params layout is part of the ABI");
@@ -63,6 +70,14 @@ extern "C" int32_t fi_prefill_head_pack_shift(int32_t group) {
 extern "C" int32_t fi_prefill_tile_q(int32_t head_dim_qk, int32_t head_dim_vo, int32_t dtype) {
   if (dtype != FI_F16 && dtype != FI_BF16) return 0;
   return tile_q_of(head_dim_qk, head_dim_vo);
+}
+
+extern "C" int32_t fi_prefill_fp8_compiled(int32_t head_dim_qk, int32_t head_dim_vo) {
+#define FI_FP8(QK, VO, MQ, BN) \
+  if (head_dim_qk == QK && head_dim_vo == VO) return 1;
+  FI_PREFILL_FP8_CONFIGS(FI_FP8)
+#undef FI_FP8
+  return 0;
 }
 
 extern "C" int32_t fi_prefill_run(const uint8_t* params, uint64_t stream) {
@@ -135,7 +150,18 @@ extern "C" int32_t fi_prefill_run(const uint8_t* params, uint64_t stream) {
   a.soft_cap = p.logits_soft_cap;
   a.cap_pre = p.logits_soft_cap > 0.f ? p.sm_scale / p.logits_soft_cap : 0.f;
   a.cap_post = p.logits_soft_cap * log2e;
+  a.v_scale = p.v_scale;
   const cudaStream_t s = as_stream(stream);
+  if (p.kv_dtype != p.dtype) {
+    if ((p.kv_dtype != FI_E4M3 && p.kv_dtype != FI_E5M2) || !fi_prefill_fp8_compiled(p.head_dim_qk, p.head_dim_vo))
+      return set_error(FI_ERR_UNSUPPORTED, "prefill: kv dtype %d with head dims %d/%d is not compiled", p.kv_dtype,
+                       p.head_dim_qk, p.head_dim_vo);
+#define FI_LAUNCH_FP8(QK, VO, MQ, BN)                                                                   \
+  if (p.head_dim_qk == QK && p.head_dim_vo == VO)                                                       \
+    return FI_DISPATCH_HALF(p.dtype, T, return launch_fp8<T, QK, VO, MQ, BN>(a, p.kv_dtype, tiles, p.num_qo_heads, s););
+    FI_PREFILL_FP8_CONFIGS(FI_LAUNCH_FP8)
+#undef FI_LAUNCH_FP8
+  }
 
 #define FI_LAUNCH(QK, VO, MQ, BN)                                                               \
   if (p.head_dim_qk == QK && p.head_dim_vo == VO)                                               \

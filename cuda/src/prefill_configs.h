@@ -8,3 +8,6 @@
   X(128, 128, 2, 64)          \
   X(256, 256, 1, 32)          \
   X(192, 128, 2, 32)
+
+// fp8 (e4m3 / e5m2) KV with fp16 or bf16 q: X(head_dim_qk, head_dim_vo, mma_q, block_n), no fused RoPE.
+#define FI_PREFILL_FP8_CONFIGS(X) X(128, 128, 2, 64)

@@ -92,7 +92,11 @@ export class BatchAttention implements Disposable {
   }
 
   /** q [nnzQo, Hqo, Dqk]; kv [k, v] pages (or one [pages, 2, ...] tensor). Returns out and lse (base 2). */
-  run(q: Tensor, kv: Tensor | readonly [Tensor, Tensor], options: { out?: Tensor; lse?: Tensor; stream?: StreamLike } = {}): Required<PrefillResult> {
+  run(
+    q: Tensor,
+    kv: Tensor | readonly [Tensor, Tensor],
+    options: { out?: Tensor; lse?: Tensor; kScale?: number; vScale?: number; stream?: StreamLike } = {},
+  ): Required<PrefillResult> {
     const res = this.#prefill.run(q, kv, { ...options, returnLse: true });
     return { out: res.out, lse: res.lse! };
   }

@@ -19,6 +19,7 @@ import { prefillConfig, tileTokens } from "./prefill_configs.ts";
 import {
   expectRows,
   type KvStrides,
+  kvScales,
   kvStrides,
   launchPrefill,
   outputs,
@@ -67,11 +68,12 @@ export function singlePrefillWithKvCache(q: Tensor, k: Tensor, v: Tensor, option
   if (numKvHeads < 1 || numQoHeads % numKvHeads !== 0) {
     invalid(op, "numQoHeads", "a multiple of 'numKvHeads'", `=${numQoHeads} and ${numKvHeads}`);
   }
-  const ks = kvStrides(op, "k", k, layout, undefined, numKvHeads, headDimQk, q.dtype);
-  const vs = kvStrides(op, "v", v, layout, ks.tokens, numKvHeads, headDimVo, q.dtype);
+  const ks = kvStrides(op, "k", k, layout, undefined, numKvHeads, headDimQk, k.dtype);
+  const vs = kvStrides(op, "v", v, layout, ks.tokens, numKvHeads, headDimVo, k.dtype);
   const kvLen = ks.tokens;
   const qs = expectRows(op, "q", q, [qoLen, numQoHeads, headDimQk], q.dtype);
-  const variant = prefillVariant(op, headDimQk, options);
+  const variant = prefillVariant(op, headDimQk, options, k.dtype);
+  const scales = kvScales(op, options);
   const hasMask = options.customMask !== undefined || options.packedCustomMask !== undefined;
   const causal = !hasMask && (options.causal ?? false);
   if (causal && kvLen < qoLen) invalid(op, "k", `at least as long as q (${qoLen} rows) for a causal mask`, `=${kvLen} rows`);
@@ -105,7 +107,7 @@ export function singlePrefillWithKvCache(q: Tensor, k: Tensor, v: Tensor, option
     qStrideN: qs.sn, qStrideH: qs.sh, oStrideN: res.out.strides[0], oStrideH: res.out.strides[1],
     kStrides: { page: ks.sn, n: 0, h: ks.sh }, vStrides: { page: vs.sn, n: 0, h: vs.sh },
     numWork: 0, qoLen, kvLen, numQoHeads, numKvHeads, headDimQk, headDimVo, pageSize: 1, paged: false, causal,
-    dtype: q.dtype, tileQ: tileTokens(config, numQoHeads, numKvHeads), variant,
+    dtype: q.dtype, kvDtype: k.dtype, tileQ: tileTokens(config, numQoHeads, numKvHeads), variant, ...scales,
   }, options.stream);
   // cudaFree waits for the device, so the kernel has read the mask before its memory goes.
   ownedMask?.dispose();
@@ -136,6 +138,7 @@ interface Plan {
   headDimQk: number;
   headDimVo: number;
   qDtype: DType;
+  kvDtype: DType;
   causal: boolean;
   tileQ: number;
   numWork: number;
@@ -205,7 +208,7 @@ abstract class BatchPrefillBase extends Resource {
     const qDtype = o.qDtype ?? "f16";
     const kvDtype = o.kvDtype ?? qDtype;
     const config = prefillConfig(op, headDimQk, headDimVo, qDtype, kvDtype);
-    const variant = prefillVariant(op, headDimQk, o);
+    const variant = prefillVariant(op, headDimQk, o, kvDtype);
     const qoLens = new Int32Array(batch);
     for (let b = 0; b < batch; b++) qoLens[b] = qoIndptr[b + 1] - qoIndptr[b];
     const hasMask = o.customMask !== undefined || o.packedCustomMask !== undefined;
@@ -274,7 +277,7 @@ abstract class BatchPrefillBase extends Resource {
     let maxPage = -1;
     if (kvIndices) for (let i = 0; i < kvIndices.length; i++) maxPage = Math.max(maxPage, kvIndices[i]);
     this.plan_ = {
-      batch, nnzQo: qoIndptr[batch], nnzKv: kvIndptr[batch], numQoHeads, numKvHeads, headDimQk, headDimVo, qDtype,
+      batch, nnzQo: qoIndptr[batch], nnzKv: kvIndptr[batch], numQoHeads, numKvHeads, headDimQk, headDimVo, qDtype, kvDtype,
       causal, tileQ, numWork, variant, hasMask: packed !== undefined, maxPage, pageSize, layout,
     };
   }
@@ -288,6 +291,7 @@ abstract class BatchPrefillBase extends Resource {
   protected launch(op: string, p: Plan, q: Tensor, k: bigint, v: bigint, ks: KvStrides, vs: KvStrides, o: PrefillOutputOptions, paged: boolean): PrefillResult {
     const qs = expectRows(op, "q", q, [p.nnzQo, p.numQoHeads, p.headDimQk], p.qDtype);
     const res = outputs(op, o, p.nnzQo, p.numQoHeads, p.headDimVo, p.qDtype);
+    const scales = kvScales(op, o);
     const ws = this.workspace.ptr, L = p.layout;
     launchPrefill(op, {
       q: q.ptr, k, v, o: res.out.ptr, lse: res.lse?.ptr ?? 0n,
@@ -298,7 +302,7 @@ abstract class BatchPrefillBase extends Resource {
       kStrides: ks, vStrides: vs,
       numWork: p.numWork, qoLen: 0, kvLen: 0, numQoHeads: p.numQoHeads, numKvHeads: p.numKvHeads,
       headDimQk: p.headDimQk, headDimVo: p.headDimVo, pageSize: p.pageSize, paged, causal: p.causal,
-      dtype: p.qDtype, tileQ: p.tileQ, variant: p.variant,
+      dtype: p.qDtype, kvDtype: p.kvDtype, tileQ: p.tileQ, variant: p.variant, ...scales,
     }, o.stream);
     return res;
   }
@@ -332,8 +336,8 @@ export class BatchPrefillWithRaggedKvCache extends BatchPrefillBase {
     const op = "run ragged batch prefill";
     const p = this.requirePlan(op);
     expectTensor(op, "q", q);
-    const ks = kvStrides(op, "k", k, this.kvLayout, p.nnzKv, p.numKvHeads, p.headDimQk, p.qDtype);
-    const vs = kvStrides(op, "v", v, this.kvLayout, p.nnzKv, p.numKvHeads, p.headDimVo, p.qDtype);
+    const ks = kvStrides(op, "k", k, this.kvLayout, p.nnzKv, p.numKvHeads, p.headDimQk, p.kvDtype);
+    const vs = kvStrides(op, "v", v, this.kvLayout, p.nnzKv, p.numKvHeads, p.headDimVo, p.kvDtype);
     return this.launch(op, p, q, k.ptr, v.ptr, { page: ks.sn, n: 0, h: ks.sh }, { page: vs.sn, n: 0, h: vs.sh }, options, false);
   }
 }
@@ -387,7 +391,7 @@ export class BatchPrefillWithPagedKvCache extends BatchPrefillBase {
     const p = this.requirePlan(op);
     expectTensor(op, "q", q);
     const nhd = this.kvLayout === "NHD";
-    const dt = p.qDtype;
+    const dt = p.kvDtype;
     let k: bigint, v: bigint, ks: KvStrides, vs: KvStrides, pages: number;
     if (kvCache instanceof Tensor) {
       expectTensor(op, "kvCache", kvCache, [dt]);

@@ -22,6 +22,10 @@ export const PREFILL_CONFIGS: readonly PrefillConfig[] = [
   { headDimQk: 192, headDimVo: 128, tileQ: 128 },
 ];
 
+/** Head dims with fp8 (e4m3 / e5m2) KV compiled (q f16 or bf16); mirrors FI_PREFILL_FP8_CONFIGS. */
+export const PREFILL_FP8_CONFIGS: readonly { headDimQk: number; headDimVo: number }[] = [{ headDimQk: 128, headDimVo: 128 }];
+export const FP8_DTYPES: readonly DType[] = ["e4m3", "e5m2"];
+
 function describe(c: { headDimQk: number; headDimVo: number }): string {
   return c.headDimQk === c.headDimVo ? `head dim ${c.headDimQk}` : `head dims ${c.headDimQk}/${c.headDimVo}`;
 }
@@ -29,13 +33,16 @@ function describe(c: { headDimQk: number; headDimVo: number }): string {
 /** The compiled configuration for these head dims and dtypes, or an UNSUPPORTED error naming it. */
 export function prefillConfig(op: string, headDimQk: number, headDimVo: number, qDtype: DType, kvDtype: DType = qDtype): PrefillConfig {
   const config = PREFILL_CONFIGS.find((c) => c.headDimQk === headDimQk && c.headDimVo === headDimVo);
-  const dtypeOk = PREFILL_DTYPES.includes(qDtype) && kvDtype === qDtype;
+  const fp8 = FP8_DTYPES.includes(kvDtype) &&
+    PREFILL_FP8_CONFIGS.some((c) => c.headDimQk === headDimQk && c.headDimVo === headDimVo);
+  const dtypeOk = PREFILL_DTYPES.includes(qDtype) && (kvDtype === qDtype || fp8);
   if (!config || !dtypeOk) {
     const set = PREFILL_CONFIGS.map(describe).join(", ");
     throw new FlashInferError(
       "UNSUPPORTED",
       `Cannot ${op} as the configuration (${describe({ headDimQk, headDimVo })}, q ${qDtype}, kv ${kvDtype}) is not ` +
-        `compiled ahead of time: compiled are ${set}, each with q and kv both f16 or both bf16`,
+        `compiled ahead of time: compiled are ${set}, each with q and kv both f16 or both bf16, and fp8 (e4m3, e5m2) kv ` +
+        `with f16 or bf16 q for ${PREFILL_FP8_CONFIGS.map(describe).join(", ")}`,
     );
   }
   return config;

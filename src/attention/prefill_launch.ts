@@ -4,7 +4,7 @@
  */
 import { expectRank, expectShape, expectTensor } from "../runtime/check.ts";
 import { DTYPE_BYTES, DTYPE_CODE, type DType } from "../runtime/dtype.ts";
-import { invalid, show } from "../runtime/errors.ts";
+import { FlashInferError, invalid, show } from "../runtime/errors.ts";
 import { check, native } from "../runtime/library.ts";
 import { type StreamLike, streamHandle } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
@@ -24,12 +24,27 @@ export interface PrefillOutputOptions {
   returnLse?: boolean;
   /** LSE output [tokens, numQoHeads] float32, allocated when omitted and returnLse is set. */
   lse?: Tensor;
+  /** fp8 KV: the dequantization scales of K (folded into smScale) and V (applied to the output). Default 1. */
+  kScale?: number;
+  vScale?: number;
   stream?: StreamLike;
 }
 
+/** The fp8 scales of a run, checked (1 for 16-bit KV). */
+export function kvScales(op: string, o: PrefillOutputOptions): { kScale: number; vScale: number } {
+  const kScale = o.kScale ?? 1, vScale = o.vScale ?? 1;
+  if (!(typeof kScale === "number" && Number.isFinite(kScale) && kScale > 0)) invalid(op, "kScale", "a positive number", kScale);
+  if (!(typeof vScale === "number" && Number.isFinite(vScale) && vScale > 0)) invalid(op, "vScale", "a positive number", vScale);
+  return { kScale, vScale };
+}
+
 /** Resolves the variant options (every one of them is fused: RoPE, ALiBi, soft cap, window). */
-export function prefillVariant(op: string, headDim: number, o: VariantOptions): ResolvedVariant {
-  return resolveVariant(op, headDim, o);
+export function prefillVariant(op: string, headDim: number, o: VariantOptions, kvDtype: DType): ResolvedVariant {
+  const v = resolveVariant(op, headDim, o);
+  if (v.posEncoding === 1 && DTYPE_BYTES[kvDtype] === 1) {
+    throw new FlashInferError("UNSUPPORTED", `Cannot ${op} as fused RoPE (posEncodingMode ROPE_LLAMA) is not compiled for fp8 KV (${kvDtype})`);
+  }
+  return v;
 }
 
 /** Checks a [rows, heads, dim] operand whose rows and heads may be strided; returns its strides. */
@@ -114,11 +129,14 @@ export interface LaunchParams {
   paged: boolean;
   causal: boolean;
   dtype: DType;
+  kvDtype: DType;
   tileQ: number;
   variant: ResolvedVariant;
+  kScale: number;
+  vScale: number;
 }
 
-const paramBuffer = new ArrayBuffer(248);
+const paramBuffer = new ArrayBuffer(256);
 const view = new DataView(paramBuffer);
 const paramBytes = new Uint8Array(paramBuffer);
 
@@ -133,9 +151,11 @@ export function launchPrefill(op: string, p: LaunchParams, stream: StreamLike): 
     p.paged ? 1 : 0, p.causal ? 1 : 0, v.windowLeft, v.posEncoding, DTYPE_CODE[p.dtype], p.tileQ,
   ];
   ints.forEach((x, i) => view.setInt32(176 + i * 4, x, true));
-  view.setFloat32(232, v.smScale, true);
+  view.setFloat32(232, v.smScale * p.kScale, true);
   view.setFloat32(236, v.logitsSoftCap, true);
   view.setFloat32(240, v.ropeRcpScale, true);
   view.setFloat32(244, v.ropeRcpTheta, true);
+  view.setInt32(248, DTYPE_CODE[p.kvDtype], true);
+  view.setFloat32(252, p.vScale, true);
   check(native().fi_prefill_run(paramBytes, streamHandle(stream)), op);
 }

@@ -185,6 +185,10 @@ export const symbols = {
     parameters: ["i32" /* group = num_qo_heads / num_kv_heads */],
     result: "i32", // log2 of the heads packed per tile
   },
+  fi_prefill_fp8_compiled: {
+    parameters: ["i32" /* head_dim_qk */, "i32" /* head_dim_vo */],
+    result: "i32", // 1 when fp8 KV is compiled for these head dims
+  },
 } as const satisfies Record<string, SymbolSpec>;
 
 export type Symbols = typeof symbols;

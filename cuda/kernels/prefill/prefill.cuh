@@ -10,6 +10,8 @@
 #include <float.h>
 #include <stdint.h>
 
+#include <cuda_fp8.h>
+
 #include "mma.cuh"
 
 namespace fi::prefill {
@@ -50,7 +52,36 @@ struct PrefillArgs {
   float soft_cap;     // > 0: logits = cap * tanh(logits / cap)
   float cap_pre;      // sm_scale / cap
   float cap_post;     // cap * log2(e)
+  float v_scale;      // fp8 V: the output is multiplied by it (k_scale is folded into sm_scale)
 };
+
+template <typename KT>
+constexpr bool kIsFp8 = sizeof(KT) == 1;
+template <typename A, typename B>
+constexpr bool kSame = false;
+template <typename A>
+constexpr bool kSame<A, A> = true;
+
+// 16 fp8 values (one 16-byte chunk) -> 16 T values (two 16-byte chunks), exactly.
+template <typename T, typename KT>
+__device__ __forceinline__ void fp8x16_to(const uint8_t* src, T* dst0, T* dst1) {
+  constexpr __nv_fp8_interpretation_t kind = kSame<KT, __nv_fp8_e5m2> ? __NV_E5M2 : __NV_E4M3;
+  const uint4 raw = *reinterpret_cast<const uint4*>(src);
+  const uint16_t* pairs = reinterpret_cast<const uint16_t*>(&raw);
+  uint32_t out[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(pairs[i], kind);
+    if constexpr (kSame<T, __half>) {
+      out[i] = uint32_t(h.x) | (uint32_t(h.y) << 16);
+    } else {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
+      out[i] = pack2<T>(f.x, f.y);
+    }
+  }
+  *reinterpret_cast<uint4*>(dst0) = make_uint4(out[0], out[1], out[2], out[3]);
+  *reinterpret_cast<uint4*>(dst1) = make_uint4(out[4], out[5], out[6], out[7]);
+}
 
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -68,6 +99,31 @@ __device__ __forceinline__ int swz(int row, int chunk) {
   // 16-byte chunks of a row, XOR-swizzled by the row's low 3 bits: ldmatrix's 8 row addresses then
   // hit 8 different bank groups.
   return row * D + ((chunk ^ (row & 7)) << 3);
+}
+
+// Pairwise (tree) max / sum of one row half (elements 2h, 2h + 1 of each n8 block): short
+// dependency chains, since only two warps per scheduler hide latency.
+template <int NB>
+__device__ __forceinline__ float tree_max(const float (*s)[4], int h) {
+  float v[NB];
+#pragma unroll
+  for (int j = 0; j < NB; j++) v[j] = fmaxf(s[j][2 * h], s[j][2 * h + 1]);
+#pragma unroll
+  for (int w = 1; w < NB; w *= 2)
+#pragma unroll
+    for (int j = 0; j + w < NB; j += 2 * w) v[j] = fmaxf(v[j], v[j + w]);
+  return v[0];
+}
+template <int NB>
+__device__ __forceinline__ float tree_sum(const float (*s)[4], int h) {
+  float v[NB];
+#pragma unroll
+  for (int j = 0; j < NB; j++) v[j] = s[j][2 * h] + s[j][2 * h + 1];
+#pragma unroll
+  for (int w = 1; w < NB; w *= 2)
+#pragma unroll
+    for (int j = 0; j + w < NB; j += 2 * w) v[j] += v[j + w];
+  return v[0];
 }
 
 // Fused RoPE: rotates `rows` rows of a [rows][D] swizzled shared tile in place, row r at position
@@ -90,22 +146,28 @@ __device__ __noinline__ void rope_tile(T* tile, int rows, int pos0, int row_shif
   }
 }
 
-template <typename T, int DQK, int DVO, int MMA_Q, int BLOCK_N>
+template <typename T, int DQK, int DVO, int MMA_Q, int BLOCK_N, typename KT = T>
 struct PrefillConfig {
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kTileQ = 16 * MMA_Q * kWarps;
   static constexpr int kStages = 2;
-  static constexpr int kSmemElems = kTileQ * DQK + kStages * BLOCK_N * (DQK + DVO);
-  static constexpr int kSmemBytes = kSmemElems * int(sizeof(T));
+  // fp8 KV: the copies land in fp8 staging stages and are widened into one 16-bit K/V tile.
+  static constexpr int kTStages = kIsFp8<KT> ? 1 : kStages;
+  static constexpr int kSmemElems = kTileQ * DQK + kTStages * BLOCK_N * (DQK + DVO);
+  static constexpr int kStagingBytes = kIsFp8<KT> ? kStages * BLOCK_N * (DQK + DVO) : 0;
+  static constexpr int kSmemBytes = kSmemElems * int(sizeof(T)) + kStagingBytes;
 };
 
 // ROPE: fused RoPE compiled in (a compile-time variant: its out-of-line call costs the main loop).
 // TUNE: experiment bits (bit 0: always rescale O, no vote).
-template <typename T, int DQK, int DVO, int MMA_Q, int BLOCK_N, bool ROPE, int TUNE = 0>
+// KT: the KV storage type (T, or fp8 e4m3 / e5m2 widened to T in shared memory).
+template <typename T, int DQK, int DVO, int MMA_Q, int BLOCK_N, bool ROPE, int TUNE = 0, typename KT = T>
 __global__ void __launch_bounds__(128)
     prefill_kernel(const __grid_constant__ PrefillArgs a) {
-  using Cfg = PrefillConfig<T, DQK, DVO, MMA_Q, BLOCK_N>;
+  using Cfg = PrefillConfig<T, DQK, DVO, MMA_Q, BLOCK_N, KT>;
+  constexpr bool FP8 = kIsFp8<KT>;
+  static_assert(!(FP8 && ROPE), "fused RoPE is not compiled for fp8 KV");
   constexpr int TQ = Cfg::kTileQ, STAGES = Cfg::kStages;
   constexpr int CQK = DQK / 8, CVO = DVO / 8;  // 16-byte chunks per row
   constexpr int NB = BLOCK_N / 8;              // n8 blocks of S
@@ -113,8 +175,13 @@ __global__ void __launch_bounds__(128)
   extern __shared__ __align__(128) uint8_t smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sK = sQ + TQ * DQK;
-  T* sV = sK + STAGES * BLOCK_N * DQK;
-  __shared__ int s_page[3][BLOCK_N];  // paged: page ids of the rows of tiles t % 3
+  T* sV = sK + Cfg::kTStages * BLOCK_N * DQK;
+  // fp8 staging: [STAGES][BLOCK_N][DQK] K bytes, then [STAGES][BLOCK_N][DVO] V bytes (unswizzled).
+  uint8_t* fK = smem_raw + Cfg::kSmemElems * sizeof(T);
+  uint8_t* fV = fK + STAGES * BLOCK_N * DQK;
+  // Element offsets of the K and V rows of tiles t % 3 (-1 past the end), computed two tiles ahead
+  // by one thread per row, so issuing a tile's copies needs no division or dependent global load.
+  __shared__ int64_t s_koff[3][BLOCK_N], s_voff[3][BLOCK_N];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int pack_shift = a.pack_shift, pack = 1 << pack_shift;
@@ -150,8 +217,8 @@ __global__ void __launch_bounds__(128)
 
   const T* q_base = static_cast<const T*>(a.q) + (int64_t)(qo_start + q0) * a.q_stride_n +
                     (int64_t)head0 * a.q_stride_h;
-  const T* k_base = static_cast<const T*>(a.k) + (int64_t)kv_head * a.k_stride_h;
-  const T* v_base = static_cast<const T*>(a.v) + (int64_t)kv_head * a.v_stride_h;
+  const KT* k_base = static_cast<const KT*>(a.k) + (int64_t)kv_head * a.k_stride_h;
+  const KT* v_base = static_cast<const KT*>(a.v) + (int64_t)kv_head * a.v_stride_h;
 
   // ---- Q tile -> shared memory (rows past the request are zero) ----
   for (int id = tid; id < TQ * CQK; id += Cfg::kThreads) {
@@ -162,27 +229,51 @@ __global__ void __launch_bounds__(128)
     cp_async16(smem_addr(sQ + swz<DQK>(r, c)), src, ok);
   }
 
-  // Paged: the page ids of a tile's rows are fetched into shared memory two tiles ahead, so the
-  // copies never wait on a dependent global load.
   const bool paged = a.paged != 0;
-  auto slot_of = [&](int kv) { return a.page_shift >= 0 ? kv & (a.page_size - 1) : kv % a.page_size; };
-  auto page_of = [&](int kv) { return a.page_shift >= 0 ? kv >> a.page_shift : kv / a.page_size; };
-  auto fetch_page = [&](int t) -> int {  // this thread's row (tid < BLOCK_N) of tile t, or -1
+  // The page id (paged) or token row (ragged) of this thread's row of tile t; -1 past the end.
+  auto fetch_row = [&](int t) -> int {
     const int kv = kv_begin + t * BLOCK_N + tid;
-    return (tid < BLOCK_N && t < num_tiles && kv < kv_len) ? __ldg(a.kv_indices + kv_start + page_of(kv)) : -1;
+    if (tid >= BLOCK_N || t >= num_tiles || kv >= kv_len) return -1;
+    if (!paged) return kv_start + kv;
+    const int page = a.page_shift >= 0 ? kv >> a.page_shift : kv / a.page_size;
+    return __ldg(a.kv_indices + kv_start + page);
   };
-  if (paged) {
-    const int p0 = fetch_page(0), p1 = fetch_page(1);
-    if (tid < BLOCK_N) {
-      s_page[0][tid] = p0;
-      s_page[1][tid] = p1;
+  auto store_offsets = [&](int t, int row) {
+    if (tid >= BLOCK_N) return;
+    int64_t ko = -1, vo = -1;
+    if (row >= 0) {
+      const int kv = kv_begin + t * BLOCK_N + tid;
+      const int64_t slot = !paged ? 0 : a.page_shift >= 0 ? (kv & (a.page_size - 1)) : kv % a.page_size;
+      ko = (int64_t)row * a.k_stride_page + slot * a.k_stride_n;
+      vo = (int64_t)row * a.v_stride_page + slot * a.v_stride_n;
     }
-    __syncthreads();
-  }
+    s_koff[t % 3][tid] = ko;
+    s_voff[t % 3][tid] = vo;
+  };
+  store_offsets(0, fetch_row(0));
+  store_offsets(1, fetch_row(1));
+  __syncthreads();
 
   // Issues the loads of KV tile `t` into stage `t % STAGES`.
   auto load_kv = [&](int t) {
-    const int k0 = kv_begin + t * BLOCK_N;
+    if constexpr (FP8) {
+      constexpr int FQK = DQK / 16, FVO = DVO / 16;  // 16-byte chunks of fp8 rows
+      uint8_t* dk = fK + (t % STAGES) * BLOCK_N * DQK;
+      uint8_t* dv = fV + (t % STAGES) * BLOCK_N * DVO;
+      const int64_t* koff = s_koff[t % 3];
+      const int64_t* voff = s_voff[t % 3];
+      for (int id = tid; id < BLOCK_N * FQK; id += Cfg::kThreads) {
+        const int r = id / FQK, c = id % FQK;
+        const int64_t ko = koff[r];
+        cp_async16(smem_addr(dk + r * DQK + c * 16), ko >= 0 ? k_base + ko + c * 16 : k_base, ko >= 0);
+      }
+      for (int id = tid; id < BLOCK_N * FVO; id += Cfg::kThreads) {
+        const int r = id / FVO, c = id % FVO;
+        const int64_t vo = voff[r];
+        cp_async16(smem_addr(dv + r * DVO + c * 16), vo >= 0 ? v_base + vo + c * 16 : v_base, vo >= 0);
+      }
+      return;
+    }
     T* dk = sK + (t % STAGES) * BLOCK_N * DQK;
     T* dv = sV + (t % STAGES) * BLOCK_N * DVO;
     constexpr int CMAX = CQK > CVO ? CQK : CVO;
@@ -191,26 +282,15 @@ __global__ void __launch_bounds__(128)
     constexpr int PASSES = (BLOCK_N + ROWS_PER_PASS - 1) / ROWS_PER_PASS;
     const int c = tid % CMAX, r0 = tid / CMAX;
     if (r0 >= ROWS_PER_PASS) return;
+    const int64_t* koff = s_koff[t % 3];
+    const int64_t* voff = s_voff[t % 3];
 #pragma unroll
     for (int i = 0; i < PASSES; i++) {
-      const int r = r0 + i * ROWS_PER_PASS, kv = k0 + r;
+      const int r = r0 + i * ROWS_PER_PASS;
       if (BLOCK_N % ROWS_PER_PASS != 0 && r >= BLOCK_N) break;
-      const bool ok = kv < kv_len;
-      int64_t row = 0, slot = 0;
-      if (ok) {
-        if (paged) {
-          row = s_page[t % 3][r];
-          slot = slot_of(kv);
-        } else {
-          row = kv_start + kv;
-        }
-      }
-      if (c < CQK)
-        cp_async16(smem_addr(dk + swz<DQK>(r, c)),
-                   ok ? k_base + row * a.k_stride_page + slot * a.k_stride_n + c * 8 : k_base, ok);
-      if (c < CVO)
-        cp_async16(smem_addr(dv + swz<DVO>(r, c)),
-                   ok ? v_base + row * a.v_stride_page + slot * a.v_stride_n + c * 8 : v_base, ok);
+      const int64_t ko = koff[r], vo = voff[r];
+      if (c < CQK) cp_async16(smem_addr(dk + swz<DQK>(r, c)), ko >= 0 ? k_base + ko + c * 8 : k_base, ko >= 0);
+      if (c < CVO) cp_async16(smem_addr(dv + swz<DVO>(r, c)), vo >= 0 ? v_base + vo + c * 8 : v_base, vo >= 0);
     }
   };
 
@@ -257,9 +337,22 @@ __global__ void __launch_bounds__(128)
   for (int t = 0; t < num_tiles; t++) {
     if (t + 1 < num_tiles) load_kv(t + 1);
     cp_async_commit();
-    const int next_page = paged ? fetch_page(t + 2) : -1;  // lands while this tile computes
+    const int next_row = fetch_row(t + 2);  // a page id load lands while this tile computes
     cp_async_wait<1>();
     __syncthreads();
+    if constexpr (FP8) {  // widen this tile's fp8 K/V into the 16-bit tile
+      const uint8_t* gk = fK + (t % STAGES) * BLOCK_N * DQK;
+      const uint8_t* gv = fV + (t % STAGES) * BLOCK_N * DVO;
+      for (int id = tid; id < BLOCK_N * (DQK / 16); id += Cfg::kThreads) {
+        const int r = id / (DQK / 16), c = id % (DQK / 16);
+        fp8x16_to<T, KT>(gk + r * DQK + c * 16, sK + swz<DQK>(r, 2 * c), sK + swz<DQK>(r, 2 * c + 1));
+      }
+      for (int id = tid; id < BLOCK_N * (DVO / 16); id += Cfg::kThreads) {
+        const int r = id / (DVO / 16), c = id % (DVO / 16);
+        fp8x16_to<T, KT>(gv + r * DVO + c * 16, sV + swz<DVO>(r, 2 * c), sV + swz<DVO>(r, 2 * c + 1));
+      }
+      __syncthreads();
+    }
     if (ROPE) {
       if (t == 0) rope_tile<T, DQK>(sQ, TQ, q0 + delta, pack_shift, a.rope_rcp_scale, a.rope_log2_rcp_theta);
       rope_tile<T, DQK>(reinterpret_cast<T*>(smem_raw) + TQ * DQK + (t % STAGES) * BLOCK_N * DQK, BLOCK_N,
@@ -267,8 +360,8 @@ __global__ void __launch_bounds__(128)
       __syncthreads();
     }
 
-    const uint32_t tK = sK_addr + (t % STAGES) * BLOCK_N * DQK * ES;
-    const uint32_t tV = sV_addr + (t % STAGES) * BLOCK_N * DVO * ES;
+    const uint32_t tK = sK_addr + (t % Cfg::kTStages) * BLOCK_N * DQK * ES;
+    const uint32_t tV = sV_addr + (t % Cfg::kTStages) * BLOCK_N * DVO * ES;
     const int k0 = kv_begin + t * BLOCK_N;
 
     // ---- S = Q K^T ----
@@ -334,9 +427,7 @@ __global__ void __launch_bounds__(128)
     for (int mq = 0; mq < MMA_Q; mq++)
 #pragma unroll
       for (int h = 0; h < 2; h++) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < NB; j++) mx = fmaxf(mx, fmaxf(s[mq][j][2 * h], s[mq][j][2 * h + 1]));
+        float mx = tree_max<NB>(s[mq], h);
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         mx = fmaxf(m[mq][h], mx * mul);  // (mul > 0 keeps the maximum the maximum)
@@ -349,8 +440,8 @@ __global__ void __launch_bounds__(128)
         for (int j = 0; j < NB; j++) {
           s[mq][j][2 * h] = ex2(fmaf(s[mq][j][2 * h], mul, -base));
           s[mq][j][2 * h + 1] = ex2(fmaf(s[mq][j][2 * h + 1], mul, -base));
-          d[mq][h] += s[mq][j][2 * h] + s[mq][j][2 * h + 1];
         }
+        d[mq][h] += tree_sum<NB>(s[mq], h);
       }
     // Rescale O only when some row's maximum moved (after the first tiles it rarely does).
     if ((TUNE & 1) || __any_sync(0xffffffffu, moved)) {
@@ -387,7 +478,7 @@ __global__ void __launch_bounds__(128)
         }
       }
     }
-    if (paged && tid < BLOCK_N) s_page[(t + 2) % 3][tid] = next_page;
+    store_offsets(t + 2, next_row);
     __syncthreads();  // this stage's buffers are free for the tile after next
   }
   cp_async_wait<0>();
@@ -402,7 +493,7 @@ __global__ void __launch_bounds__(128)
       float sum = d[mq][h];
       sum += __shfl_xor_sync(0xffffffffu, sum, 1);
       sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      const float inv = sum > 0.f ? (FP8 ? a.v_scale : 1.f) / sum : 0.f;
       const int r = warp_row + mq * 16 + (lane >> 2) + 8 * h;
 #pragma unroll
       for (int j = 0; j < ND; j++) {
