@@ -41,12 +41,12 @@ export const prefillSuite: Suite = {
         using ragged = new BatchPrefillWithRaggedKvCache(ws);
         ragged.plan(indptr, indptr, hq, hkv, d, { causal: true, qDtype: "bf16" });
         rows.push({ op: "ragged prefill causal bf16", shape, flops, note, us: timeKernel(stream, () => ragged.run(q, k, v, { out, stream }), { warmup: 3, iters: 10 }) });
-        if (d !== 128) continue;
-        if (typeof Deno !== "undefined") { // tuning: the same, always rescaling O
-          Deno.env.set("FI_PREFILL_TUNE", "1");
-          rows.push({ op: "ragged prefill causal bf16 [always rescale]", shape, flops, note, us: timeKernel(stream, () => ragged.run(q, k, v, { out, stream }), { warmup: 3, iters: 10 }) });
-          Deno.env.delete("FI_PREFILL_TUNE");
+        if (d === 64 && typeof Deno !== "undefined") { // tuning: 3 CTAs per SM
+          Deno.env.set("FI_PREFILL_MINB3", "1");
+          rows.push({ op: "ragged prefill causal bf16 [3 CTAs/SM]", shape, flops, note, us: timeKernel(stream, () => ragged.run(q, k, v, { out, stream }), { warmup: 3, iters: 10 }) });
+          Deno.env.delete("FI_PREFILL_MINB3");
         }
+        if (d !== 128) continue;
         // The same keys in a page-16 cache [pages, 2, 16, Hkv, D], pages in request order.
         const ps = 16, pages = n / ps;
         using cache = Tensor.fromRaw(randomBf16(pages * 2 * ps * hkv * d), [pages, 2, ps, hkv, d], "bf16");

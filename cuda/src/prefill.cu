@@ -14,10 +14,10 @@ using fi::prefill::PrefillArgs;
 
 namespace {
 
-template <typename T, int DQK, int DVO, int MMA_Q, int BN, bool ROPE, int TUNE = 0, typename KT = T>
+template <typename T, int DQK, int DVO, int MMA_Q, int BN, bool ROPE, typename KT = T, int MINB = 2>
 int32_t launch_one(const PrefillArgs& a, int tiles, int heads, cudaStream_t stream) {
   using Cfg = prefill::PrefillConfig<T, DQK, DVO, MMA_Q, BN, KT>;
-  auto kernel = prefill::prefill_kernel<T, DQK, DVO, MMA_Q, BN, ROPE, TUNE, KT>;
+  auto kernel = prefill::prefill_kernel<T, DQK, DVO, MMA_Q, BN, ROPE, KT, MINB>;
   static bool configured = false;  // the attribute is per device function; setting it twice is harmless
   if (!configured) {
     FI_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
@@ -31,10 +31,10 @@ int32_t launch_one(const PrefillArgs& a, int tiles, int heads, cudaStream_t stre
 template <typename T, int DQK, int DVO, int MMA_Q, int BN>
 int32_t launch(const PrefillArgs& a, int tiles, int heads, cudaStream_t stream) {
   if (a.use_rope) return launch_one<T, DQK, DVO, MMA_Q, BN, true>(a, tiles, heads, stream);
-  // TEMPORARY tuning switch (bench only): FI_PREFILL_TUNE=1 always rescales O.
-  if constexpr (DQK == 128 && DVO == 128) {
-    const char* tune = std::getenv("FI_PREFILL_TUNE");
-    if (tune && tune[0] == '1') return launch_one<T, DQK, DVO, MMA_Q, BN, false, 1>(a, tiles, heads, stream);
+  // TEMPORARY tuning switch (bench only): FI_PREFILL_MINB3=1 runs head dim 64 at 3 CTAs per SM.
+  if constexpr (DQK == 64 && DVO == 64) {
+    const char* e = std::getenv("FI_PREFILL_MINB3");
+    if (e && e[0] == '1') return launch_one<T, DQK, DVO, MMA_Q, BN, false, T, 3>(a, tiles, heads, stream);
   }
   return launch_one<T, DQK, DVO, MMA_Q, BN, false>(a, tiles, heads, stream);
 }
@@ -42,8 +42,8 @@ int32_t launch(const PrefillArgs& a, int tiles, int heads, cudaStream_t stream) 
 template <typename T, int DQK, int DVO, int MMA_Q, int BN>
 int32_t launch_fp8(const PrefillArgs& a, int kv_dtype, int tiles, int heads, cudaStream_t stream) {
   if (a.use_rope) return set_error(FI_ERR_UNSUPPORTED, "prefill: fused RoPE is not compiled for fp8 KV");
-  if (kv_dtype == FI_E4M3) return launch_one<T, DQK, DVO, MMA_Q, BN, false, 0, __nv_fp8_e4m3>(a, tiles, heads, stream);
-  return launch_one<T, DQK, DVO, MMA_Q, BN, false, 0, __nv_fp8_e5m2>(a, tiles, heads, stream);
+  if (kv_dtype == FI_E4M3) return launch_one<T, DQK, DVO, MMA_Q, BN, false, __nv_fp8_e4m3>(a, tiles, heads, stream);
+  return launch_one<T, DQK, DVO, MMA_Q, BN, false, __nv_fp8_e5m2>(a, tiles, heads, stream);
 }
 
 int tile_q_of(int dqk, int dvo) {

@@ -160,10 +160,10 @@ struct PrefillConfig {
 };
 
 // ROPE: fused RoPE compiled in (a compile-time variant: its out-of-line call costs the main loop).
-// TUNE: experiment bits (bit 0: always rescale O, no vote).
 // KT: the KV storage type (T, or fp8 e4m3 / e5m2 widened to T in shared memory).
-template <typename T, int DQK, int DVO, int MMA_Q, int BLOCK_N, bool ROPE, int TUNE = 0, typename KT = T>
-__global__ void __launch_bounds__(128)
+// MIN_BLOCKS: CTAs per SM to fit (caps registers at 65536 / (128 * MIN_BLOCKS)).
+template <typename T, int DQK, int DVO, int MMA_Q, int BLOCK_N, bool ROPE, typename KT = T, int MIN_BLOCKS = 2>
+__global__ void __launch_bounds__(128, MIN_BLOCKS)
     prefill_kernel(const __grid_constant__ PrefillArgs a) {
   using Cfg = PrefillConfig<T, DQK, DVO, MMA_Q, BLOCK_N, KT>;
   constexpr bool FP8 = kIsFp8<KT>;
@@ -391,10 +391,29 @@ __global__ void __launch_bounds__(128)
     // ---- logits ----
     // Plain tiles stay raw: the scale is folded into the exponent's FMA (mul). Other tiles are
     // transformed here into the log2 domain (mul = 1) with variants and masks applied.
+    const bool simple_mask = a.window_left < 0 && a.mask == nullptr;
     const bool full = k0 + BLOCK_N <= kv_len && (!a.causal || k0 + BLOCK_N - 1 <= q0 + delta) &&
                       (a.window_left < 0 || k0 >= last_row + delta - a.window_left) && a.mask == nullptr;
     float mul = a.scale_log2;
-    if (!(plain && full)) {
+    if (plain && !full && simple_mask) {
+      // Causal / length bounds only: one key limit per row, one compare per element; the logits
+      // stay raw (the scale is still folded into the exponent).
+#pragma unroll
+      for (int mq = 0; mq < MMA_Q; mq++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          const int qi = q0 + ((warp_row + mq * 16 + (lane >> 2) + 8 * h) >> pack_shift);
+          int lim = kv_len - 1;  // the last key this row sees
+          if (a.causal) lim = min(lim, qi + delta);
+          if (qi >= qo_len) lim = -1;
+          lim -= k0 + (lane & 3) * 2;
+#pragma unroll
+          for (int j = 0; j < NB; j++) {
+            if (j * 8 > lim) s[mq][j][2 * h] = -INFINITY;
+            if (j * 8 + 1 > lim) s[mq][j][2 * h + 1] = -INFINITY;
+          }
+        }
+    } else if (!(plain && full)) {
       mul = 1.f;
 #pragma unroll
       for (int mq = 0; mq < MMA_Q; mq++)
@@ -422,7 +441,6 @@ __global__ void __launch_bounds__(128)
 
     // ---- online softmax (each thread holds rows lane/4 and lane/4 + 8 of each m16 tile) ----
     float corr[MMA_Q][2];
-    bool moved = false;
 #pragma unroll
     for (int mq = 0; mq < MMA_Q; mq++)
 #pragma unroll
@@ -433,7 +451,6 @@ __global__ void __launch_bounds__(128)
         mx = fmaxf(m[mq][h], mx * mul);  // (mul > 0 keeps the maximum the maximum)
         const float base = mx == -INFINITY ? 0.f : mx;  // a row with nothing visible yet stays 0
         corr[mq][h] = ex2(m[mq][h] - base);
-        moved |= mx != m[mq][h];
         m[mq][h] = mx;
         d[mq][h] *= corr[mq][h];
 #pragma unroll
@@ -443,8 +460,8 @@ __global__ void __launch_bounds__(128)
         }
         d[mq][h] += tree_sum<NB>(s[mq], h);
       }
-    // Rescale O only when some row's maximum moved (after the first tiles it rarely does).
-    if ((TUNE & 1) || __any_sync(0xffffffffu, moved)) {
+    // Rescale O by the change of each row's maximum.
+    {  // always: measured no slower than skipping when no row's maximum moved
 #pragma unroll
       for (int mq = 0; mq < MMA_Q; mq++)
 #pragma unroll
