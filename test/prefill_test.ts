@@ -6,15 +6,19 @@ import { assert, assertThrowsCode, gpuTest, test } from "./harness.ts";
 import { assertClose } from "./reference/compare.ts";
 import { makeRng, randint, randn } from "./reference/random.ts";
 import { attentionRef, type AttentionRefOptions } from "./reference/attention.ts";
-import { BatchPrefillWithPagedKvCache, BatchPrefillWithRaggedKvCache, singlePrefillWithKvCache } from "../src/attention/prefill.ts";
+import {
+  BatchPrefillWithPagedKvCache,
+  BatchPrefillWithRaggedKvCache,
+  singlePrefillWithKvCache,
+} from "../src/attention/prefill.ts";
 import { packbits, segmentPackbits } from "../src/attention/mask.ts";
 import { BatchAttention } from "../src/attention/batch_attention.ts";
 import { headPack, PREFILL_CONFIGS, PREFILL_FP8_CONFIGS } from "../src/attention/prefill_configs.ts";
 import { prefillWork, tileCost } from "../src/attention/prefill_scheduler.ts";
 import type { KvLayout } from "../src/attention/variants.ts";
-import { DTYPE_CODE, type DType, roundTo } from "../src/runtime/dtype.ts";
+import { type DType, DTYPE_CODE, roundTo } from "../src/runtime/dtype.ts";
 import { native } from "../src/runtime/library.ts";
-import { Stream, CudaGraph } from "../src/runtime/stream.ts";
+import { CudaGraph, Stream } from "../src/runtime/stream.ts";
 import { Tensor } from "../src/runtime/tensor.ts";
 import { Workspace } from "../src/runtime/workspace.ts";
 
@@ -30,7 +34,11 @@ test("packbits: little-endian bits, as numpy's packbits(bitorder='little')", () 
   const { packed, packedIndptr } = segmentPackbits([1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1], [0, 3, 11]);
   assert.deepEqual([...packedIndptr], [0, 1, 2]);
   assert.deepEqual([...packed], [0b111, 0b11000000]);
-  assertThrowsCode(() => segmentPackbits([1, 0], [0, 3]), "INVALID_ARGUMENT", /'mask' must be of length indptr\[1\] = 3/);
+  assertThrowsCode(
+    () => segmentPackbits([1, 0], [0, 3]),
+    "INVALID_ARGUMENT",
+    /'mask' must be of length indptr\[1\] = 3/,
+  );
 });
 
 test("prefill scheduler: every (request, tile) exactly once, heaviest first", () => {
@@ -59,42 +67,135 @@ const fakeWorkspace = { ptr: FAKE, bytes: 1 << 30, require() {}, disposed: false
 test("single prefill: bad input is refused before any native call", () => {
   const q = Tensor.fromPointer(FAKE, [16, 8, 128], "bf16");
   const k = Tensor.fromPointer(FAKE, [32, 2, 128], "bf16");
-  assertThrowsCode(() => singlePrefillWithKvCache(q, k, Tensor.fromPointer(FAKE, [32, 2, 128], "f16")), "INVALID_ARGUMENT", /'v' must be of the dtype of 'k'/);
-  assertThrowsCode(() => singlePrefillWithKvCache(Tensor.fromPointer(FAKE, [16, 8, 96], "bf16"), Tensor.fromPointer(FAKE, [32, 2, 96], "bf16"), Tensor.fromPointer(FAKE, [32, 2, 96], "bf16")),
-    "UNSUPPORTED", /head dim 96, q bf16, kv bf16\) is not compiled/);
-  assertThrowsCode(() => singlePrefillWithKvCache(Tensor.fromPointer(FAKE, [16, 8, 128], "f32"), k, k), "INVALID_ARGUMENT", /'q' must be of dtype f16 or bf16/);
-  assertThrowsCode(() => singlePrefillWithKvCache(q, Tensor.fromPointer(FAKE, [32, 3, 128], "bf16"), Tensor.fromPointer(FAKE, [32, 3, 128], "bf16")),
-    "INVALID_ARGUMENT", /'numQoHeads' must be a multiple of 'numKvHeads': received 8 and 3/);
+  assertThrowsCode(
+    () => singlePrefillWithKvCache(q, k, Tensor.fromPointer(FAKE, [32, 2, 128], "f16")),
+    "INVALID_ARGUMENT",
+    /'v' must be of the dtype of 'k'/,
+  );
+  assertThrowsCode(
+    () =>
+      singlePrefillWithKvCache(
+        Tensor.fromPointer(FAKE, [16, 8, 96], "bf16"),
+        Tensor.fromPointer(FAKE, [32, 2, 96], "bf16"),
+        Tensor.fromPointer(FAKE, [32, 2, 96], "bf16"),
+      ),
+    "UNSUPPORTED",
+    /head dim 96, q bf16, kv bf16\) is not compiled/,
+  );
+  assertThrowsCode(
+    () => singlePrefillWithKvCache(Tensor.fromPointer(FAKE, [16, 8, 128], "f32"), k, k),
+    "INVALID_ARGUMENT",
+    /'q' must be of dtype f16 or bf16/,
+  );
+  assertThrowsCode(
+    () =>
+      singlePrefillWithKvCache(
+        q,
+        Tensor.fromPointer(FAKE, [32, 3, 128], "bf16"),
+        Tensor.fromPointer(FAKE, [32, 3, 128], "bf16"),
+      ),
+    "INVALID_ARGUMENT",
+    /'numQoHeads' must be a multiple of 'numKvHeads': received 8 and 3/,
+  );
   const shortK = Tensor.fromPointer(FAKE, [8, 2, 128], "bf16");
-  assertThrowsCode(() => singlePrefillWithKvCache(q, shortK, shortK, { causal: true }), "INVALID_ARGUMENT", /'k' must be at least as long as q \(16 rows\) for a causal mask: received 8 rows/);
-  assertThrowsCode(() => singlePrefillWithKvCache(q, k, k, { customMask: new Uint8Array(16 * 32 - 1) }), "INVALID_ARGUMENT", /'customMask' must be of qoLen \* kvLen = 512 booleans: received 511/);
-  assertThrowsCode(() => singlePrefillWithKvCache(q, k, k, { kvLayout: "XYZ" as KvLayout }), "INVALID_ARGUMENT", /'kvLayout'/);
-  assertThrowsCode(() => singlePrefillWithKvCache(q, k, k, { posEncodingMode: "XPOS" as "NONE" }), "INVALID_ARGUMENT", /'posEncodingMode'/);
+  assertThrowsCode(
+    () => singlePrefillWithKvCache(q, shortK, shortK, { causal: true }),
+    "INVALID_ARGUMENT",
+    /'k' must be at least as long as q \(16 rows\) for a causal mask: received 8 rows/,
+  );
+  assertThrowsCode(
+    () => singlePrefillWithKvCache(q, k, k, { customMask: new Uint8Array(16 * 32 - 1) }),
+    "INVALID_ARGUMENT",
+    /'customMask' must be of qoLen \* kvLen = 512 booleans: received 511/,
+  );
+  assertThrowsCode(
+    () => singlePrefillWithKvCache(q, k, k, { kvLayout: "XYZ" as KvLayout }),
+    "INVALID_ARGUMENT",
+    /'kvLayout'/,
+  );
+  assertThrowsCode(
+    () => singlePrefillWithKvCache(q, k, k, { posEncodingMode: "XPOS" as "NONE" }),
+    "INVALID_ARGUMENT",
+    /'posEncodingMode'/,
+  );
   assertThrowsCode(() => singlePrefillWithKvCache(q, k, k, { windowLeft: -3 }), "INVALID_ARGUMENT", /'windowLeft'/);
-  assertThrowsCode(() => singlePrefillWithKvCache(q, k, k, { out: Tensor.fromPointer(FAKE, [16, 8, 64], "bf16") }), "INVALID_ARGUMENT", /'out' must be of shape \[16, 8, 128\]/);
+  assertThrowsCode(
+    () => singlePrefillWithKvCache(q, k, k, { out: Tensor.fromPointer(FAKE, [16, 8, 64], "bf16") }),
+    "INVALID_ARGUMENT",
+    /'out' must be of shape \[16, 8, 128\]/,
+  );
 });
 
 test("batch prefill: bad plans and run before plan are refused before any native call", () => {
   const ragged = new BatchPrefillWithRaggedKvCache(fakeWorkspace);
   const q = Tensor.fromPointer(FAKE, [10, 8, 128], "bf16");
-  assertThrowsCode(() => ragged.run(q, q, q), "INVALID_ARGUMENT", /Cannot run ragged batch prefill as 'plan' must be called before run/);
+  assertThrowsCode(
+    () => ragged.run(q, q, q),
+    "INVALID_ARGUMENT",
+    /Cannot run ragged batch prefill as 'plan' must be called before run/,
+  );
   const qo = new Int32Array([0, 4, 10]);
-  assertThrowsCode(() => ragged.plan(qo, new Int32Array([0, 4]), 8, 2, 128), "INVALID_ARGUMENT", /'kvIndptr' must be of length batch \+ 1 = 3/);
-  assertThrowsCode(() => ragged.plan(qo, new Int32Array([0, 4, 3]), 8, 2, 128), "INVALID_ARGUMENT", /'kvIndptr' must be non-decreasing/);
-  assertThrowsCode(() => ragged.plan(qo, new Int32Array([0, 4, 9]), 8, 2, 128, { causal: true }), "INVALID_ARGUMENT",
-    /at least as many keys as queries for a causal mask: received request 1 with 6 queries and 5 keys/);
-  assertThrowsCode(() => ragged.plan(qo, new Int32Array([0, 4, 12]), 8, 2, 128, { customMask: new Uint8Array(3) }), "INVALID_ARGUMENT", /'customMask' must be of sum\(qoLen \* kvLen\) = 64 booleans/);
-  assertThrowsCode(() => ragged.plan(qo, new Int32Array([0, 4, 12]), 8, 2, 64, { kvDtype: "e4m3", qDtype: "bf16" }), "UNSUPPORTED", /kv e4m3\) is not compiled/);
-  assertThrowsCode(() => ragged.plan(qo, new Int32Array([0, 4, 12]), 8, 2, 128, { kvDtype: "f16", qDtype: "bf16" }), "UNSUPPORTED", /q bf16, kv f16\) is not compiled/);
+  assertThrowsCode(
+    () => ragged.plan(qo, new Int32Array([0, 4]), 8, 2, 128),
+    "INVALID_ARGUMENT",
+    /'kvIndptr' must be of length batch \+ 1 = 3/,
+  );
+  assertThrowsCode(
+    () => ragged.plan(qo, new Int32Array([0, 4, 3]), 8, 2, 128),
+    "INVALID_ARGUMENT",
+    /'kvIndptr' must be non-decreasing/,
+  );
+  assertThrowsCode(
+    () => ragged.plan(qo, new Int32Array([0, 4, 9]), 8, 2, 128, { causal: true }),
+    "INVALID_ARGUMENT",
+    /at least as many keys as queries for a causal mask: received request 1 with 6 queries and 5 keys/,
+  );
+  assertThrowsCode(
+    () => ragged.plan(qo, new Int32Array([0, 4, 12]), 8, 2, 128, { customMask: new Uint8Array(3) }),
+    "INVALID_ARGUMENT",
+    /'customMask' must be of sum\(qoLen \* kvLen\) = 64 booleans/,
+  );
+  assertThrowsCode(
+    () => ragged.plan(qo, new Int32Array([0, 4, 12]), 8, 2, 64, { kvDtype: "e4m3", qDtype: "bf16" }),
+    "UNSUPPORTED",
+    /kv e4m3\) is not compiled/,
+  );
+  assertThrowsCode(
+    () => ragged.plan(qo, new Int32Array([0, 4, 12]), 8, 2, 128, { kvDtype: "f16", qDtype: "bf16" }),
+    "UNSUPPORTED",
+    /q bf16, kv f16\) is not compiled/,
+  );
   assertThrowsCode(() => ragged.plan(qo, new Int32Array([0, 4, 12]), 8, 2, 80), "UNSUPPORTED", /head dim 80/);
-  assertThrowsCode(() => ragged.plan([0, 4, 10] as unknown as Int32Array, new Int32Array([0, 4, 12]), 8, 2, 128), "INVALID_ARGUMENT", /'qoIndptr' must be an Int32Array/);
+  assertThrowsCode(
+    () => ragged.plan([0, 4, 10] as unknown as Int32Array, new Int32Array([0, 4, 12]), 8, 2, 128),
+    "INVALID_ARGUMENT",
+    /'qoIndptr' must be an Int32Array/,
+  );
   const paged = new BatchPrefillWithPagedKvCache(fakeWorkspace, "HND");
   assertThrowsCode(() => paged.run(q, q), "INVALID_ARGUMENT", /'plan' must be called before run/);
-  assertThrowsCode(() => paged.plan(qo, new Int32Array([0, 1, 2]), new Int32Array([0, 1]), new Int32Array([4, 17]), 8, 2, 128, 16), "INVALID_ARGUMENT",
-    /'kvLastPageLen' must be in \[1, pageSize = 16\]: received kvLastPageLen\[1\] = 17/);
-  assertThrowsCode(() => paged.plan(qo, new Int32Array([0, 1, 2]), new Int32Array([0]), new Int32Array([4, 6]), 8, 2, 128, 16), "INVALID_ARGUMENT", /'kvIndices' must be at least kvIndptr\[2\] = 2 long/);
-  assertThrowsCode(() => paged.plan(qo, new Int32Array([0, 1, 2]), new Int32Array([0, 1]), new Int32Array([3, 6]), 8, 2, 128, 16, { causal: true }), "INVALID_ARGUMENT", /request 0 with 4 queries and 3 keys/);
-  assertThrowsCode(() => new BatchPrefillWithPagedKvCache(fakeWorkspace, "ABC" as KvLayout), "INVALID_ARGUMENT", /'kvLayout' must be "NHD" or "HND"/);
+  assertThrowsCode(
+    () => paged.plan(qo, new Int32Array([0, 1, 2]), new Int32Array([0, 1]), new Int32Array([4, 17]), 8, 2, 128, 16),
+    "INVALID_ARGUMENT",
+    /'kvLastPageLen' must be in \[1, pageSize = 16\]: received kvLastPageLen\[1\] = 17/,
+  );
+  assertThrowsCode(
+    () => paged.plan(qo, new Int32Array([0, 1, 2]), new Int32Array([0]), new Int32Array([4, 6]), 8, 2, 128, 16),
+    "INVALID_ARGUMENT",
+    /'kvIndices' must be at least kvIndptr\[2\] = 2 long/,
+  );
+  assertThrowsCode(
+    () =>
+      paged.plan(qo, new Int32Array([0, 1, 2]), new Int32Array([0, 1]), new Int32Array([3, 6]), 8, 2, 128, 16, {
+        causal: true,
+      }),
+    "INVALID_ARGUMENT",
+    /request 0 with 4 queries and 3 keys/,
+  );
+  assertThrowsCode(
+    () => new BatchPrefillWithPagedKvCache(fakeWorkspace, "ABC" as KvLayout),
+    "INVALID_ARGUMENT",
+    /'kvLayout' must be "NHD" or "HND"/,
+  );
 });
 
 // ---------------------------------------------------------------- GPU helpers
@@ -108,7 +209,9 @@ function randTensor(shape: number[], dtype: DType, scale = 1): { t: Tensor; x: F
 /** [rows][H][D] (NHD) -> [H][rows][D]. */
 function toHnd(x: Float64Array, rows: number, h: number, d: number): Float64Array {
   const y = new Float64Array(x.length);
-  for (let r = 0; r < rows; r++) for (let i = 0; i < h; i++) y.set(x.subarray((r * h + i) * d, (r * h + i + 1) * d), (i * rows + r) * d);
+  for (let r = 0; r < rows; r++) {
+    for (let i = 0; i < h; i++) y.set(x.subarray((r * h + i) * d, (r * h + i + 1) * d), (i * rows + r) * d);
+  }
   return y;
 }
 
@@ -125,8 +228,15 @@ function sampleRows(qoLen: number, max = 48): number[] {
 }
 
 function check(
-  out: Float64Array, lse: Float64Array | undefined, ref: { out: Float64Array; lse: Float64Array },
-  rowBase: number, rows: number[], hq: number, dvo: number, dtype: DType, what: string,
+  out: Float64Array,
+  lse: Float64Array | undefined,
+  ref: { out: Float64Array; lse: Float64Array },
+  rowBase: number,
+  rows: number[],
+  hq: number,
+  dvo: number,
+  dtype: DType,
+  what: string,
 ): void {
   const got: number[] = [], want: number[] = [], gl: number[] = [], wl: number[] = [];
   for (const r of rows) {
@@ -165,28 +275,60 @@ interface SingleCase {
   causal?: boolean;
   opts?: AttentionRefOptions & { mask?: undefined };
   maskFn?: (i: number, j: number) => boolean;
-  variant?: { windowLeft?: number; logitsSoftCap?: number; smScale?: number; posEncodingMode?: "ALIBI" | "ROPE_LLAMA"; ropeScale?: number; ropeTheta?: number };
+  variant?: {
+    windowLeft?: number;
+    logitsSoftCap?: number;
+    smScale?: number;
+    posEncodingMode?: "ALIBI" | "ROPE_LLAMA";
+    ropeScale?: number;
+    ropeTheta?: number;
+  };
 }
 
 function runSingle(c: SingleCase): void {
   const dvo = c.dvo ?? c.dqk;
   const kvDtype = c.kvDtype ?? c.dtype, kScale = c.kScale ?? 1, vScale = c.vScale ?? 1;
-  const what = `single ${c.dtype}${kvDtype !== c.dtype ? `/${kvDtype} kScale ${kScale} vScale ${vScale}` : ""} hd${c.dqk}/${dvo} qo${c.qoLen} kv${c.kvLen} ${c.hq}/${c.hkv} ${c.layout}${c.causal ? " causal" : ""}${c.maskFn ? " mask" : ""}${c.variant ? " " + JSON.stringify(c.variant) : ""}`;
+  const what = `single ${c.dtype}${
+    kvDtype !== c.dtype ? `/${kvDtype} kScale ${kScale} vScale ${vScale}` : ""
+  } hd${c.dqk}/${dvo} qo${c.qoLen} kv${c.kvLen} ${c.hq}/${c.hkv} ${c.layout}${c.causal ? " causal" : ""}${
+    c.maskFn ? " mask" : ""
+  }${c.variant ? " " + JSON.stringify(c.variant) : ""}`;
   const q = randTensor([c.qoLen, c.hq, c.dqk], c.dtype);
   const kStored = roundTo(kvDtype, randn(rng, c.kvLen * c.hkv * c.dqk));
   const vStored = roundTo(kvDtype, randn(rng, c.kvLen * c.hkv * dvo));
   const hnd = c.layout === "HND";
-  using k = Tensor.fromArray(hnd ? toHnd(kStored, c.kvLen, c.hkv, c.dqk) : kStored, hnd ? [c.hkv, c.kvLen, c.dqk] : [c.kvLen, c.hkv, c.dqk], kvDtype);
-  using v = Tensor.fromArray(hnd ? toHnd(vStored, c.kvLen, c.hkv, dvo) : vStored, hnd ? [c.hkv, c.kvLen, dvo] : [c.kvLen, c.hkv, dvo], kvDtype);
+  using k = Tensor.fromArray(
+    hnd ? toHnd(kStored, c.kvLen, c.hkv, c.dqk) : kStored,
+    hnd ? [c.hkv, c.kvLen, c.dqk] : [c.kvLen, c.hkv, c.dqk],
+    kvDtype,
+  );
+  using v = Tensor.fromArray(
+    hnd ? toHnd(vStored, c.kvLen, c.hkv, dvo) : vStored,
+    hnd ? [c.hkv, c.kvLen, dvo] : [c.kvLen, c.hkv, dvo],
+    kvDtype,
+  );
   const kx: Float64Array = kStored.map((x) => x * kScale), vx: Float64Array = vStored.map((x) => x * vScale);
   using out = poisoned([c.qoLen, c.hq, dvo], c.dtype);
   using lse = poisoned([c.qoLen, c.hq], "f32");
   let customMask: Uint8Array | undefined;
   if (c.maskFn) {
     customMask = new Uint8Array(c.qoLen * c.kvLen);
-    for (let i = 0; i < c.qoLen; i++) for (let j = 0; j < c.kvLen; j++) customMask[i * c.kvLen + j] = c.maskFn(i, j) ? 1 : 0;
+    for (let i = 0; i < c.qoLen; i++) {
+      for (let j = 0; j < c.kvLen; j++) {
+        customMask[i * c.kvLen + j] = c.maskFn(i, j) ? 1 : 0;
+      }
+    }
   }
-  singlePrefillWithKvCache(q.t, k, v, { causal: c.causal, kvLayout: c.layout, out, lse, customMask, kScale: c.kScale, vScale: c.vScale, ...c.variant });
+  singlePrefillWithKvCache(q.t, k, v, {
+    causal: c.causal,
+    kvLayout: c.layout,
+    out,
+    lse,
+    customMask,
+    kScale: c.kScale,
+    vScale: c.vScale,
+    ...c.variant,
+  });
   const rows = sampleRows(c.qoLen);
   let qr: Float64Array = q.x, kr: Float64Array = kx;
   if (c.variant?.posEncodingMode === "ROPE_LLAMA") {
@@ -196,15 +338,27 @@ function runSingle(c: SingleCase): void {
     kr = roundTo(c.dtype, ropeRef(kx, c.kvLen, c.hkv, c.dqk, 0, rcp, theta));
   }
   const ref = attentionRef(qr, kr, vx, c.qoLen, c.kvLen, c.hq, c.hkv, c.dqk, dvo, {
-    causal: c.causal, mask: c.maskFn, windowLeft: c.variant?.windowLeft, logitsSoftCap: c.variant?.logitsSoftCap,
-    smScale: c.variant?.smScale, alibi: c.variant?.posEncodingMode === "ALIBI",
+    causal: c.causal,
+    mask: c.maskFn,
+    windowLeft: c.variant?.windowLeft,
+    logitsSoftCap: c.variant?.logitsSoftCap,
+    smScale: c.variant?.smScale,
+    alibi: c.variant?.posEncodingMode === "ALIBI",
   }, rows);
   check(out.toArray(), lse.toArray(), ref, 0, rows, c.hq, dvo, c.dtype, what);
   q.t.dispose();
 }
 
 /** Llama RoPE (NeoX pairs i, i + D/2) of [rows][H][D], row r at position pos0 + r. */
-function ropeRef(x: Float64Array, rows: number, h: number, d: number, pos0: number, rcpScale: number, theta: number): Float64Array {
+function ropeRef(
+  x: Float64Array,
+  rows: number,
+  h: number,
+  d: number,
+  pos0: number,
+  rcpScale: number,
+  theta: number,
+): Float64Array {
   const y = new Float64Array(x);
   const half = d / 2;
   for (let r = 0; r < rows; r++) {
@@ -226,14 +380,18 @@ function ropeRef(x: Float64Array, rows: number, h: number, d: number, pos0: numb
 gpuTest("prefill: the compiled set in TypeScript matches the library's", () => {
   const lib = native();
   for (const c of PREFILL_CONFIGS) {
-    for (const dt of ["f16", "bf16"] as const) assert.equal(lib.fi_prefill_tile_q(c.headDimQk, c.headDimVo, DTYPE_CODE[dt]), c.tileQ, JSON.stringify(c));
+    for (const dt of ["f16", "bf16"] as const) {
+      assert.equal(lib.fi_prefill_tile_q(c.headDimQk, c.headDimVo, DTYPE_CODE[dt]), c.tileQ, JSON.stringify(c));
+    }
   }
   assert.equal(lib.fi_prefill_tile_q(96, 96, DTYPE_CODE.bf16), 0);
   for (const c of PREFILL_CONFIGS) {
     const fp8 = PREFILL_FP8_CONFIGS.some((f) => f.headDimQk === c.headDimQk && f.headDimVo === c.headDimVo);
     assert.equal(lib.fi_prefill_fp8_compiled(c.headDimQk, c.headDimVo), fp8 ? 1 : 0, `fp8 ${JSON.stringify(c)}`);
   }
-  for (const g of [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 7]) assert.equal(1 << lib.fi_prefill_head_pack_shift(g), headPack(g), `group ${g}`);
+  for (const g of [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 7]) {
+    assert.equal(1 << lib.fi_prefill_head_pack_shift(g), headPack(g), `group ${g}`);
+  }
   assert.equal(lib.fi_prefill_tile_q(128, 128, DTYPE_CODE.f32), 0);
 });
 
@@ -259,21 +417,72 @@ gpuTest("single prefill: long requests (qo 2048, subsampled rows) and edge lengt
   // GQA groups that pack 1 (group 3), 2 (group 6) and 8 heads of 16 (two tiles per KV head) per tile
   runSingle({ dtype: "bf16", dqk: 128, qoLen: 300, kvLen: 310, hq: 6, hkv: 2, layout: "NHD", causal: true });
   runSingle({ dtype: "bf16", dqk: 64, qoLen: 100, kvLen: 400, hq: 6, hkv: 1, layout: "HND", causal: true });
-  runSingle({ dtype: "f16", dqk: 256, qoLen: 50, kvLen: 90, hq: 16, hkv: 1, layout: "NHD", causal: true, variant: { posEncodingMode: "ALIBI" } });
+  runSingle({
+    dtype: "f16",
+    dqk: 256,
+    qoLen: 50,
+    kvLen: 90,
+    hq: 16,
+    hkv: 1,
+    layout: "NHD",
+    causal: true,
+    variant: { posEncodingMode: "ALIBI" },
+  });
 });
 
 gpuTest("single prefill: fp8 KV (e4m3, e5m2) with scales, fp16/bf16 q, NHD/HND", () => {
   for (const kvDtype of ["e4m3", "e5m2"] as DType[]) {
     for (const dtype of ["bf16", "f16"] as DType[]) {
-      runSingle({ dtype, kvDtype, kScale: 0.5, vScale: 1.7, dqk: 128, qoLen: 150, kvLen: 400, hq: 8, hkv: 2, layout: "NHD", causal: true });
-      runSingle({ dtype, kvDtype, kScale: 1.3, dqk: 128, qoLen: 70, kvLen: 70, hq: 4, hkv: 4, layout: "HND", causal: false, variant: { logitsSoftCap: 8 } });
+      runSingle({
+        dtype,
+        kvDtype,
+        kScale: 0.5,
+        vScale: 1.7,
+        dqk: 128,
+        qoLen: 150,
+        kvLen: 400,
+        hq: 8,
+        hkv: 2,
+        layout: "NHD",
+        causal: true,
+      });
+      runSingle({
+        dtype,
+        kvDtype,
+        kScale: 1.3,
+        dqk: 128,
+        qoLen: 70,
+        kvLen: 70,
+        hq: 4,
+        hkv: 4,
+        layout: "HND",
+        causal: false,
+        variant: { logitsSoftCap: 8 },
+      });
     }
   }
   const q = Tensor.fromPointer(FAKE, [16, 8, 128], "bf16");
-  assertThrowsCode(() => singlePrefillWithKvCache(q, Tensor.fromPointer(FAKE, [32, 2, 128], "e4m3"), Tensor.fromPointer(FAKE, [32, 2, 128], "e4m3"), { posEncodingMode: "ROPE_LLAMA" }),
-    "UNSUPPORTED", /fused RoPE .* fp8/);
-  assertThrowsCode(() => singlePrefillWithKvCache(Tensor.fromPointer(FAKE, [16, 8, 64], "bf16"), Tensor.fromPointer(FAKE, [32, 2, 64], "e5m2"), Tensor.fromPointer(FAKE, [32, 2, 64], "e5m2")),
-    "UNSUPPORTED", /head dim 64, q bf16, kv e5m2\) is not compiled/);
+  assertThrowsCode(
+    () =>
+      singlePrefillWithKvCache(
+        q,
+        Tensor.fromPointer(FAKE, [32, 2, 128], "e4m3"),
+        Tensor.fromPointer(FAKE, [32, 2, 128], "e4m3"),
+        { posEncodingMode: "ROPE_LLAMA" },
+      ),
+    "UNSUPPORTED",
+    /fused RoPE .* fp8/,
+  );
+  assertThrowsCode(
+    () =>
+      singlePrefillWithKvCache(
+        Tensor.fromPointer(FAKE, [16, 8, 64], "bf16"),
+        Tensor.fromPointer(FAKE, [32, 2, 64], "e5m2"),
+        Tensor.fromPointer(FAKE, [32, 2, 64], "e5m2"),
+      ),
+    "UNSUPPORTED",
+    /head dim 64, q bf16, kv e5m2\) is not compiled/,
+  );
 });
 
 gpuTest("single prefill: variants (window, soft cap, ALiBi, smScale, custom mask)", () => {
@@ -285,7 +494,13 @@ gpuTest("single prefill: variants (window, soft cap, ALiBi, smScale, custom mask
     runSingle({ ...base, causal: true, variant: { logitsSoftCap: 5 } });
     runSingle({ ...base, causal: true, variant: { posEncodingMode: "ALIBI" } });
     runSingle({ ...base, causal: true, variant: { posEncodingMode: "ROPE_LLAMA" } });
-    runSingle({ ...base, qoLen: 77, kvLen: 1500, causal: false, variant: { posEncodingMode: "ROPE_LLAMA", ropeScale: 2, ropeTheta: 5e5 } });
+    runSingle({
+      ...base,
+      qoLen: 77,
+      kvLen: 1500,
+      causal: false,
+      variant: { posEncodingMode: "ROPE_LLAMA", ropeScale: 2, ropeTheta: 5e5 },
+    });
     runSingle({ ...base, hq: 8, hkv: 1, causal: true, variant: { posEncodingMode: "ROPE_LLAMA", windowLeft: 50 } });
     runSingle({ ...base, causal: false, variant: { smScale: 0.3 } });
     runSingle({ ...base, maskFn: (i, j) => ((i * 7 + j * 3) % 5) !== 0 && j <= i + 200 });
@@ -312,7 +527,11 @@ interface BatchCase {
 }
 
 function runBatch(c: BatchCase, ws: Workspace): void {
-  const what = `${c.paged ? `paged ps${c.pageSize}${c.pair ? " pair" : ""}` : "ragged"} ${c.layout} ${c.dtype} hd${c.dqk} qo[${c.qoLens}] kv[${c.kvLens}]${c.causal ? " causal" : ""}${c.maskFn ? " mask" : ""}${c.graph ? " graph" : ""}`;
+  const what = `${
+    c.paged ? `paged ps${c.pageSize}${c.pair ? " pair" : ""}` : "ragged"
+  } ${c.layout} ${c.dtype} hd${c.dqk} qo[${c.qoLens}] kv[${c.kvLens}]${c.causal ? " causal" : ""}${
+    c.maskFn ? " mask" : ""
+  }${c.graph ? " graph" : ""}`;
   const B = c.qoLens.length, D = c.dqk, hkv = c.hkv;
   const qoIndptr = new Int32Array(B + 1), kvIndptr = new Int32Array(B + 1);
   for (let b = 0; b < B; b++) {
@@ -326,7 +545,11 @@ function runBatch(c: BatchCase, ws: Workspace): void {
   let customMask: Uint8Array | undefined;
   if (c.maskFn) {
     const parts: number[] = [];
-    for (let b = 0; b < B; b++) for (let i = 0; i < c.qoLens[b]; i++) for (let j = 0; j < c.kvLens[b]; j++) parts.push(c.maskFn(b, i, j) ? 1 : 0);
+    for (let b = 0; b < B; b++) {
+      for (let i = 0; i < c.qoLens[b]; i++) {
+        for (let j = 0; j < c.kvLens[b]; j++) parts.push(c.maskFn(b, i, j) ? 1 : 0);
+      }
+    }
     customMask = new Uint8Array(parts);
   }
   using out = poisoned([nnzQo, c.hq, D], c.dtype);
@@ -378,7 +601,10 @@ function runBatch(c: BatchCase, ws: Workspace): void {
         kc.set(cache.subarray(2 * p * pageElems, (2 * p + 1) * pageElems), p * pageElems);
         vc.set(cache.subarray((2 * p + 1) * pageElems, (2 * p + 2) * pageElems), p * pageElems);
       }
-      kvArg = [Tensor.fromArray(kc, [numPages, ...pageShape], kvDt), Tensor.fromArray(vc, [numPages, ...pageShape], kvDt)];
+      kvArg = [
+        Tensor.fromArray(kc, [numPages, ...pageShape], kvDt),
+        Tensor.fromArray(vc, [numPages, ...pageShape], kvDt),
+      ];
       tensors.push(...kvArg);
     } else {
       kvArg = Tensor.fromArray(cache, [numPages, 2, ...pageShape], kvDt);
@@ -403,8 +629,19 @@ function runBatch(c: BatchCase, ws: Workspace): void {
     const rows = sampleRows(c.qoLens[b], 24);
     const sl = (x: Float64Array, start: number, n: number) => x.subarray(start * hkv * D, (start + n) * hkv * D);
     const maskFn = c.maskFn;
-    const ref = attentionRef(q.x.subarray(qoIndptr[b] * c.hq * D, qoIndptr[b + 1] * c.hq * D), sl(kx, kvIndptr[b], c.kvLens[b]), sl(vx, kvIndptr[b], c.kvLens[b]),
-      c.qoLens[b], c.kvLens[b], c.hq, hkv, D, D, { causal: c.causal, mask: maskFn ? (i, j) => maskFn(b, i, j) : undefined }, rows);
+    const ref = attentionRef(
+      q.x.subarray(qoIndptr[b] * c.hq * D, qoIndptr[b + 1] * c.hq * D),
+      sl(kx, kvIndptr[b], c.kvLens[b]),
+      sl(vx, kvIndptr[b], c.kvLens[b]),
+      c.qoLens[b],
+      c.kvLens[b],
+      c.hq,
+      hkv,
+      D,
+      D,
+      { causal: c.causal, mask: maskFn ? (i, j) => maskFn(b, i, j) : undefined },
+      rows,
+    );
     check(o, l, ref, qoIndptr[b], rows, c.hq, D, c.dtype, `${what} request ${b}`);
   }
   tensors.forEach((t) => t.dispose());
@@ -424,13 +661,47 @@ gpuTest("ragged batch prefill: random mixes, NHD/HND, fp16/bf16, hd 64/128/256, 
   using ws = new Workspace(64 << 20);
   for (const layout of ["NHD", "HND"] as KvLayout[]) {
     for (const [dtype, dqk] of [["bf16", 128], ["f16", 64], ["bf16", 256]] as [DType, number][]) {
-      for (const causal of [true, false]) runBatch({ paged: false, pageSize: 1, layout, dtype, dqk, ...randomMix(5, 400), hq: 8, hkv: 2, causal }, ws);
+      for (const causal of [true, false]) {
+        runBatch({ paged: false, pageSize: 1, layout, dtype, dqk, ...randomMix(5, 400), hq: 8, hkv: 2, causal }, ws);
+      }
     }
   }
-  runBatch({ paged: false, pageSize: 1, layout: "NHD", dtype: "bf16", dqk: 128, qoLens: [2048, 1, 300], kvLens: [2100, 2000, 300], hq: 4, hkv: 1, causal: true }, ws);
-  runBatch({ paged: false, pageSize: 1, layout: "HND", dtype: "f16", dqk: 128, ...randomMix(5, 300), hq: 12, hkv: 4, causal: true }, ws);
-  runBatch({ paged: false, pageSize: 1, layout: "NHD", dtype: "f16", dqk: 128, qoLens: [70, 3, 130], kvLens: [90, 5, 130], hq: 4, hkv: 2, causal: false,
-    maskFn: (b, i, j) => (i + 2 * j + b) % 3 !== 0 }, ws);
+  runBatch({
+    paged: false,
+    pageSize: 1,
+    layout: "NHD",
+    dtype: "bf16",
+    dqk: 128,
+    qoLens: [2048, 1, 300],
+    kvLens: [2100, 2000, 300],
+    hq: 4,
+    hkv: 1,
+    causal: true,
+  }, ws);
+  runBatch({
+    paged: false,
+    pageSize: 1,
+    layout: "HND",
+    dtype: "f16",
+    dqk: 128,
+    ...randomMix(5, 300),
+    hq: 12,
+    hkv: 4,
+    causal: true,
+  }, ws);
+  runBatch({
+    paged: false,
+    pageSize: 1,
+    layout: "NHD",
+    dtype: "f16",
+    dqk: 128,
+    qoLens: [70, 3, 130],
+    kvLens: [90, 5, 130],
+    hq: 4,
+    hkv: 2,
+    causal: false,
+    maskFn: (b, i, j) => (i + 2 * j + b) % 3 !== 0,
+  }, ws);
 });
 
 gpuTest("paged batch prefill: page sizes 1 and 16, NHD/HND, one tensor and [k, v], random mixes", () => {
@@ -438,16 +709,82 @@ gpuTest("paged batch prefill: page sizes 1 and 16, NHD/HND, one tensor and [k, v
   for (const pageSize of [1, 16]) {
     for (const layout of ["NHD", "HND"] as KvLayout[]) {
       for (const [dtype, dqk] of [["bf16", 128], ["f16", 64]] as [DType, number][]) {
-        runBatch({ paged: true, pageSize, layout, dtype, dqk, ...randomMix(4, 300), hq: 8, hkv: 2, causal: true, pair: dtype === "f16" }, ws);
+        runBatch({
+          paged: true,
+          pageSize,
+          layout,
+          dtype,
+          dqk,
+          ...randomMix(4, 300),
+          hq: 8,
+          hkv: 2,
+          causal: true,
+          pair: dtype === "f16",
+        }, ws);
       }
     }
   }
-  runBatch({ paged: true, pageSize: 16, layout: "NHD", dtype: "bf16", dqk: 256, ...randomMix(3, 200), hq: 4, hkv: 4, causal: false }, ws);
-  runBatch({ paged: true, pageSize: 16, layout: "HND", dtype: "bf16", dqk: 128, qoLens: [40, 17], kvLens: [100, 17], hq: 4, hkv: 2, causal: false,
-    maskFn: (b, i, j) => (i * j + b) % 4 !== 1 }, ws);
-  runBatch({ paged: true, pageSize: 16, layout: "NHD", dtype: "bf16", dqk: 128, ...randomMix(6, 200), hq: 8, hkv: 2, causal: true, graph: true }, ws);
-  runBatch({ paged: true, pageSize: 16, layout: "HND", dtype: "bf16", kvDtype: "e4m3", dqk: 128, ...randomMix(4, 200), hq: 8, hkv: 2, causal: true }, ws);
-  runBatch({ paged: true, pageSize: 1, layout: "NHD", dtype: "f16", kvDtype: "e5m2", dqk: 128, ...randomMix(3, 100), hq: 4, hkv: 4, causal: false, pair: true }, ws);
+  runBatch({
+    paged: true,
+    pageSize: 16,
+    layout: "NHD",
+    dtype: "bf16",
+    dqk: 256,
+    ...randomMix(3, 200),
+    hq: 4,
+    hkv: 4,
+    causal: false,
+  }, ws);
+  runBatch({
+    paged: true,
+    pageSize: 16,
+    layout: "HND",
+    dtype: "bf16",
+    dqk: 128,
+    qoLens: [40, 17],
+    kvLens: [100, 17],
+    hq: 4,
+    hkv: 2,
+    causal: false,
+    maskFn: (b, i, j) => (i * j + b) % 4 !== 1,
+  }, ws);
+  runBatch({
+    paged: true,
+    pageSize: 16,
+    layout: "NHD",
+    dtype: "bf16",
+    dqk: 128,
+    ...randomMix(6, 200),
+    hq: 8,
+    hkv: 2,
+    causal: true,
+    graph: true,
+  }, ws);
+  runBatch({
+    paged: true,
+    pageSize: 16,
+    layout: "HND",
+    dtype: "bf16",
+    kvDtype: "e4m3",
+    dqk: 128,
+    ...randomMix(4, 200),
+    hq: 8,
+    hkv: 2,
+    causal: true,
+  }, ws);
+  runBatch({
+    paged: true,
+    pageSize: 1,
+    layout: "NHD",
+    dtype: "f16",
+    kvDtype: "e5m2",
+    dqk: 128,
+    ...randomMix(3, 100),
+    hq: 4,
+    hkv: 4,
+    causal: false,
+    pair: true,
+  }, ws);
 });
 
 gpuTest("batch prefill: tensors that disagree with the plan are refused", () => {
@@ -455,13 +792,43 @@ gpuTest("batch prefill: tensors that disagree with the plan are refused", () => 
   using w = new BatchPrefillWithRaggedKvCache(ws);
   w.plan(new Int32Array([0, 4, 10]), new Int32Array([0, 4, 12]), 8, 2, 128, { qDtype: "bf16" });
   const q = Tensor.fromPointer(FAKE, [10, 8, 128], "bf16"), k = Tensor.fromPointer(FAKE, [12, 2, 128], "bf16");
-  assertThrowsCode(() => w.run(Tensor.fromPointer(FAKE, [11, 8, 128], "bf16"), k, k), "INVALID_ARGUMENT", /'q' must be of shape \[10, 8, 128\]/);
-  assertThrowsCode(() => w.run(q, Tensor.fromPointer(FAKE, [13, 2, 128], "bf16"), k), "INVALID_ARGUMENT", /'k' must be of shape \[12, 2, 128\]/);
-  assertThrowsCode(() => w.run(Tensor.fromPointer(FAKE, [10, 8, 128], "f16"), k, k), "INVALID_ARGUMENT", /'q' must be of dtype bf16/);
+  assertThrowsCode(
+    () => w.run(Tensor.fromPointer(FAKE, [11, 8, 128], "bf16"), k, k),
+    "INVALID_ARGUMENT",
+    /'q' must be of shape \[10, 8, 128\]/,
+  );
+  assertThrowsCode(
+    () => w.run(q, Tensor.fromPointer(FAKE, [13, 2, 128], "bf16"), k),
+    "INVALID_ARGUMENT",
+    /'k' must be of shape \[12, 2, 128\]/,
+  );
+  assertThrowsCode(
+    () => w.run(Tensor.fromPointer(FAKE, [10, 8, 128], "f16"), k, k),
+    "INVALID_ARGUMENT",
+    /'q' must be of dtype bf16/,
+  );
   using p = new BatchPrefillWithPagedKvCache(ws);
-  p.plan(new Int32Array([0, 4, 10]), new Int32Array([0, 1, 2]), new Int32Array([0, 5]), new Int32Array([4, 6]), 8, 2, 128, 16, { qDtype: "bf16" });
-  assertThrowsCode(() => p.run(q, Tensor.fromPointer(FAKE, [5, 2, 16, 2, 128], "bf16")), "INVALID_ARGUMENT", /'kvCache' must be at least 6 pages \(the largest planned page id is 5\): received 5 pages/);
-  assertThrowsCode(() => p.run(q, Tensor.fromPointer(FAKE, [6, 2, 8, 2, 128], "bf16")), "INVALID_ARGUMENT", /'kvCache' must be of shape \[6, 2, 16, 2, 128\]/);
+  p.plan(
+    new Int32Array([0, 4, 10]),
+    new Int32Array([0, 1, 2]),
+    new Int32Array([0, 5]),
+    new Int32Array([4, 6]),
+    8,
+    2,
+    128,
+    16,
+    { qDtype: "bf16" },
+  );
+  assertThrowsCode(
+    () => p.run(q, Tensor.fromPointer(FAKE, [5, 2, 16, 2, 128], "bf16")),
+    "INVALID_ARGUMENT",
+    /'kvCache' must be at least 6 pages \(the largest planned page id is 5\): received 5 pages/,
+  );
+  assertThrowsCode(
+    () => p.run(q, Tensor.fromPointer(FAKE, [6, 2, 8, 2, 128], "bf16")),
+    "INVALID_ARGUMENT",
+    /'kvCache' must be of shape \[6, 2, 16, 2, 128\]/,
+  );
 });
 
 gpuTest("BatchAttention: mixed prefill and decode requests over a block table, one launch", () => {
@@ -495,14 +862,32 @@ gpuTest("BatchAttention: mixed prefill and decode requests over a block table, o
   using kt = Tensor.fromArray(kc, [numPages, ps, hkv, D], dtype);
   using vt = Tensor.fromArray(vc, [numPages, ps, hkv, D], dtype);
   using attention = new BatchAttention({ backend: "auto", workspace: new Workspace(8 << 20) });
-  attention.plan(qo, new Int32Array(kvLens), table, hq, hkv, D, D, { qDtype: dtype, kvDtype: dtype, oDtype: dtype, pageSize: ps, causal: true });
+  attention.plan(qo, new Int32Array(kvLens), table, hq, hkv, D, D, {
+    qDtype: dtype,
+    kvDtype: dtype,
+    oDtype: dtype,
+    pageSize: ps,
+    causal: true,
+  });
   using out = poisoned([qo[B], hq, D], dtype);
   using lse = poisoned([qo[B], hq], "f32");
   attention.run(q.t, [kt, vt], { out, lse });
   const o = out.toArray(), l = lse.toArray();
   for (let b = 0; b < B; b++) {
     const rows = sampleRows(qoLens[b], 24);
-    const ref = attentionRef(q.x.subarray(qo[b] * hq * D, qo[b + 1] * hq * D), ks[b], vs[b], qoLens[b], kvLens[b], hq, hkv, D, D, { causal: true }, rows);
+    const ref = attentionRef(
+      q.x.subarray(qo[b] * hq * D, qo[b + 1] * hq * D),
+      ks[b],
+      vs[b],
+      qoLens[b],
+      kvLens[b],
+      hq,
+      hkv,
+      D,
+      D,
+      { causal: true },
+      rows,
+    );
     check(o, l, ref, qo[b], rows, hq, D, dtype, `BatchAttention request ${b} (qo ${qoLens[b]}, kv ${kvLens[b]})`);
   }
   q.t.dispose();

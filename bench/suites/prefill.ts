@@ -9,7 +9,10 @@ import type { Row, Suite } from "./types.ts";
 
 function randomBf16(n: number): Uint16Array {
   const raw = new Uint16Array(n);
-  for (let i = 0; i < n; i++) raw[i] = (Math.random() < 0.5 ? 0x8000 : 0) | ((122 + ((Math.random() * 6) | 0)) << 7) | ((Math.random() * 128) | 0);
+  for (let i = 0; i < n; i++) {
+    raw[i] = (Math.random() < 0.5 ? 0x8000 : 0) | ((122 + ((Math.random() * 6) | 0)) << 7) |
+      ((Math.random() * 128) | 0);
+  }
   return raw;
 }
 
@@ -40,12 +43,13 @@ export const prefillSuite: Suite = {
         const note = `target: ${TARGETS[`${d} B${B} S${S}`]} TFLOP/s`;
         using ragged = new BatchPrefillWithRaggedKvCache(ws);
         ragged.plan(indptr, indptr, hq, hkv, d, { causal: true, qDtype: "bf16" });
-        rows.push({ op: "ragged prefill causal bf16", shape, flops, note, us: timeKernel(stream, () => ragged.run(q, k, v, { out, stream }), { warmup: 3, iters: 10 }) });
-        if (d === 64 && typeof Deno !== "undefined") { // tuning: 3 CTAs per SM
-          Deno.env.set("FI_PREFILL_MINB3", "1");
-          rows.push({ op: "ragged prefill causal bf16 [3 CTAs/SM]", shape, flops, note, us: timeKernel(stream, () => ragged.run(q, k, v, { out, stream }), { warmup: 3, iters: 10 }) });
-          Deno.env.delete("FI_PREFILL_MINB3");
-        }
+        rows.push({
+          op: "ragged prefill causal bf16",
+          shape,
+          flops,
+          note,
+          us: timeKernel(stream, () => ragged.run(q, k, v, { out, stream }), { warmup: 3, iters: 10 }),
+        });
         if (d !== 128) continue;
         // The same keys in a page-16 cache [pages, 2, 16, Hkv, D], pages in request order.
         const ps = 16, pages = n / ps;
@@ -53,9 +57,17 @@ export const prefillSuite: Suite = {
         using paged = new BatchPrefillWithPagedKvCache(ws);
         const pIndptr = Int32Array.from({ length: B + 1 }, (_, b) => (b * S) / ps);
         const indices = Int32Array.from({ length: pages }, (_, i) => i);
-        paged.plan(indptr, pIndptr, indices, new Int32Array(B).fill(ps), hq, hkv, d, ps, { causal: true, qDtype: "bf16" });
-        rows.push({ op: "paged(16) prefill causal bf16", shape, flops, note: "target: within 10% of ragged",
-          us: timeKernel(stream, () => paged.run(q, cache, { out, stream }), { warmup: 3, iters: 10 }) });
+        paged.plan(indptr, pIndptr, indices, new Int32Array(B).fill(ps), hq, hkv, d, ps, {
+          causal: true,
+          qDtype: "bf16",
+        });
+        rows.push({
+          op: "paged(16) prefill causal bf16",
+          shape,
+          flops,
+          note: "target: within 10% of ragged",
+          us: timeKernel(stream, () => paged.run(q, cache, { out, stream }), { warmup: 3, iters: 10 }),
+        });
       }
     }
     return rows;
@@ -88,7 +100,10 @@ export const batchAttentionSuite: Suite = {
     const flops = 4 * hq * d * (chunk * chunk / 2 + decodes * ctx);
     const bytes = 2 * 2 * hkv * d * (chunk + decodes * ctx);
     return [{
-      op: "BatchAttention mixed bf16", shape: `1x${chunk} prefill + ${decodes}x${ctx} decode, 32/8 hd128 p16`, flops, bytes,
+      op: "BatchAttention mixed bf16",
+      shape: `1x${chunk} prefill + ${decodes}x${ctx} decode, 32/8 hd128 p16`,
+      flops,
+      bytes,
       note: "target <= 1600 us (FlashInfer BatchAttention 1781 us)",
       us: timeKernel(stream, () => attention.run(q, [k, v], { out, lse, stream }), { warmup: 2, iters: 5 }),
     }];

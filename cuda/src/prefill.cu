@@ -2,7 +2,6 @@
 // (head_dim_qk, head_dim_vo, dtype) from the compiled list in prefill_configs.h.
 #include <cmath>
 #include <cstddef>
-#include <cstdlib>
 #include <cstring>
 
 #include "../kernels/prefill/prefill.cuh"
@@ -31,11 +30,6 @@ int32_t launch_one(const PrefillArgs& a, int tiles, int heads, cudaStream_t stre
 template <typename T, int DQK, int DVO, int MMA_Q, int BN>
 int32_t launch(const PrefillArgs& a, int tiles, int heads, cudaStream_t stream) {
   if (a.use_rope) return launch_one<T, DQK, DVO, MMA_Q, BN, true>(a, tiles, heads, stream);
-  // TEMPORARY tuning switch (bench only): FI_PREFILL_MINB3=1 runs head dim 64 at 3 CTAs per SM.
-  if constexpr (DQK == 64 && DVO == 64) {
-    const char* e = std::getenv("FI_PREFILL_MINB3");
-    if (e && e[0] == '1') return launch_one<T, DQK, DVO, MMA_Q, BN, false, T, 3>(a, tiles, heads, stream);
-  }
   return launch_one<T, DQK, DVO, MMA_Q, BN, false>(a, tiles, heads, stream);
 }
 

@@ -64,9 +64,13 @@ export class BatchAttention implements Disposable {
     options: BatchAttentionPlanOptions = {},
   ): void {
     const op = "plan BatchAttention";
-    if (!(qoOffsets instanceof Int32Array) || qoOffsets.length < 2) invalid(op, "qoOffsets", "an Int32Array of batch + 1 >= 2 offsets", qoOffsets);
+    if (!(qoOffsets instanceof Int32Array) || qoOffsets.length < 2) {
+      invalid(op, "qoOffsets", "an Int32Array of batch + 1 >= 2 offsets", qoOffsets);
+    }
     const batch = qoOffsets.length - 1;
-    if (!(kvLens instanceof Int32Array) || kvLens.length !== batch) invalid(op, "kvLens", `an Int32Array of batch = ${batch} lengths`, kvLens);
+    if (!(kvLens instanceof Int32Array) || kvLens.length !== batch) {
+      invalid(op, "kvLens", `an Int32Array of batch = ${batch} lengths`, kvLens);
+    }
     if (!(kvBlockTable instanceof Int32Array) || kvBlockTable.length % batch !== 0) {
       invalid(op, "kvBlockTable", `an Int32Array of batch (${batch}) x maxBlocks page ids`, kvBlockTable);
     }
@@ -80,14 +84,21 @@ export class BatchAttention implements Disposable {
       const len = kvLens[b];
       if (!Number.isInteger(len) || len < 0) invalid(op, "kvLens", "non-negative", `=kvLens[${b}] = ${len}`);
       const pages = Math.ceil(len / pageSize);
-      if (pages > maxBlocks) invalid(op, "kvBlockTable", `at least ${pages} blocks per request (kvLens[${b}] = ${len})`, `=${maxBlocks}`);
+      if (pages > maxBlocks) {
+        invalid(op, "kvBlockTable", `at least ${pages} blocks per request (kvLens[${b}] = ${len})`, `=${maxBlocks}`);
+      }
       indptr[b + 1] = indptr[b] + pages;
       last[b] = pages === 0 ? 0 : len - (pages - 1) * pageSize;
     }
     const indices = new Int32Array(indptr[batch]);
-    for (let b = 0; b < batch; b++) indices.set(kvBlockTable.subarray(b * maxBlocks, b * maxBlocks + indptr[b + 1] - indptr[b]), indptr[b]);
+    for (let b = 0; b < batch; b++) {
+      indices.set(kvBlockTable.subarray(b * maxBlocks, b * maxBlocks + indptr[b + 1] - indptr[b]), indptr[b]);
+    }
     this.#prefill.plan(qoOffsets, indptr, indices, last, numQoHeads, numKvHeads, headDimQk, pageSize, {
-      ...options, headDimVo, qDtype, kvDtype: options.kvDtype ?? qDtype,
+      ...options,
+      headDimVo,
+      qDtype,
+      kvDtype: options.kvDtype ?? qDtype,
     });
   }
 

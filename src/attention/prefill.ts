@@ -7,7 +7,7 @@
  * for ALiBi; windowLeft keeps keys j >= i + kvLen - qoLen - windowLeft. LSE is in base 2.
  */
 import { expectTensor } from "../runtime/check.ts";
-import { DTYPE_BYTES, type DType } from "../runtime/dtype.ts";
+import { type DType, DTYPE_BYTES } from "../runtime/dtype.ts";
 import { invalid, show } from "../runtime/errors.ts";
 import { PinnedBuffer } from "../runtime/memory.ts";
 import { Resource } from "../runtime/resource.ts";
@@ -18,8 +18,8 @@ import { type BoolArray, packbits } from "./mask.ts";
 import { prefillConfig, tileTokens } from "./prefill_configs.ts";
 import {
   expectRows,
-  type KvStrides,
   kvScales,
+  type KvStrides,
   kvStrides,
   launchPrefill,
   outputs,
@@ -51,7 +51,12 @@ function expectLayout(op: string, layout: unknown): KvLayout {
  * Attention of one request: q [qoLen, Hqo, Dqk], k [kvLen, Hkv, Dqk], v [kvLen, Hkv, Dvo] (NHD, or
  * HND [Hkv, kvLen, D]). Returns { out [qoLen, Hqo, Dvo], lse? [qoLen, Hqo] }.
  */
-export function singlePrefillWithKvCache(q: Tensor, k: Tensor, v: Tensor, options: SinglePrefillOptions = {}): PrefillResult {
+export function singlePrefillWithKvCache(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: SinglePrefillOptions = {},
+): PrefillResult {
   const op = "run single prefill";
   expectTensor(op, "q", q, ["f16", "bf16"]);
   if (q.rank !== 3) invalid(op, "q", "3-dimensional [qoLen, numQoHeads, headDim]", `=shape ${show(q.shape)}`);
@@ -76,7 +81,9 @@ export function singlePrefillWithKvCache(q: Tensor, k: Tensor, v: Tensor, option
   const scales = kvScales(op, options);
   const hasMask = options.customMask !== undefined || options.packedCustomMask !== undefined;
   const causal = !hasMask && (options.causal ?? false);
-  if (causal && kvLen < qoLen) invalid(op, "k", `at least as long as q (${qoLen} rows) for a causal mask`, `=${kvLen} rows`);
+  if (causal && kvLen < qoLen) {
+    invalid(op, "k", `at least as long as q (${qoLen} rows) for a causal mask`, `=${kvLen} rows`);
+  }
 
   let ownedMask: Tensor | undefined;
   let mask = 0n;
@@ -87,7 +94,12 @@ export function singlePrefillWithKvCache(q: Tensor, k: Tensor, v: Tensor, option
   if (options.customMask !== undefined) {
     const m = options.customMask;
     if (m === null || typeof m !== "object" || m.length !== qoLen * kvLen) {
-      invalid(op, "customMask", `of qoLen * kvLen = ${qoLen * kvLen} booleans`, `=${(m as BoolArray)?.length} elements`);
+      invalid(
+        op,
+        "customMask",
+        `of qoLen * kvLen = ${qoLen * kvLen} booleans`,
+        `=${(m as BoolArray)?.length} elements`,
+      );
     }
     ownedMask = Tensor.fromRaw(packbits(m), [maskBytes], "u8");
     mask = ownedMask.ptr;
@@ -95,19 +107,51 @@ export function singlePrefillWithKvCache(q: Tensor, k: Tensor, v: Tensor, option
     const m = options.packedCustomMask;
     expectTensor(op, "packedCustomMask", m, ["u8"]);
     if (m.numel !== maskBytes || !m.isContiguous()) {
-      invalid(op, "packedCustomMask", `a contiguous u8 tensor of ceil(qoLen * kvLen / 8) = ${maskBytes} bytes`, `=shape ${show(m.shape)}`);
+      invalid(
+        op,
+        "packedCustomMask",
+        `a contiguous u8 tensor of ceil(qoLen * kvLen / 8) = ${maskBytes} bytes`,
+        `=shape ${show(m.shape)}`,
+      );
     }
     mask = m.ptr;
   }
 
   const res = outputs(op, options, qoLen, numQoHeads, headDimVo, q.dtype);
   launchPrefill(op, {
-    q: q.ptr, k: k.ptr, v: v.ptr, o: res.out.ptr, lse: res.lse?.ptr ?? 0n,
-    qoIndptr: 0n, kvIndptr: 0n, kvIndices: 0n, kvLens: 0n, work: 0n, mask, maskIndptr: 0n,
-    qStrideN: qs.sn, qStrideH: qs.sh, oStrideN: res.out.strides[0], oStrideH: res.out.strides[1],
-    kStrides: { page: ks.sn, n: 0, h: ks.sh }, vStrides: { page: vs.sn, n: 0, h: vs.sh },
-    numWork: 0, qoLen, kvLen, numQoHeads, numKvHeads, headDimQk, headDimVo, pageSize: 1, paged: false, causal,
-    dtype: q.dtype, kvDtype: k.dtype, tileQ: tileTokens(config, numQoHeads, numKvHeads), variant, ...scales,
+    q: q.ptr,
+    k: k.ptr,
+    v: v.ptr,
+    o: res.out.ptr,
+    lse: res.lse?.ptr ?? 0n,
+    qoIndptr: 0n,
+    kvIndptr: 0n,
+    kvIndices: 0n,
+    kvLens: 0n,
+    work: 0n,
+    mask,
+    maskIndptr: 0n,
+    qStrideN: qs.sn,
+    qStrideH: qs.sh,
+    oStrideN: res.out.strides[0],
+    oStrideH: res.out.strides[1],
+    kStrides: { page: ks.sn, n: 0, h: ks.sh },
+    vStrides: { page: vs.sn, n: 0, h: vs.sh },
+    numWork: 0,
+    qoLen,
+    kvLen,
+    numQoHeads,
+    numKvHeads,
+    headDimQk,
+    headDimVo,
+    pageSize: 1,
+    paged: false,
+    causal,
+    dtype: q.dtype,
+    kvDtype: k.dtype,
+    tileQ: tileTokens(config, numQoHeads, numKvHeads),
+    variant,
+    ...scales,
   }, options.stream);
   // cudaFree waits for the device, so the kernel has read the mask before its memory goes.
   ownedMask?.dispose();
@@ -154,7 +198,9 @@ interface Plan {
 function expectIndptr(op: string, arg: string, x: unknown, batch?: number): Int32Array {
   if (!(x instanceof Int32Array)) invalid(op, arg, "an Int32Array", x);
   if (x.length < 2) invalid(op, arg, "of length batch + 1 >= 2", `=length ${x.length}`);
-  if (batch !== undefined && x.length !== batch + 1) invalid(op, arg, `of length batch + 1 = ${batch + 1} like 'qoIndptr'`, `=length ${x.length}`);
+  if (batch !== undefined && x.length !== batch + 1) {
+    invalid(op, arg, `of length batch + 1 = ${batch + 1} like 'qoIndptr'`, `=length ${x.length}`);
+  }
   if (x[0] !== 0) invalid(op, arg, "starting at 0", x[0]);
   for (let b = 0; b < x.length - 1; b++) {
     if (x[b + 1] < x[b]) invalid(op, arg, "non-decreasing", `=${arg}[${b}] = ${x[b]} > ${arg}[${b + 1}] = ${x[b + 1]}`);
@@ -166,7 +212,9 @@ function expectHeads(op: string, numQoHeads: unknown, numKvHeads: unknown): void
   if (!Number.isInteger(numQoHeads) || (numQoHeads as number) < 1 || (numQoHeads as number) > 65535) {
     invalid(op, "numQoHeads", "an integer in [1, 65535]", numQoHeads);
   }
-  if (!Number.isInteger(numKvHeads) || (numKvHeads as number) < 1) invalid(op, "numKvHeads", "a positive integer", numKvHeads);
+  if (!Number.isInteger(numKvHeads) || (numKvHeads as number) < 1) {
+    invalid(op, "numKvHeads", "a positive integer", numKvHeads);
+  }
   if ((numQoHeads as number) % (numKvHeads as number) !== 0) {
     invalid(op, "numQoHeads", "a multiple of 'numKvHeads'", `=${numQoHeads} and ${numKvHeads}`);
   }
@@ -183,7 +231,9 @@ abstract class BatchPrefillBase extends Resource {
   protected constructor(kind: string, workspace: Workspace, kvLayout: KvLayout) {
     super(kind);
     const op = `make a ${kind}`;
-    if (workspace === null || typeof workspace !== "object" || !("ptr" in workspace)) invalid(op, "workspace", "a Workspace", workspace);
+    if (workspace === null || typeof workspace !== "object" || !("ptr" in workspace)) {
+      invalid(op, "workspace", "a Workspace", workspace);
+    }
     this.workspace = workspace;
     this.kvLayout = expectLayout(op, kvLayout);
   }
@@ -216,7 +266,12 @@ abstract class BatchPrefillBase extends Resource {
     if (causal) {
       for (let b = 0; b < batch; b++) {
         if (kvLens[b] < qoLens[b]) {
-          invalid(op, "kvIndptr", "to give each request at least as many keys as queries for a causal mask", `=request ${b} with ${qoLens[b]} queries and ${kvLens[b]} keys`);
+          invalid(
+            op,
+            "kvIndptr",
+            "to give each request at least as many keys as queries for a causal mask",
+            `=request ${b} with ${qoLens[b]} queries and ${kvLens[b]} keys`,
+          );
         }
       }
     }
@@ -225,7 +280,9 @@ abstract class BatchPrefillBase extends Resource {
     const maskIndptr = new Int32Array(batch + 1);
     for (let b = 0; b < batch; b++) maskIndptr[b + 1] = maskIndptr[b] + Math.ceil((qoLens[b] * kvLens[b]) / 8);
     let packed: Uint8Array | undefined;
-    if (o.customMask !== undefined && o.packedCustomMask !== undefined) invalid(op, "customMask", "given without 'packedCustomMask'", "=both");
+    if (o.customMask !== undefined && o.packedCustomMask !== undefined) {
+      invalid(op, "customMask", "given without 'packedCustomMask'", "=both");
+    }
     if (o.customMask !== undefined) {
       const m = o.customMask;
       let total = 0;
@@ -243,7 +300,12 @@ abstract class BatchPrefillBase extends Resource {
     } else if (o.packedCustomMask !== undefined) {
       packed = o.packedCustomMask;
       if (!(packed instanceof Uint8Array) || packed.length !== maskIndptr[batch]) {
-        invalid(op, "packedCustomMask", `a Uint8Array of ${maskIndptr[batch]} bytes (segmentPackbits of each request's mask)`, `=${(packed as Uint8Array)?.length} bytes`);
+        invalid(
+          op,
+          "packedCustomMask",
+          `a Uint8Array of ${maskIndptr[batch]} bytes (segmentPackbits of each request's mask)`,
+          `=${(packed as Uint8Array)?.length} bytes`,
+        );
       }
     }
 
@@ -262,7 +324,8 @@ abstract class BatchPrefillBase extends Resource {
       this.#pinned = new PinnedBuffer(Math.max(layout.bytes, 4096));
     }
     const bytes = this.#pinned.bytes;
-    const i32 = (offset: number, values: Int32Array) => new Int32Array(bytes.buffer, bytes.byteOffset + offset, values.length).set(values);
+    const i32 = (offset: number, values: Int32Array) =>
+      new Int32Array(bytes.buffer, bytes.byteOffset + offset, values.length).set(values);
     i32(layout.qoIndptr, qoIndptr);
     i32(layout.kvIndptr, kvIndptr);
     i32(layout.kvLens, kvLens);
@@ -275,10 +338,25 @@ abstract class BatchPrefillBase extends Resource {
     this.#uploaded.record(o.stream);
 
     let maxPage = -1;
-    if (kvIndices) for (let i = 0; i < kvIndices.length; i++) maxPage = Math.max(maxPage, kvIndices[i]);
+    if (kvIndices) { for (let i = 0; i < kvIndices.length; i++) maxPage = Math.max(maxPage, kvIndices[i]); }
     this.plan_ = {
-      batch, nnzQo: qoIndptr[batch], nnzKv: kvIndptr[batch], numQoHeads, numKvHeads, headDimQk, headDimVo, qDtype, kvDtype,
-      causal, tileQ, numWork, variant, hasMask: packed !== undefined, maxPage, pageSize, layout,
+      batch,
+      nnzQo: qoIndptr[batch],
+      nnzKv: kvIndptr[batch],
+      numQoHeads,
+      numKvHeads,
+      headDimQk,
+      headDimVo,
+      qDtype,
+      kvDtype,
+      causal,
+      tileQ,
+      numWork,
+      variant,
+      hasMask: packed !== undefined,
+      maxPage,
+      pageSize,
+      layout,
     };
   }
 
@@ -288,21 +366,55 @@ abstract class BatchPrefillBase extends Resource {
     return this.plan_;
   }
 
-  protected launch(op: string, p: Plan, q: Tensor, k: bigint, v: bigint, ks: KvStrides, vs: KvStrides, o: PrefillOutputOptions, paged: boolean): PrefillResult {
+  protected launch(
+    op: string,
+    p: Plan,
+    q: Tensor,
+    k: bigint,
+    v: bigint,
+    ks: KvStrides,
+    vs: KvStrides,
+    o: PrefillOutputOptions,
+    paged: boolean,
+  ): PrefillResult {
     const qs = expectRows(op, "q", q, [p.nnzQo, p.numQoHeads, p.headDimQk], p.qDtype);
     const res = outputs(op, o, p.nnzQo, p.numQoHeads, p.headDimVo, p.qDtype);
     const scales = kvScales(op, o);
     const ws = this.workspace.ptr, L = p.layout;
     launchPrefill(op, {
-      q: q.ptr, k, v, o: res.out.ptr, lse: res.lse?.ptr ?? 0n,
-      qoIndptr: ws + BigInt(L.qoIndptr), kvIndptr: ws + BigInt(L.kvIndptr), kvIndices: paged ? ws + BigInt(L.kvIndices) : 0n,
-      kvLens: ws + BigInt(L.kvLens), work: ws + BigInt(L.work),
-      mask: p.hasMask ? ws + BigInt(L.mask) : 0n, maskIndptr: p.hasMask ? ws + BigInt(L.maskIndptr) : 0n,
-      qStrideN: qs.sn, qStrideH: qs.sh, oStrideN: res.out.strides[0], oStrideH: res.out.strides[1],
-      kStrides: ks, vStrides: vs,
-      numWork: p.numWork, qoLen: 0, kvLen: 0, numQoHeads: p.numQoHeads, numKvHeads: p.numKvHeads,
-      headDimQk: p.headDimQk, headDimVo: p.headDimVo, pageSize: p.pageSize, paged, causal: p.causal,
-      dtype: p.qDtype, kvDtype: p.kvDtype, tileQ: p.tileQ, variant: p.variant, ...scales,
+      q: q.ptr,
+      k,
+      v,
+      o: res.out.ptr,
+      lse: res.lse?.ptr ?? 0n,
+      qoIndptr: ws + BigInt(L.qoIndptr),
+      kvIndptr: ws + BigInt(L.kvIndptr),
+      kvIndices: paged ? ws + BigInt(L.kvIndices) : 0n,
+      kvLens: ws + BigInt(L.kvLens),
+      work: ws + BigInt(L.work),
+      mask: p.hasMask ? ws + BigInt(L.mask) : 0n,
+      maskIndptr: p.hasMask ? ws + BigInt(L.maskIndptr) : 0n,
+      qStrideN: qs.sn,
+      qStrideH: qs.sh,
+      oStrideN: res.out.strides[0],
+      oStrideH: res.out.strides[1],
+      kStrides: ks,
+      vStrides: vs,
+      numWork: p.numWork,
+      qoLen: 0,
+      kvLen: 0,
+      numQoHeads: p.numQoHeads,
+      numKvHeads: p.numKvHeads,
+      headDimQk: p.headDimQk,
+      headDimVo: p.headDimVo,
+      pageSize: p.pageSize,
+      paged,
+      causal: p.causal,
+      dtype: p.qDtype,
+      kvDtype: p.kvDtype,
+      tileQ: p.tileQ,
+      variant: p.variant,
+      ...scales,
     }, o.stream);
     return res;
   }
@@ -322,7 +434,14 @@ export class BatchPrefillWithRaggedKvCache extends BatchPrefillBase {
     super("ragged batch prefill", workspace, kvLayout);
   }
 
-  plan(qoIndptr: Int32Array, kvIndptr: Int32Array, numQoHeads: number, numKvHeads: number, headDimQk: number, options: BatchPrefillPlanOptions = {}): void {
+  plan(
+    qoIndptr: Int32Array,
+    kvIndptr: Int32Array,
+    numQoHeads: number,
+    numKvHeads: number,
+    headDimQk: number,
+    options: BatchPrefillPlanOptions = {},
+  ): void {
     const op = "plan ragged batch prefill";
     expectIndptr(op, "qoIndptr", qoIndptr);
     expectIndptr(op, "kvIndptr", kvIndptr, qoIndptr.length - 1);
@@ -338,7 +457,17 @@ export class BatchPrefillWithRaggedKvCache extends BatchPrefillBase {
     expectTensor(op, "q", q);
     const ks = kvStrides(op, "k", k, this.kvLayout, p.nnzKv, p.numKvHeads, p.headDimQk, p.kvDtype);
     const vs = kvStrides(op, "v", v, this.kvLayout, p.nnzKv, p.numKvHeads, p.headDimVo, p.kvDtype);
-    return this.launch(op, p, q, k.ptr, v.ptr, { page: ks.sn, n: 0, h: ks.sh }, { page: vs.sn, n: 0, h: vs.sh }, options, false);
+    return this.launch(
+      op,
+      p,
+      q,
+      k.ptr,
+      v.ptr,
+      { page: ks.sn, n: 0, h: ks.sh },
+      { page: vs.sn, n: 0, h: vs.sh },
+      options,
+      false,
+    );
   }
 }
 
@@ -370,19 +499,41 @@ export class BatchPrefillWithPagedKvCache extends BatchPrefillBase {
     expectIndptr(op, "kvIndptr", kvIndptr, batch);
     if (!Number.isInteger(pageSize) || pageSize < 1) invalid(op, "pageSize", "a positive integer", pageSize);
     if (!(kvIndices instanceof Int32Array)) invalid(op, "kvIndices", "an Int32Array", kvIndices);
-    if (kvIndices.length < kvIndptr[batch]) invalid(op, "kvIndices", `at least kvIndptr[${batch}] = ${kvIndptr[batch]} long`, `=length ${kvIndices.length}`);
-    for (let i = 0; i < kvIndptr[batch]; i++) if (kvIndices[i] < 0) invalid(op, "kvIndices", "non-negative page ids", `=kvIndices[${i}] = ${kvIndices[i]}`);
+    if (kvIndices.length < kvIndptr[batch]) {
+      invalid(op, "kvIndices", `at least kvIndptr[${batch}] = ${kvIndptr[batch]} long`, `=length ${kvIndices.length}`);
+    }
+    for (let i = 0; i < kvIndptr[batch]; i++) {
+      if (kvIndices[i] < 0) invalid(op, "kvIndices", "non-negative page ids", `=kvIndices[${i}] = ${kvIndices[i]}`);
+    }
     if (!(kvLastPageLen instanceof Int32Array)) invalid(op, "kvLastPageLen", "an Int32Array", kvLastPageLen);
-    if (kvLastPageLen.length !== batch) invalid(op, "kvLastPageLen", `of length batch = ${batch}`, `=length ${kvLastPageLen.length}`);
+    if (kvLastPageLen.length !== batch) {
+      invalid(op, "kvLastPageLen", `of length batch = ${batch}`, `=length ${kvLastPageLen.length}`);
+    }
     const kvLens = new Int32Array(batch);
     for (let b = 0; b < batch; b++) {
       const pages = kvIndptr[b + 1] - kvIndptr[b], last = kvLastPageLen[b];
       if (pages === 0 ? last !== 0 : !(last >= 1 && last <= pageSize)) {
-        invalid(op, "kvLastPageLen", pages === 0 ? "0 for a request with no pages" : `in [1, pageSize = ${pageSize}]`, `=kvLastPageLen[${b}] = ${last}`);
+        invalid(
+          op,
+          "kvLastPageLen",
+          pages === 0 ? "0 for a request with no pages" : `in [1, pageSize = ${pageSize}]`,
+          `=kvLastPageLen[${b}] = ${last}`,
+        );
       }
       kvLens[b] = pages === 0 ? 0 : (pages - 1) * pageSize + last;
     }
-    this.planTables(op, qoIndptr, kvLens, kvIndptr, kvIndices.subarray(0, kvIndptr[batch]), pageSize, numQoHeads, numKvHeads, headDimQk, options);
+    this.planTables(
+      op,
+      qoIndptr,
+      kvLens,
+      kvIndptr,
+      kvIndices.subarray(0, kvIndptr[batch]),
+      pageSize,
+      numQoHeads,
+      numKvHeads,
+      headDimQk,
+      options,
+    );
   }
 
   /** q [nnzQo, Hqo, Dqk]; kvCache one tensor or [k, v] (see the class comment). */
@@ -395,11 +546,17 @@ export class BatchPrefillWithPagedKvCache extends BatchPrefillBase {
     let k: bigint, v: bigint, ks: KvStrides, vs: KvStrides, pages: number;
     if (kvCache instanceof Tensor) {
       expectTensor(op, "kvCache", kvCache, [dt]);
-      if (p.headDimVo !== p.headDimQk) invalid(op, "kvCache", "a [k, v] pair when headDimVo differs from headDimQk", "=one tensor");
+      if (p.headDimVo !== p.headDimQk) {
+        invalid(op, "kvCache", "a [k, v] pair when headDimVo differs from headDimQk", "=one tensor");
+      }
       const shape = kvCache.shape;
       pages = shape[0];
-      const want = nhd ? [pages, 2, p.pageSize, p.numKvHeads, p.headDimQk] : [pages, 2, p.numKvHeads, p.pageSize, p.headDimQk];
-      if (kvCache.rank !== 5 || want.some((d, i) => d !== shape[i])) invalid(op, "kvCache", `of shape ${show(want)} (${this.kvLayout})`, `=shape ${show(shape)}`);
+      const want = nhd
+        ? [pages, 2, p.pageSize, p.numKvHeads, p.headDimQk]
+        : [pages, 2, p.numKvHeads, p.pageSize, p.headDimQk];
+      if (kvCache.rank !== 5 || want.some((d, i) => d !== shape[i])) {
+        invalid(op, "kvCache", `of shape ${show(want)} (${this.kvLayout})`, `=shape ${show(shape)}`);
+      }
       const s = kvCache.strides;
       ks = vs = nhd ? { page: s[0], n: s[2], h: s[3] } : { page: s[0], n: s[3], h: s[2] };
       checkKvAlign(op, "kvCache", kvCache, [s[0], s[1], s[2], s[3]]);
@@ -414,7 +571,9 @@ export class BatchPrefillWithPagedKvCache extends BatchPrefillBase {
       const shapeOf = (d: number) => nhd ? [pages, p.pageSize, p.numKvHeads, d] : [pages, p.numKvHeads, p.pageSize, d];
       for (const [t, arg, d] of [[kt, "kvCache[0]", p.headDimQk], [vt, "kvCache[1]", p.headDimVo]] as const) {
         const want = shapeOf(d);
-        if (t.rank !== 4 || want.some((x, i) => x !== t.shape[i])) invalid(op, arg, `of shape ${show(want)} (${this.kvLayout})`, `=shape ${show(t.shape)}`);
+        if (t.rank !== 4 || want.some((x, i) => x !== t.shape[i])) {
+          invalid(op, arg, `of shape ${show(want)} (${this.kvLayout})`, `=shape ${show(t.shape)}`);
+        }
         checkKvAlign(op, arg, t, t.strides.slice(0, 3));
       }
       const of = (s: readonly number[]) => nhd ? { page: s[0], n: s[1], h: s[2] } : { page: s[0], n: s[2], h: s[1] };
@@ -423,7 +582,14 @@ export class BatchPrefillWithPagedKvCache extends BatchPrefillBase {
       k = kt.ptr;
       v = vt.ptr;
     }
-    if (p.maxPage >= pages) invalid(op, "kvCache", `at least ${p.maxPage + 1} pages (the largest planned page id is ${p.maxPage})`, `=${pages} pages`);
+    if (p.maxPage >= pages) {
+      invalid(
+        op,
+        "kvCache",
+        `at least ${p.maxPage + 1} pages (the largest planned page id is ${p.maxPage})`,
+        `=${pages} pages`,
+      );
+    }
     return this.launch(op, p, q, k, v, ks, vs, options, true);
   }
 }

@@ -23,7 +23,10 @@ export const PREFILL_CONFIGS: readonly PrefillConfig[] = [
 ];
 
 /** Head dims with fp8 (e4m3 / e5m2) KV compiled (q f16 or bf16); mirrors FI_PREFILL_FP8_CONFIGS. */
-export const PREFILL_FP8_CONFIGS: readonly { headDimQk: number; headDimVo: number }[] = [{ headDimQk: 128, headDimVo: 128 }];
+export const PREFILL_FP8_CONFIGS: readonly { headDimQk: number; headDimVo: number }[] = [{
+  headDimQk: 128,
+  headDimVo: 128,
+}];
 export const FP8_DTYPES: readonly DType[] = ["e4m3", "e5m2"];
 
 function describe(c: { headDimQk: number; headDimVo: number }): string {
@@ -31,7 +34,13 @@ function describe(c: { headDimQk: number; headDimVo: number }): string {
 }
 
 /** The compiled configuration for these head dims and dtypes, or an UNSUPPORTED error naming it. */
-export function prefillConfig(op: string, headDimQk: number, headDimVo: number, qDtype: DType, kvDtype: DType = qDtype): PrefillConfig {
+export function prefillConfig(
+  op: string,
+  headDimQk: number,
+  headDimVo: number,
+  qDtype: DType,
+  kvDtype: DType = qDtype,
+): PrefillConfig {
   const config = PREFILL_CONFIGS.find((c) => c.headDimQk === headDimQk && c.headDimVo === headDimVo);
   const fp8 = FP8_DTYPES.includes(kvDtype) &&
     PREFILL_FP8_CONFIGS.some((c) => c.headDimQk === headDimQk && c.headDimVo === headDimVo);

@@ -3,10 +3,10 @@
  * native launch (fi_prefill_run with an fi_prefill_params block, cuda/include/flashinfer_ts.h).
  */
 import { expectRank, expectShape, expectTensor } from "../runtime/check.ts";
-import { DTYPE_BYTES, DTYPE_CODE, type DType } from "../runtime/dtype.ts";
+import { type DType, DTYPE_BYTES, DTYPE_CODE } from "../runtime/dtype.ts";
 import { FlashInferError, invalid, show } from "../runtime/errors.ts";
 import { check, native } from "../runtime/library.ts";
-import { type StreamLike, streamHandle } from "../runtime/stream.ts";
+import { streamHandle, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
 import type { KvLayout, ResolvedVariant, VariantOptions } from "./variants.ts";
 import { resolveVariant } from "./variants.ts";
@@ -33,8 +33,12 @@ export interface PrefillOutputOptions {
 /** The fp8 scales of a run, checked (1 for 16-bit KV). */
 export function kvScales(op: string, o: PrefillOutputOptions): { kScale: number; vScale: number } {
   const kScale = o.kScale ?? 1, vScale = o.vScale ?? 1;
-  if (!(typeof kScale === "number" && Number.isFinite(kScale) && kScale > 0)) invalid(op, "kScale", "a positive number", kScale);
-  if (!(typeof vScale === "number" && Number.isFinite(vScale) && vScale > 0)) invalid(op, "vScale", "a positive number", vScale);
+  if (!(typeof kScale === "number" && Number.isFinite(kScale) && kScale > 0)) {
+    invalid(op, "kScale", "a positive number", kScale);
+  }
+  if (!(typeof vScale === "number" && Number.isFinite(vScale) && vScale > 0)) {
+    invalid(op, "vScale", "a positive number", vScale);
+  }
   return { kScale, vScale };
 }
 
@@ -42,13 +46,22 @@ export function kvScales(op: string, o: PrefillOutputOptions): { kScale: number;
 export function prefillVariant(op: string, headDim: number, o: VariantOptions, kvDtype: DType): ResolvedVariant {
   const v = resolveVariant(op, headDim, o);
   if (v.posEncoding === 1 && DTYPE_BYTES[kvDtype] === 1) {
-    throw new FlashInferError("UNSUPPORTED", `Cannot ${op} as fused RoPE (posEncodingMode ROPE_LLAMA) is not compiled for fp8 KV (${kvDtype})`);
+    throw new FlashInferError(
+      "UNSUPPORTED",
+      `Cannot ${op} as fused RoPE (posEncodingMode ROPE_LLAMA) is not compiled for fp8 KV (${kvDtype})`,
+    );
   }
   return v;
 }
 
 /** Checks a [rows, heads, dim] operand whose rows and heads may be strided; returns its strides. */
-export function expectRows(op: string, arg: string, t: Tensor, shape: readonly number[], dtype: DType): { sn: number; sh: number } {
+export function expectRows(
+  op: string,
+  arg: string,
+  t: Tensor,
+  shape: readonly number[],
+  dtype: DType,
+): { sn: number; sh: number } {
   expectTensor(op, arg, t, [dtype]);
   expectShape(op, arg, t, shape);
   expectAligned(op, arg, t, [t.strides[0], t.strides[1]]);
@@ -65,7 +78,16 @@ export function expectAligned(op: string, arg: string, t: Tensor, strides: reado
 }
 
 /** The KV strides of a single/ragged k or v: NHD [tokens, Hkv, D] or HND [Hkv, tokens, D]. */
-export function kvStrides(op: string, arg: string, t: Tensor, layout: KvLayout, tokens: number | undefined, heads: number, dim: number, dtype: DType) {
+export function kvStrides(
+  op: string,
+  arg: string,
+  t: Tensor,
+  layout: KvLayout,
+  tokens: number | undefined,
+  heads: number,
+  dim: number,
+  dtype: DType,
+) {
   expectTensor(op, arg, t, [dtype]);
   expectRank(op, arg, t, 3);
   const tokenDim = layout === "NHD" ? 0 : 1, headDim = 1 - tokenDim;
@@ -76,7 +98,14 @@ export function kvStrides(op: string, arg: string, t: Tensor, layout: KvLayout, 
   return { tokens: n, sn: t.strides[tokenDim], sh: t.strides[headDim] };
 }
 
-export function outputs(op: string, o: PrefillOutputOptions, rows: number, heads: number, dimVo: number, dtype: DType): PrefillResult {
+export function outputs(
+  op: string,
+  o: PrefillOutputOptions,
+  rows: number,
+  heads: number,
+  dimVo: number,
+  dtype: DType,
+): PrefillResult {
   const out = o.out ?? Tensor.empty([rows, heads, dimVo], dtype);
   expectTensor(op, "out", out, [dtype]);
   expectShape(op, "out", out, [rows, heads, dimVo]);
@@ -143,12 +172,35 @@ const paramBytes = new Uint8Array(paramBuffer);
 export function launchPrefill(op: string, p: LaunchParams, stream: StreamLike): void {
   const ptrs = [p.q, p.k, p.v, p.o, p.lse, p.qoIndptr, p.kvIndptr, p.kvIndices, p.kvLens, p.work, p.mask, p.maskIndptr];
   ptrs.forEach((x, i) => view.setBigUint64(i * 8, x, true));
-  [p.qStrideN, p.qStrideH, p.oStrideN, p.oStrideH, p.kStrides.page, p.kStrides.n, p.kStrides.h, p.vStrides.page, p.vStrides.n, p.vStrides.h]
+  [
+    p.qStrideN,
+    p.qStrideH,
+    p.oStrideN,
+    p.oStrideH,
+    p.kStrides.page,
+    p.kStrides.n,
+    p.kStrides.h,
+    p.vStrides.page,
+    p.vStrides.n,
+    p.vStrides.h,
+  ]
     .forEach((s, i) => view.setBigInt64(96 + i * 8, BigInt(s), true));
   const v = p.variant;
   const ints = [
-    p.numWork, p.qoLen, p.kvLen, p.numQoHeads, p.numKvHeads, p.headDimQk, p.headDimVo, p.pageSize,
-    p.paged ? 1 : 0, p.causal ? 1 : 0, v.windowLeft, v.posEncoding, DTYPE_CODE[p.dtype], p.tileQ,
+    p.numWork,
+    p.qoLen,
+    p.kvLen,
+    p.numQoHeads,
+    p.numKvHeads,
+    p.headDimQk,
+    p.headDimVo,
+    p.pageSize,
+    p.paged ? 1 : 0,
+    p.causal ? 1 : 0,
+    v.windowLeft,
+    v.posEncoding,
+    DTYPE_CODE[p.dtype],
+    p.tileQ,
   ];
   ints.forEach((x, i) => view.setInt32(176 + i * 4, x, true));
   view.setFloat32(232, v.smScale * p.kScale, true);

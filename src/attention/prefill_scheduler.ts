@@ -5,7 +5,14 @@
  */
 
 /** Keys a query tile visits: the cost used to order the work. */
-export function tileCost(qoLen: number, kvLen: number, tile: number, tileQ: number, causal: boolean, windowLeft: number): number {
+export function tileCost(
+  qoLen: number,
+  kvLen: number,
+  tile: number,
+  tileQ: number,
+  causal: boolean,
+  windowLeft: number,
+): number {
   const delta = kvLen - qoLen;
   const first = tile * tileQ, last = Math.min(qoLen, first + tileQ) - 1;
   const end = causal ? Math.min(kvLen, last + delta + 1) : kvLen;
@@ -14,11 +21,19 @@ export function tileCost(qoLen: number, kvLen: number, tile: number, tileQ: numb
 }
 
 /** Work items [request, tile] flattened into an Int32Array of 2 * items, heaviest first. */
-export function prefillWork(qoLens: ArrayLike<number>, kvLens: ArrayLike<number>, tileQ: number, causal: boolean, windowLeft = -1): Int32Array {
+export function prefillWork(
+  qoLens: ArrayLike<number>,
+  kvLens: ArrayLike<number>,
+  tileQ: number,
+  causal: boolean,
+  windowLeft = -1,
+): Int32Array {
   const items: { b: number; t: number; cost: number }[] = [];
   for (let b = 0; b < qoLens.length; b++) {
     const tiles = Math.ceil(qoLens[b] / tileQ);
-    for (let t = 0; t < tiles; t++) items.push({ b, t, cost: tileCost(qoLens[b], kvLens[b], t, tileQ, causal, windowLeft) });
+    for (let t = 0; t < tiles; t++) {
+      items.push({ b, t, cost: tileCost(qoLens[b], kvLens[b], t, tileQ, causal, windowLeft) });
+    }
   }
   items.sort((x, y) => y.cost - x.cost || x.b - y.b || x.t - y.t);
   const work = new Int32Array(2 * items.length);
@@ -43,7 +58,12 @@ export interface PrefillTableLayout {
 
 const align16 = (n: number) => Math.ceil(n / 16) * 16;
 
-export function prefillTableLayout(batch: number, workItems: number, pages: number, maskBytes: number): PrefillTableLayout {
+export function prefillTableLayout(
+  batch: number,
+  workItems: number,
+  pages: number,
+  maskBytes: number,
+): PrefillTableLayout {
   let at = 0;
   const take = (bytes: number) => {
     const start = at;

@@ -23,9 +23,17 @@ export interface AttentionRefResult {
 }
 
 export function attentionRef(
-  q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>,
-  qoLen: number, kvLen: number, hq: number, hkv: number, dqk: number, dvo: number,
-  o: AttentionRefOptions, rows?: readonly number[],
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  qoLen: number,
+  kvLen: number,
+  hq: number,
+  hkv: number,
+  dqk: number,
+  dvo: number,
+  o: AttentionRefOptions,
+  rows?: readonly number[],
 ): AttentionRefResult {
   const out = new Float64Array(qoLen * hq * dvo).fill(NaN);
   const lse = new Float64Array(qoLen * hq).fill(NaN);
