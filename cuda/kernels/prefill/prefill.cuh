@@ -316,8 +316,8 @@ __global__ void __launch_bounds__(128, MIN_BLOCKS)
                                       : exp2f(-4.f * (2 * (head - a.alibi_n) + 1) / a.alibi_n)) *
                         kLog2e
                   : 0.f;
-  int mask_base = 0;
-  if (a.mask != nullptr && a.mask_indptr != nullptr) mask_base = a.mask_indptr[req] * 8;
+  int64_t mask_base = 0;  // in bits
+  if (a.mask != nullptr && a.mask_indptr != nullptr) mask_base = (int64_t)a.mask_indptr[req] * 8;
   const int last_row = q0 + q_rows - 1;
 
   // ldmatrix addresses: the swizzle XORs a chunk index with row & 7, which is lane & 7 for every
@@ -432,7 +432,7 @@ __global__ void __launch_bounds__(128, MIN_BLOCKS)
             if (a.causal) keep = keep && kj <= qpos;
             if (a.window_left >= 0) keep = keep && kj >= qpos - a.window_left;
             if (a.mask != nullptr && keep) {
-              const int64_t bit = (int64_t)mask_base + (int64_t)qi * kv_len + kj;
+              const int64_t bit = mask_base + (int64_t)qi * kv_len + kj;
               keep = (a.mask[bit >> 3] >> (bit & 7)) & 1;
             }
             s[mq][j][e] = keep ? x : -INFINITY;
