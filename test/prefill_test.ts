@@ -892,3 +892,34 @@ gpuTest("BatchAttention: mixed prefill and decode requests over a block table, o
   }
   q.t.dispose();
 });
+
+test("BatchAttention: bad plans are refused before any native call", () => {
+  const attention = new BatchAttention({ workspace: fakeWorkspace });
+  const qo = new Int32Array([0, 1, 5]);
+  assertThrowsCode(
+    () => attention.plan([0, 1] as unknown as Int32Array, new Int32Array([4]), new Int32Array(4), 8, 2, 128, 128),
+    "INVALID_ARGUMENT",
+    /'qoOffsets' must be an Int32Array/,
+  );
+  assertThrowsCode(
+    () => attention.plan(qo, new Int32Array([4]), new Int32Array(4), 8, 2, 128, 128),
+    "INVALID_ARGUMENT",
+    /'kvLens' must be an Int32Array of batch = 2 lengths/,
+  );
+  assertThrowsCode(
+    () => attention.plan(qo, new Int32Array([4, 40]), new Int32Array(4), 8, 2, 128, 128, { pageSize: 16 }),
+    "INVALID_ARGUMENT",
+    /'kvBlockTable' must be at least 3 blocks per request \(kvLens\[1\] = 40\): received 2/,
+  );
+  assertThrowsCode(
+    () =>
+      attention.plan(qo, new Int32Array([4, 8]), new Int32Array(4), 8, 2, 128, 128, { qDtype: "bf16", oDtype: "f16" }),
+    "INVALID_ARGUMENT",
+    /'oDtype' must be equal to qDtype \(bf16\)/,
+  );
+  assertThrowsCode(
+    () => attention.plan(qo, new Int32Array([4, 3]), new Int32Array(4), 8, 2, 128, 128, { causal: true }),
+    "INVALID_ARGUMENT",
+    /request 1 with 4 queries and 3 keys/,
+  );
+});
