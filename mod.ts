@@ -27,3 +27,14 @@ export * from "./src/attention/paged_kv_cache.ts";
 export * from "./src/attention/decode.ts";
 export * from "./src/attention/merge.ts";
 export { DECODE_COMPILED } from "./src/attention/compiled.ts";
+export {
+  BatchPrefillWithPagedKvCache,
+  BatchPrefillWithRaggedKvCache,
+  type BatchPrefillPlanOptions,
+  type PrefillResult,
+  singlePrefillWithKvCache,
+  type SinglePrefillOptions,
+} from "./src/attention/prefill.ts";
+export { type BoolArray, packbits, segmentPackbits } from "./src/attention/mask.ts";
+export { PREFILL_CONFIGS } from "./src/attention/prefill_configs.ts";
+export { BatchAttention, type BatchAttentionOptions, type BatchAttentionPlanOptions } from "./src/attention/batch_attention.ts";

@@ -15,9 +15,10 @@ import { copyBandwidth } from "./timing.ts";
 import type { Row, Suite } from "./suites/types.ts";
 import { opsSuite } from "./suites/ops.ts";
 import { decodeSuite } from "./suites/decode.ts";
+import { batchAttentionSuite, prefillSuite } from "./suites/prefill.ts";
 
 /** Every suite; a family adds its own here. */
-const SUITES: Suite[] = [opsSuite, decodeSuite];
+const SUITES: Suite[] = [opsSuite, decodeSuite, prefillSuite, batchAttentionSuite];
 
 // deno-lint-ignore no-explicit-any
 const g = globalThis as any;

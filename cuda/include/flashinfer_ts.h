@@ -180,6 +180,37 @@ FI_API int32_t fi_get_batch_indices_positions(uint64_t append_indptr, uint64_t s
 FI_API int32_t fi_get_seq_lens(uint64_t indptr, uint64_t last_page_len, uint64_t seq_lens, int32_t batch,
                                int32_t page_size, uint64_t stream);
 
+// ---- attention: prefill (single, ragged, paged) ----------------------------------------------
+// One launch computes O = softmax(Q K^T * sm_scale [+ variants]) V for every (request, q tile, qo head).
+// Tables (device int32, null for a single request): qo_indptr / kv_indptr [batch + 1], kv_lens
+// [batch], work [num_work][2] = (request, q tile of tile_q tokens). Paged: kv_indptr indexes
+// kv_indices (page ids); key j of request b is at k + page * k_stride_page + (j % page_size) *
+// k_stride_n + head * k_stride_h with page = kv_indices[kv_indptr[b] + j / page_size]. Ragged and
+// single: at k + (kv_indptr[b] + j) * k_stride_page + head * k_stride_h (k_stride_n unused). V alike.
+// mask: packed custom mask bits (request b's starts at byte mask_indptr[b]; bit i * kv_len + j).
+// lse [rows, num_qo_heads] float32 (base 2) or 0. Strides in elements; o rows 16-byte aligned.
+// Layout: 256 bytes.
+typedef struct fi_prefill_params {
+  uint64_t q, k, v, o, lse;
+  uint64_t qo_indptr, kv_indptr, kv_indices, kv_lens, work, mask, mask_indptr;
+  int64_t q_stride_n, q_stride_h, o_stride_n, o_stride_h;
+  int64_t k_stride_page, k_stride_n, k_stride_h, v_stride_page, v_stride_n, v_stride_h;
+  int32_t num_work, qo_len, kv_len, num_qo_heads, num_kv_heads, head_dim_qk, head_dim_vo, page_size;
+  int32_t paged, causal, window_left, pos_encoding, dtype, tile_q;  // pos_encoding: 0 none, 1 RoPE, 2 ALiBi
+  float sm_scale, logits_soft_cap;
+  float rope_rcp_scale, rope_rcp_theta;  // RoPE (Llama, NeoX pairing i, i + D/2): q at kv_len - qo_len + i, k at j
+  int32_t kv_dtype;  // dtype, or FI_E4M3 / FI_E5M2 (fp8 KV; k's scale folded into sm_scale by the caller)
+  float v_scale;     // fp8 KV: output multiplied by it
+} fi_prefill_params;
+FI_API int32_t fi_prefill_run(const uint8_t* params, uint64_t stream);
+// The query rows per CTA of a compiled (head_dim_qk, head_dim_vo, dtype); 0 when not compiled.
+FI_API int32_t fi_prefill_tile_q(int32_t head_dim_qk, int32_t head_dim_vo, int32_t dtype);
+// GQA packing: a tile's rows are (token, head) pairs of 2^shift heads sharing a KV head, so a tile
+// covers rows >> shift tokens (tile_q in fi_prefill_params). shift: the largest with 2^shift | group, <= 3.
+FI_API int32_t fi_prefill_head_pack_shift(int32_t group);
+// 1 when fp8 (e4m3 / e5m2) KV is compiled for these head dims (with fp16 or bf16 q), else 0.
+FI_API int32_t fi_prefill_fp8_compiled(int32_t head_dim_qk, int32_t head_dim_vo);
+
 #ifdef __cplusplus
 }
 #endif

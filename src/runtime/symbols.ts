@@ -241,6 +241,28 @@ export const symbols = {
     ],
     result: "i32",
   },
+
+  // ---- attention: prefill ----
+  fi_prefill_run: {
+    parameters: ["buffer" /* const fi_prefill_params* (src/attention/prefill_launch.ts writes it) */, "u64" /* stream */],
+    result: "i32",
+  },
+  fi_prefill_tile_q: {
+    parameters: [
+      "i32", // head_dim_qk
+      "i32", // head_dim_vo
+      "i32", // dtype code
+    ],
+    result: "i32", // query rows per CTA, 0 when not compiled
+  },
+  fi_prefill_head_pack_shift: {
+    parameters: ["i32" /* group = num_qo_heads / num_kv_heads */],
+    result: "i32", // log2 of the heads packed per tile
+  },
+  fi_prefill_fp8_compiled: {
+    parameters: ["i32" /* head_dim_qk */, "i32" /* head_dim_vo */],
+    result: "i32", // 1 when fp8 KV is compiled for these head dims
+  },
 } as const satisfies Record<string, SymbolSpec>;
 
 export type Symbols = typeof symbols;
