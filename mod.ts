@@ -22,3 +22,5 @@ export { Workspace } from "./src/runtime/workspace.ts";
 export * from "./src/ops/norm.ts";
 export * from "./src/ops/activation.ts";
 export * from "./src/ops/rope.ts";
+export * from "./src/sampling/sampling.ts";
+export { LogitsPipe, MinP, Sample, Softmax, type Step, type StepName, Temperature, type TensorKind, TopK, TopP, type PipeRunOptions } from "./src/sampling/pipe.ts";
