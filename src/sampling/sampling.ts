@@ -62,8 +62,19 @@ export interface LogitsSamplingOptions extends TopKTopPOptions {
   temperature?: RowParam;
 }
 
+/** Host arrays to copy to the device once every argument has been checked (no native call before). */
 interface Uploads {
   temps: Tensor[];
+  pending: (() => void)[];
+}
+
+function newUploads(): Uploads {
+  return { temps: [], pending: [] };
+}
+
+function flush(up: Uploads): void {
+  for (const f of up.pending) f();
+  up.pending.length = 0;
 }
 
 function isArrayLike(v: unknown): v is ArrayLike<number> {
@@ -95,9 +106,13 @@ function indicesOf(op: string, options: SamplingOptions, rowsIn: number, up: Upl
     if (!Number.isInteger(v) || v < 0 || v >= rowsIn) invalid(op, `indices[${i}]`, `an integer in [0, ${rowsIn})`, v);
     host[i] = v;
   }
-  const t = Tensor.fromRaw(host, [host.length], "i32");
-  up.temps.push(t);
-  return { batch: host.length, ptr: t.ptr, dtype: DTYPE_CODE.i32 };
+  const r: { batch?: number; ptr?: bigint; dtype: number } = { batch: host.length, dtype: DTYPE_CODE.i32 };
+  up.pending.push(() => {
+    const t = Tensor.fromRaw(host, [host.length], "i32");
+    up.temps.push(t);
+    r.ptr = t.ptr;
+  });
+  return r;
 }
 
 type ParamKind = "k" | "p" | "minP" | "temperature";
@@ -124,9 +139,14 @@ function rowParam(op: string, arg: string, kind: ParamKind, v: unknown, batch: n
   if (!isArrayLike(v)) invalid(op, arg, `a number, a host array or a ${rule.dtype} tensor`, v);
   if (v.length !== batch) invalid(op, arg, `of length ${batch} (one per output row)`, `=${v.length}`);
   for (let i = 0; i < v.length; i++) if (!rule.ok(v[i])) invalid(op, `${arg}[${i}]`, rule.expectation, v[i]);
-  const t = rule.dtype === "i32" ? Tensor.fromRaw(Int32Array.from(v), [batch], "i32") : Tensor.fromArray(v, [batch], "f32");
-  up.temps.push(t);
-  return { value: 1, ptr: t.ptr };
+  const host = Array.from(v);
+  const r: { value: number; ptr?: bigint } = { value: 1 };
+  up.pending.push(() => {
+    const t = rule.dtype === "i32" ? Tensor.fromRaw(Int32Array.from(host), [batch], "i32") : Tensor.fromArray(host, [batch], "f32");
+    up.temps.push(t);
+    r.ptr = t.ptr;
+  });
+  return r;
 }
 
 function randomState(op: string, arg: string, v: RandomState | undefined, fallback: () => bigint): { value: bigint; ptr?: bigint } {
@@ -149,12 +169,16 @@ function randomState(op: string, arg: string, v: RandomState | undefined, fallba
 
 const randomSeed = () => BigInt(Math.floor(Math.random() * 2 ** 32)) << 20n ^ BigInt(Math.floor(Math.random() * 2 ** 32));
 
-function outputTensor(op: string, arg: string, t: Tensor | undefined, shape: number[], dtype: "i32" | "u8" | "f32"): Tensor {
-  if (t === undefined) return Tensor.empty(shape, dtype);
+function checkOutput(op: string, arg: string, t: unknown, shape: number[], dtype: "i32" | "u8" | "f32"): void {
+  if (t === undefined) return;
   expectTensor(op, arg, t, [dtype]);
   expectShape(op, arg, t, shape);
   if (!t.isContiguous()) invalid(op, arg, "contiguous", "=a strided view");
-  return t;
+}
+
+function outputTensor(op: string, arg: string, t: Tensor | undefined, shape: number[], dtype: "i32" | "u8" | "f32"): Tensor {
+  checkOutput(op, arg, t, shape, dtype);
+  return t ?? Tensor.empty(shape, dtype);
 }
 
 export interface Filters {
@@ -173,7 +197,7 @@ export function runSampler(
   options: LogitsSamplingOptions,
 ): Tensor {
   const x = inputRows(op, logits ? "logits" : "probs", input);
-  const up: Uploads = { temps: [] };
+  const up = newUploads();
   try {
     if (options.deterministic !== undefined && typeof options.deterministic !== "boolean") {
       invalid(op, "deterministic", "a boolean", options.deterministic);
@@ -197,9 +221,12 @@ export function runSampler(
     if (!Number.isSafeInteger(step) || step < 0) invalid(op, "offsetStep", "a non-negative integer", step);
     const cluster = options.ctasPerRow ?? 0;
     if (![0, 1, 2, 4, 8].includes(cluster)) invalid(op, "ctasPerRow", "1, 2, 4 or 8", cluster);
+    checkOutput(op, "out", options.out, [batch], "i32");
+    checkOutput(op, "valid", options.valid, [batch], "u8");
+    checkOutput(op, "debugRounds", options.debugRounds, [batch, 2], "i32");
+    flush(up);
     const out = outputTensor(op, "out", options.out, [batch], "i32");
-    const valid = options.valid === undefined ? undefined : outputTensor(op, "valid", options.valid, [batch], "u8");
-    const dbg = options.debugRounds === undefined ? undefined : outputTensor(op, "debugRounds", options.debugRounds, [batch, 2], "i32");
+    const valid = options.valid, dbg = options.debugRounds;
     launch(op, {
       input: x.t.ptr, output: out.ptr, valid: valid?.ptr, indices: ix.ptr, topKArr: k.ptr, topPArr: p.ptr, minPArr: m.ptr,
       temperatureArr: t.ptr, seedPtr: seed.ptr, offsetPtr: offset.ptr, debugRounds: dbg?.ptr, inStride: x.stride, outStride: 0,
@@ -270,22 +297,23 @@ export function runRowOp(
   options: RowOpOptions & { temperature?: RowParam },
 ): Tensor {
   const x = inputRows(op, arg, input);
-  const up: Uploads = { temps: [] };
+  const up = newUploads();
   try {
     const q = param ? rowParam(op, param.arg, param.kind, param.value, x.rows, up) : { value: 1 };
     const t = options.temperature !== undefined ? rowParam(op, "temperature", "temperature", options.temperature, x.rows, up) : { value: 1 };
     const cluster = options.ctasPerRow ?? 0;
     if (![0, 1, 2, 4, 8].includes(cluster)) invalid(op, "ctasPerRow", "1, 2, 4 or 8", cluster);
-    let out: Tensor;
-    if (options.out === undefined) out = Tensor.empty([x.rows, x.d], "f32");
-    else {
+    if (options.out !== undefined) {
       expectTensor(op, "out", options.out, ["f32"]);
       expectShape(op, "out", options.out, x.t.shape);
-      out = options.out;
+      rows(op, "out", options.out);
     }
+    checkOutput(op, "valid", options.valid, [x.rows], "u8");
+    checkOutput(op, "debugRounds", options.debugRounds, [x.rows, 2], "i32");
+    flush(up);
+    const out = options.out ?? Tensor.empty([x.rows, x.d], "f32");
     const o = rows(op, "out", out);
-    const valid = options.valid === undefined ? undefined : outputTensor(op, "valid", options.valid, [x.rows], "u8");
-    const dbg = options.debugRounds === undefined ? undefined : outputTensor(op, "debugRounds", options.debugRounds, [x.rows, 2], "i32");
+    const valid = options.valid, dbg = options.debugRounds;
     const isK = param?.kind === "k";
     launch(op, {
       input: x.t.ptr, output: out.ptr, valid: valid?.ptr, topKArr: isK ? q.ptr : undefined, topPArr: isK ? undefined : q.ptr,
@@ -367,6 +395,9 @@ export function chainSpeculativeSampling(
   const offset = randomState(op, "offset", options.offset, () => 0n);
   const step = options.offsetStep ?? 1;
   if (!Number.isSafeInteger(step) || step < 0) invalid(op, "offsetStep", "a non-negative integer", step);
+  checkOutput(op, "out", options.out, [batch, n + 1], "i32");
+  checkOutput(op, "acceptedTokenNum", options.acceptedTokenNum, [batch], "i32");
+  checkOutput(op, "emittedDraftTokenNum", options.emittedDraftTokenNum, [batch], "i32");
   const out = outputTensor(op, "out", options.out, [batch, n + 1], "i32");
   const counter = (arg: string, t: Tensor | undefined) => {
     if (t !== undefined) return outputTensor(op, arg, t, [batch], "i32");
