@@ -14,9 +14,10 @@ import { env, isDeno, packageRoot, runtimeName } from "../src/runtime/platform.t
 import { copyBandwidth } from "./timing.ts";
 import type { Row, Suite } from "./suites/types.ts";
 import { opsSuite } from "./suites/ops.ts";
+import { samplingSuite } from "./suites/sampling.ts";
 
 /** Every suite; a family adds its own here. */
-const SUITES: Suite[] = [opsSuite];
+const SUITES: Suite[] = [opsSuite, samplingSuite];
 
 // deno-lint-ignore no-explicit-any
 const g = globalThis as any;

@@ -60,6 +60,8 @@ __device__ __forceinline__ float weight(const RowCtx<VEC>& c, float x) {
   return c.logits ? __expf((x - c.max_x) * c.inv_t) : x;
 }
 
+constexpr int kPadIndex = -(1 << 30);
+
 // Calls f(x[VEC], first_index) for every vector of this CTA's slice, with the same trip count in
 // every thread (missing vectors come filled with `pad`), so f may use warp collectives.
 template <int VEC, typename F>
@@ -86,7 +88,10 @@ __device__ __forceinline__ void for_each_vector(const RowCtx<VEC>& c, float pad,
       }
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) f(x[u], int((c.v0 + it * step + u * kThreads + threadIdx.x) * VEC));
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t v = c.v0 + it * step + u * kThreads + threadIdx.x;
+      f(x[u], v < c.v1 ? int(v * VEC) : kPadIndex);  // pads may lie in a peer CTA's slice: never write them
+    }
   }
 }
 
@@ -406,7 +411,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     float* out = reinterpret_cast<float*>(p.output) + b * p.out_stride;
     const float inv = 1.f / total;
     for_each_global(c, -INFINITY, [&](float x, int i) {
-      if (i < d) out[i] = weight(c, x) * inv;
+      if (i >= 0) out[i] = weight(c, x) * inv;
     });
     if (lead && p.valid) reinterpret_cast<uint8_t*>(p.valid)[b] = 1;
     cluster_done<CL>();
@@ -417,7 +422,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   const int filter = int(p.filter);
   Threshold th{0.f, positives, total};
   if (filter & (kTopK | kTopP)) {
-    const bool use_k = filter & kTopK, use_p = filter & kTopP;
+    const bool use_k = filter & kTopK, use_p = (filter & kTopP) && rp.p < 1.f;  // p = 1 keeps every token
     if (use_k && use_p && (filter & kTopKFirst)) {
       const Threshold tk = search<CL>(c, sm, true, rp.k, false, 0.f, 0.f, positives, total, max_w);
       th = search<CL>(c, sm, true, rp.k, true, rp.p * tk.S, tk.lo, tk.C, tk.S, max_w);
@@ -434,7 +439,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     const float inv = 1.f / th.S;
     ++c.global_passes;
     for_each_global(c, 0.f, [&](float x, int i) {
-      if (i >= d) return;
+      if (i < 0) return;
       const float w = weight(c, x);
       if (p.op == kOpRenorm) out[i] = admissible(w) ? w * inv : 0.f;
       else out[i] = admissible(w) ? x : -INFINITY;
