@@ -48,26 +48,33 @@ __device__ __forceinline__ void row_reduce(float (&v)[NS + NMIN + NMAX], ReduceS
     for (int i = 0; i < N; ++i) sm.warp[warp][i] = v[i];
   }
   __syncthreads();
-  const int t = threadIdx.x;
-  if (t < N) {
-    const Op op = slot_op<NS, NMIN, NMAX>(t);
-    float a = sm.warp[0][t];
-    for (int w = 1; w < warps; ++w) a = combine(op, a, sm.warp[w][t]);
-    if constexpr (CL == 1) sm.res[t] = a;
-    else sm.part[sm.phase][t] = a;
+  // Warp i combines slot i over the block's warps (lanes in parallel), then over the cluster's blocks.
+  for (int i = warp; i < N; i += warps) {
+    const Op op = slot_op<NS, NMIN, NMAX>(i);
+    const float id = op == kSum ? 0.f : op == kMin ? INFINITY : -INFINITY;
+    float a = lane < warps ? sm.warp[lane][i] : id;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) a = combine(op, a, __shfl_xor_sync(0xffffffffu, a, o));
+    if constexpr (CL == 1) {
+      if (lane == 0) sm.res[i] = a;
+    } else {
+      if (lane == 0) sm.part[sm.phase][i] = a;
+    }
   }
   if constexpr (CL > 1) {
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
     cluster.sync();
-    if (t < N) {
-      const Op op = slot_op<NS, NMIN, NMAX>(t);
-      float a = *cluster.map_shared_rank(&sm.part[sm.phase][t], 0);
-      for (int q = 1; q < CL; ++q) a = combine(op, a, *cluster.map_shared_rank(&sm.part[sm.phase][t], q));
-      sm.res[t] = a;
+    for (int i = warp; i < N; i += warps) {
+      const Op op = slot_op<NS, NMIN, NMAX>(i);
+      const float id = op == kSum ? 0.f : op == kMin ? INFINITY : -INFINITY;
+      float a = lane < CL ? *cluster.map_shared_rank(&sm.part[sm.phase][i], lane) : id;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) a = combine(op, a, __shfl_xor_sync(0xffffffffu, a, o));
+      if (lane == 0) sm.res[i] = a;
     }
     __syncthreads();
-    if (t == 0) sm.phase ^= 1;
+    if (threadIdx.x == 0) sm.phase ^= 1;
   }
   __syncthreads();
 #pragma unroll

@@ -25,10 +25,10 @@
 namespace fi {
 namespace sampling {
 
-constexpr int kThreads = 1024;
+constexpr int kThreads = 512;  // 128 registers a thread: the pivot pass keeps 28 accumulators
 constexpr int kPivots = 8;
 constexpr int kMaxRounds = 40;
-constexpr int kUnroll = 2;  // vectors in flight per thread per step
+constexpr int kUnroll = 4;  // vectors in flight per thread per step
 
 enum SamplerOp { kOpSample = 0, kOpRenorm = 1, kOpMask = 2, kOpSoftmax = 3 };
 enum FilterBits { kTopK = 1, kTopP = 2, kMinP = 4, kTopKFirst = 8 };
@@ -183,11 +183,13 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
         acc[2 * kPivots + 1] += w;
         acc[2 * kPivots + 2] = fminf(acc[2 * kPivots + 2], w);
         acc[2 * kPivots + 3] = fmaxf(acc[2 * kPivots + 3], w);
+        if (w > t[0]) {  // pivots ascend: below the first, none is passed
 #pragma unroll
-        for (int j = 0; j < kPivots; ++j) {
-          const bool gt = w > t[j];
-          acc[j] += gt ? 1.f : 0.f;
-          acc[kPivots + j] += gt ? w : 0.f;
+          for (int j = 0; j < kPivots; ++j) {
+            const bool gt = w > t[j];
+            acc[j] += gt ? 1.f : 0.f;
+            acc[kPivots + j] += gt ? w : 0.f;
+          }
         }
       }
     });
@@ -203,15 +205,18 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
     }
     const float cnt_in = acc[2 * kPivots], min_in = acc[2 * kPivots + 2], max_in = acc[2 * kPivots + 3];
     if (cnt_in <= 1.f || min_in >= max_in) return {lo, c_lo, s_lo};  // one value left: it is the threshold
-    int jlo = -1;
-#pragma unroll
-    for (int j = 0; j < kPivots; ++j)
-      if (too_big(c_hi + acc[j], s_hi + acc[kPivots + j])) jlo = j;
+    // The new bracket: the highest pivot still keeping too much, the lowest keeping few enough
+    // (unrolled selects: no dynamic indexing, so t and acc stay in registers).
     float nlo = lo, nc_lo = c_lo, ns_lo = s_lo;
-    if (jlo >= 0) nlo = t[jlo], nc_lo = c_hi + acc[jlo], ns_lo = s_hi + acc[kPivots + jlo];
     float nhi = hi, nc_hi = c_hi, ns_hi = s_hi;
-    const int jhi = jlo + 1;
-    if (jhi < kPivots) nhi = t[jhi], nc_hi = c_hi + acc[jhi], ns_hi = s_hi + acc[kPivots + jhi];
+#pragma unroll
+    for (int j = 0; j < kPivots; ++j) {
+      if (too_big(c_hi + acc[j], s_hi + acc[kPivots + j])) nlo = t[j], nc_lo = c_hi + acc[j], ns_lo = s_hi + acc[kPivots + j];
+    }
+#pragma unroll
+    for (int j = kPivots - 1; j >= 0; --j) {
+      if (!too_big(c_hi + acc[j], s_hi + acc[kPivots + j])) nhi = t[j], nc_hi = c_hi + acc[j], ns_hi = s_hi + acc[kPivots + j];
+    }
     // Snap the bracket onto the values it holds (no row value lies in the trimmed parts).
     if (nhi > max_in) nhi = max_in;
     if (nlo < min_in) nlo = nextafterf(min_in, 0.f);
@@ -219,6 +224,15 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
     if (!(lo < hi)) break;
   }
   return {lo, c_lo, s_lo};
+}
+
+// -log(u) for u in (0, 1): the fast log where it is accurate, a series where u is near 1 (there
+// -log(u) is small and the fast log's absolute error would dominate it). Relative error < 1e-5.
+__device__ __forceinline__ float exp_noise(uint32_t r) {
+  const float u = to_unit(r);
+  const float om = 1.f - u;  // exact on the 24-bit grid
+  if (om < 0.0625f) return om * (1.f + om * (0.5f + om * (0.33333334f + om * (0.25f + om * 0.2f))));
+  return -__logf(u);
 }
 
 // Maps a float onto an unsigned key with the same order (negative scores included).
@@ -346,7 +360,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     unsigned long long best = 0;
     float badf[1] = {0.f};
     auto enter = [&](float w, uint32_t r, int idx) {
-      const float e = -logf(to_unit(r));
+      const float e = exp_noise(r);
       const unsigned long long packed =
           (static_cast<unsigned long long>(order_key(score_of(c, w, e))) << 32) | (0xFFFFFFFFu - uint32_t(idx));
       best = packed > best ? packed : best;
@@ -457,7 +471,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   const RngKey key = make_key(seed, offset, uint32_t(b));
   unsigned long long best = 0;
   auto enter = [&](float w, uint32_t r, int idx) {
-    const float e = -logf(to_unit(r));
+    const float e = exp_noise(r);
     const unsigned long long packed =
         (static_cast<unsigned long long>(order_key(score_of(c, w, e))) << 32) | (0xFFFFFFFFu - uint32_t(idx));
     best = packed > best ? packed : best;
