@@ -141,8 +141,9 @@ gpuTest("sampling: renorm, mask and softmax match float64; samplers stay admissi
           for (let i = 0; i < d; i++) {
             const want = keep[i] ? row[i] / z : 0, have = g[r * d + i];
             if (ambiguous[i]) continue;
-            assert.ok(want === 0 ? have === 0 : Math.abs(have - want) <= 1e-4 * want,
-              `${tag} renorm ${key} row ${r} token ${i}: ${have} vs ${want}`);
+            if (!(want === 0 ? have === 0 : Math.abs(have - want) <= 1e-4 * want)) {
+              assert.fail(`${tag} renorm ${key} row ${r} token ${i}: ${have} vs ${want}`);
+            }
           }
         }
       }
@@ -158,8 +159,10 @@ gpuTest("sampling: renorm, mask and softmax match float64; samplers stay admissi
           const x = baseLogits.subarray((r % DISTINCT) * d, (r % DISTINCT + 1) * d);
           const wantM = maskRef(x, 50), wantS = softmaxRef(x, temps[r]);
           for (let i = 0; i < d; i++) {
-            assert.equal(m[r * d + i], wantM[i], `${tag} mask row ${r} token ${i}`);
-            assert.ok(Math.abs(s[r * d + i] - wantS[i]) <= 1e-5 * wantS[i] + 1e-9, `${tag} softmax row ${r} token ${i}: ${s[r * d + i]} vs ${wantS[i]}`);
+            if (m[r * d + i] !== wantM[i]) assert.fail(`${tag} mask row ${r} token ${i}: ${m[r * d + i]} vs ${wantM[i]}`);
+            if (!(Math.abs(s[r * d + i] - wantS[i]) <= 1e-5 * wantS[i] + 1e-9)) {
+              assert.fail(`${tag} softmax row ${r} token ${i}: ${s[r * d + i]} vs ${wantS[i]}`);
+            }
           }
         }
       }
@@ -177,7 +180,7 @@ gpuTest("sampling: renorm, mask and softmax match float64; samplers stay admissi
         const t = tokens.toRaw() as Int32Array;
         for (let r = 0; r < batch; r++) {
           const { keep, ambiguous } = sets.get(key)![r % DISTINCT];
-          assert.ok(t[r] >= 0 && t[r] < d && (keep[t[r]] === 1 || ambiguous[t[r]] === 1), `${tag} ${key} row ${r}: token ${t[r]} not admissible`);
+          if (!(t[r] >= 0 && t[r] < d && (keep[t[r]] === 1 || ambiguous[t[r]] === 1))) assert.fail(`${tag} ${key} row ${r}: token ${t[r]} not admissible`);
         }
       }
       using plain = samplingFromProbs(probs, { seed: 3 });
