@@ -151,8 +151,13 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
 #pragma unroll
       for (int j = 0; j < kPivots; ++j) t[j] = lo + (hi - lo) * float(j + 1) / float(kPivots + 1);
     }
+    // Compact the weights above lo into shared memory once they fit. Before that, speculate: keep
+    // those above the second pivot (14 binades below hi in a wide bracket); that list is used when
+    // it did not overflow and the new lo lands at or above it, which saves a pass over the row.
     const bool compact_now = !c.compacted && c_lo <= float(c.list_cap);
-    if (compact_now) {
+    const bool speculate = !c.compacted && !compact_now;
+    const float append_lo = compact_now ? lo : t[1];
+    if (compact_now || speculate) {
       if (threadIdx.x == 0) sm.list_n = 0, sm.list_overflow = 0;
       __syncthreads();
     }
@@ -164,8 +169,8 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
     acc[2 * kPivots + 3] = -INFINITY;
     const int lane = threadIdx.x & 31;
     for_each_weight(c, sm, [&](float w, int idx) {
-      if (compact_now) {  // warp-aggregated append of every weight above lo
-        const bool keep = w > lo;
+      if (compact_now || speculate) {  // warp-aggregated append of every weight above append_lo
+        const bool keep = w > append_lo;
         const unsigned mask = __ballot_sync(0xffffffffu, keep);
         if (mask) {
           int base = 0;
@@ -194,17 +199,20 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
       }
     });
     row_reduce<CL, 2 * kPivots + 2, 1, 1>(acc, sm.red);
-    if (compact_now) {
-      c.compacted = true;
+    bool listed = false;  // the list holds every weight above append_lo
+    if (compact_now || speculate) {
       __syncthreads();
-      int overflow = sm.list_overflow;
-      // every CTA of the cluster must agree: fold the flag into a reduction
-      float f[1] = {float(overflow)};
+      // every CTA of the cluster must agree: fold the overflow flag into a reduction
+      float f[1] = {float(sm.list_overflow)};
       row_reduce<CL, 0, 0, 1>(f, sm.red);
-      if (f[0] > 0.f) c.compacted = false;
+      listed = f[0] == 0.f;
+      if (compact_now) c.compacted = listed;
     }
     const float cnt_in = acc[2 * kPivots], min_in = acc[2 * kPivots + 2], max_in = acc[2 * kPivots + 3];
-    if (cnt_in <= 1.f || min_in >= max_in) return {lo, c_lo, s_lo};  // one value left: it is the threshold
+    if (cnt_in <= 1.f || min_in >= max_in) {  // one value left in the bracket: it is the threshold
+      if (speculate && listed && lo >= append_lo) c.compacted = true;
+      return {lo, c_lo, s_lo};
+    }
     // The new bracket: the highest pivot still keeping too much, the lowest keeping few enough
     // (unrolled selects: no dynamic indexing, so t and acc stay in registers).
     float nlo = lo, nc_lo = c_lo, ns_lo = s_lo;
@@ -220,6 +228,7 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
     // Snap the bracket onto the values it holds (no row value lies in the trimmed parts).
     if (nhi > max_in) nhi = max_in;
     if (nlo < min_in) nlo = nextafterf(min_in, 0.f);
+    if (speculate && listed && nlo >= append_lo) c.compacted = true;
     lo = nlo, c_lo = nc_lo, s_lo = ns_lo, hi = nhi, c_hi = nc_hi, s_hi = ns_hi;
     if (!(lo < hi)) break;
   }
