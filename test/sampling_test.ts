@@ -102,6 +102,13 @@ gpuTest("sampling: statistics with a row split over a cluster of 8 CTAs (vocab 3
     topKTopPSamplingFromProbs(probs, 40, 0.9, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 8 }));
   checkStatistics("topP cluster 4", d, filtered(p, { topP: 0.5 }), (ix, offset, valid) =>
     topPSamplingFromProbs(probs, 0.5, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 4 }));
+  // plain sampling on 16-byte aligned rows takes the group race (vocab 112 and 32000, split or not)
+  const q = probRows(1, 112, 1.5, 7);
+  using probs112 = Tensor.fromRaw(q, [1, 112], "f32");
+  checkStatistics("samplingFromProbs vocab 112", 112, filtered(q, {}), (ix, offset, valid) =>
+    samplingFromProbs(probs112, { indices: ix, seed: SEED, offset, valid }));
+  checkStatistics("samplingFromProbs cluster 8", d, filtered(p, {}), (ix, offset, valid) =>
+    samplingFromProbs(probs, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 8 }));
   console.log(`total draws so far: ${totalDraws}`);
   assert.ok(totalDraws >= 1_000_000, `only ${totalDraws} draws`);
 });
@@ -203,6 +210,9 @@ gpuTest("sampling: the same seed and offset give the same tokens; device offsets
   using a = topPSamplingFromProbs(probs, 0.9, { seed: 1, offset: 2, ctasPerRow: 1 });
   using b = topPSamplingFromProbs(probs, 0.9, { seed: 1, offset: 2, ctasPerRow: 8 });
   assert.deepEqual(Array.from(a.toRaw() as Int32Array), Array.from(b.toRaw() as Int32Array));
+  using a2 = samplingFromProbs(probs, { seed: 1, offset: 2, ctasPerRow: 1 });
+  using b2 = samplingFromProbs(probs, { seed: 1, offset: 2, ctasPerRow: 8 });
+  assert.deepEqual(Array.from(a2.toRaw() as Int32Array), Array.from(b2.toRaw() as Int32Array));
   // device seed and offset, advanced by the launch: a captured graph draws fresh tokens each replay
   using seedT = Tensor.fromRaw(new BigInt64Array([99n]), [1], "i64");
   using offT = Tensor.fromRaw(new BigInt64Array([5n]), [1], "i64");

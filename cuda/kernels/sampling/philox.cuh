@@ -30,7 +30,7 @@ __device__ __forceinline__ float to_unit(uint32_t x) {
 
 // Streams: what the four counter words mean. Word 3 carries the stream tag in its top byte so the
 // per-element noise, per-row scalars and speculative draws never share numbers.
-enum Stream : uint32_t { kElementNoise = 0, kRowScalars = 1, kResidualNoise = 2 };
+enum Stream : uint32_t { kElementNoise = 0, kRowScalars = 1, kResidualNoise = 2, kGroupNoise = 3 };
 
 struct RngKey {
   uint32_t k0, k1;    // seed

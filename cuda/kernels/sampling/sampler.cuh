@@ -35,8 +35,7 @@ enum FilterBits { kTopK = 1, kTopP = 2, kMinP = 4, kTopKFirst = 8 };
 
 struct SamplerSmem {
   ReduceSmem red;
-  int list_n;
-  int list_overflow;
+  int warp_n[32];  // entries each warp compacted into its own segment of the list
 };
 
 // Everything one CTA knows about its row.
@@ -51,6 +50,7 @@ struct RowCtx {
   float* list_w;
   int* list_i;
   int list_cap;
+  int seg_cap;  // list entries per warp
   bool compacted;
   int global_passes, rounds;
 };
@@ -104,21 +104,21 @@ __device__ __forceinline__ void for_each_global(const RowCtx<VEC>& c, float pad,
   });
 }
 
-// Calls f(w, index) for every compacted weight of this CTA, same trip count in every thread.
+// Calls f(w, index) for every compacted weight of this CTA: each warp reads its own segment.
 template <int VEC, typename F>
-__device__ __forceinline__ void for_each_listed(const RowCtx<VEC>& c, int n, F&& f) {
-  for (int base = 0; base < n; base += kThreads) {
-    const int i = base + threadIdx.x;
-    if (i < n) f(c.list_w[i], c.list_i[i]);
-    else f(0.f, 0);
-  }
+__device__ __forceinline__ void for_each_listed(const RowCtx<VEC>& c, const SamplerSmem& sm, F&& f) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int n = min(sm.warp_n[warp], c.seg_cap);
+  const float* w = c.list_w + warp * c.seg_cap;
+  const int* ix = c.list_i + warp * c.seg_cap;
+  for (int i = lane; i < n; i += 32) f(w[i], ix[i]);
 }
 
 // Visits weights: from the compacted list when there is one, else from the row.
 template <int VEC, typename F>
 __device__ __forceinline__ void for_each_weight(RowCtx<VEC>& c, SamplerSmem& sm, F&& f) {
   if (c.compacted) {
-    for_each_listed(c, sm.list_n, f);
+    for_each_listed(c, sm, f);
   } else {
     ++c.global_passes;
     for_each_global(c, c.logits ? -INFINITY : 0.f, [&](float x, int i) { f(weight(c, x), i); });
@@ -154,13 +154,11 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
     // Compact the weights above lo into shared memory once they fit. Before that, speculate: keep
     // those above the second pivot (14 binades below hi in a wide bracket); that list is used when
     // it did not overflow and the new lo lands at or above it, which saves a pass over the row.
-    const bool compact_now = !c.compacted && c_lo <= float(c.list_cap);
+    const bool compact_now = !c.compacted && c_lo <= 0.75f * float(c.list_cap);  // slack: warps fill unevenly
     const bool speculate = !c.compacted && !compact_now;
     const float append_lo = compact_now ? lo : t[1];
-    if (compact_now || speculate) {
-      if (threadIdx.x == 0) sm.list_n = 0, sm.list_overflow = 0;
-      __syncthreads();
-    }
+    int my_n = 0;           // this warp's entries (the same in every lane)
+    float overflow = 0.f;   // this lane saw its warp's segment full
     // acc: counts[kPivots], sums[kPivots], count_in, sum_in | min_in | max_in
     float acc[2 * kPivots + 4];
 #pragma unroll
@@ -169,19 +167,19 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
     acc[2 * kPivots + 3] = -INFINITY;
     const int lane = threadIdx.x & 31;
     for_each_weight(c, sm, [&](float w, int idx) {
-      if (compact_now || speculate) {  // warp-aggregated append of every weight above append_lo
+      if (compact_now || speculate) {  // warp-aggregated append into the warp's own segment
         const bool keep = w > append_lo;
         const unsigned mask = __ballot_sync(0xffffffffu, keep);
-        if (mask) {
-          int base = 0;
-          if (lane == 0) base = atomicAdd(&sm.list_n, __popc(mask));
-          base = __shfl_sync(0xffffffffu, base, 0);
-          if (keep) {
-            const int pos = base + __popc(mask & ((1u << lane) - 1u));
-            if (pos < c.list_cap) c.list_w[pos] = w, c.list_i[pos] = idx;
-            else sm.list_overflow = 1;
+        if (keep) {
+          const int pos = my_n + __popc(mask & ((1u << lane) - 1u));
+          if (pos < c.seg_cap) {
+            c.list_w[(threadIdx.x >> 5) * c.seg_cap + pos] = w;
+            c.list_i[(threadIdx.x >> 5) * c.seg_cap + pos] = idx;
+          } else {
+            overflow = 1.f;
           }
         }
+        my_n += __popc(mask);
       }
       if (w > lo && w <= hi) {
         acc[2 * kPivots] += 1.f;
@@ -201,9 +199,9 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
     row_reduce<CL, 2 * kPivots + 2, 1, 1>(acc, sm.red);
     bool listed = false;  // the list holds every weight above append_lo
     if (compact_now || speculate) {
-      __syncthreads();
-      // every CTA of the cluster must agree: fold the overflow flag into a reduction
-      float f[1] = {float(sm.list_overflow)};
+      if ((threadIdx.x & 31) == 0) sm.warp_n[threadIdx.x >> 5] = my_n;
+      // every CTA of the cluster must agree: fold the overflow flags into a reduction
+      float f[1] = {overflow};
       row_reduce<CL, 0, 0, 1>(f, sm.red);
       listed = f[0] == 0.f;
       if (compact_now) c.compacted = listed;
@@ -281,6 +279,51 @@ __device__ __forceinline__ void race_global(const RowCtx<VEC>& c, const RngKey& 
   });
 }
 
+// Plain sampling from probabilities in two stages that need one random draw per 16 elements: an
+// exponential race among groups of 16 consecutive tokens weighted by their sums, and inside the
+// winning group an inverse-CDF pick. P(token) = W_g / Z * w / W_g = w / Z. Groups never straddle
+// CTA slices (slices are whole groups), so the token does not depend on how the row is split.
+template <int VEC>
+__device__ __forceinline__ void group_race(const RowCtx<VEC>& c, const RngKey& key, float& bad,
+                                           unsigned long long& best) {
+  const int64_t g0 = c.v0 / 4, g1 = (c.v1 + 3) / 4;
+  for (int64_t g = g0 + threadIdx.x; g < g1; g += kThreads) {
+    float x[16];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int64_t v = g * 4 + q;
+      float4 f = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (v < c.v1) f = __ldg(reinterpret_cast<const float4*>(c.row) + v);
+      x[4 * q] = f.x, x[4 * q + 1] = f.y, x[4 * q + 2] = f.z, x[4 * q + 3] = f.w;
+    }
+    float total = 0.f;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      if (!(x[j] >= 0.f) || x[j] == INFINITY) bad = 1.f;
+      else total += x[j];
+    }
+    if (!(total > 0.f) || total == INFINITY) continue;
+    const U32x4 r = philox_group(key, uint32_t(g), kGroupNoise);
+    const uint32_t k = order_key(__fdividef(total, exp_noise(r.x)));
+    if (k < uint32_t(best >> 32)) continue;
+    const float target = to_unit(r.y) * total;
+    float cum = 0.f;
+    int pick = -1, last = 0;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      if (x[j] > 0.f) {
+        last = j;
+        cum += x[j];
+        if (pick < 0 && cum > target) pick = j;
+      }
+    }
+    if (pick < 0) pick = last;
+    const unsigned long long packed =
+        (static_cast<unsigned long long>(k) << 32) | (0xFFFFFFFFu - uint32_t(g * 16 + pick));
+    best = packed > best ? packed : best;
+  }
+}
+
 struct RowParams {
   float k, p, min_p, inv_t;
 };
@@ -348,7 +391,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   RowCtx<VEC> c;
   c.row = reinterpret_cast<const float*>(p.input) + in_row * p.in_stride;
   c.d = d;
-  const int64_t nvec = d / VEC, per = (nvec + CL - 1) / CL;
+  const int64_t nvec = d / VEC, per = ((nvec + CL - 1) / CL + 3) / 4 * 4;  // whole groups of 4 vectors
   c.v0 = min(nvec, per * rank);
   c.v1 = min(nvec, per * (rank + 1));
   c.logits = p.input_logits != 0;
@@ -358,6 +401,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   c.list_w = reinterpret_cast<float*>(smem_raw + sizeof(SamplerSmem));
   c.list_i = reinterpret_cast<int*>(c.list_w + p.list_cap);
   c.list_cap = int(p.list_cap);
+  c.seg_cap = c.list_cap / (kThreads / 32);
   c.compacted = false;
   c.global_passes = 1;
   c.rounds = 0;
@@ -378,7 +422,8 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
       if (w != w || w == INFINITY || (!c.logits && w < 0.f)) badf[0] = 1.f;
       return c.logits ? w > -INFINITY && w < INFINITY : w > 0.f && w < INFINITY;
     };
-    race_global(c, key, admit, enter);
+    if (VEC == 4 && !c.logits) group_race(c, key, badf[0], best);
+    else race_global(c, key, admit, enter);
     row_reduce<CL, 0, 0, 1>(badf, sm.red);
     best = row_max_u64<CL>(best, sm.red);
     if (lead) {
@@ -486,7 +531,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     best = packed > best ? packed : best;
   };
   if (c.compacted) {
-    for_each_listed(c, sm.list_n, [&](float w, int idx) {
+    for_each_listed(c, sm, [&](float w, int idx) {
       if (admissible(w)) enter(w, pick(philox_group(key, uint32_t(idx) >> 2, kElementNoise), idx & 3), idx);
     });
   } else {
