@@ -11,7 +11,7 @@ namespace {
 using namespace sampling;
 
 // Compacted weights kept in shared memory per CTA: (float, int) pairs.
-constexpr int kListCap = 16384;
+constexpr int kListCap = 25600;  // 200 KiB: 1600 entries for each of the 16 warps
 
 int sm_count() {
   static int count = 0;
