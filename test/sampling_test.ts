@@ -182,7 +182,6 @@ gpuTest("sampling: renorm, mask and softmax match float64; samplers stay admissi
         ["m0.05", () => minPSamplingFromProbs(probs, 0.05, { seed: 7 })],
       ];
       for (const [key, run] of samplers) {
-        using valid = Tensor.empty([batch], "u8").fillBytes(0);
         using tokens = run();
         const t = tokens.toRaw() as Int32Array;
         for (let r = 0; r < batch; r++) {
@@ -258,10 +257,10 @@ gpuTest("sampling: NaN, negative and empty rows and bad device indices are flagg
   lg.fill(-Infinity, 2 * d, 3 * d);
   using logits = Tensor.fromRaw(lg, [3, d], "f32");
   using lv = Tensor.empty([3], "u8").fillBytes(0x7f);
-  using lt = samplingFromLogits(logits, { valid: lv, seed: 2 });
+  using _lt = samplingFromLogits(logits, { valid: lv, seed: 2 });
   assert.deepEqual(Array.from(lv.toRaw() as Uint8Array), [0, 1, 0]);
   using lv2 = Tensor.empty([3], "u8").fillBytes(0x7f);
-  using lt2 = topKTopPSamplingFromLogits(logits, 10, 0.9, { valid: lv2, seed: 2 });
+  using _lt2 = topKTopPSamplingFromLogits(logits, 10, 0.9, { valid: lv2, seed: 2 });
   assert.deepEqual(Array.from(lv2.toRaw() as Uint8Array), [0, 1, 0]);
   // device indices out of range: flagged, token 0
   using ix = Tensor.fromRaw(new Int32Array([0, -1, 5, 6, 1 << 30]), [5], "i32");
@@ -313,7 +312,7 @@ gpuTest("sampling: rounds and passes are recorded (debug buffer)", () => {
     ["topK 50 topP 0.9", (dbg: Tensor) => topKTopPSamplingFromProbs(probs, 50, 0.9, { debugRounds: dbg, seed: 1 })],
   ] as const) {
     using dbg = Tensor.empty([batch, 2], "i32").fillBytes(0);
-    using t = run(dbg);
+    using _t = run(dbg);
     const r = dbg.toRaw() as Int32Array;
     console.log(`${name}: passes/rounds per row ${Array.from({ length: batch }, (_, i) => `${r[2 * i]}/${r[2 * i + 1]}`).join(" ")}`);
     for (let i = 0; i < batch; i++) assert.ok(r[2 * i] >= 1 && r[2 * i] <= 12, `${name}: ${r[2 * i]} passes`);

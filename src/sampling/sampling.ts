@@ -15,6 +15,9 @@
  * Rows with NaN, a negative or infinite probability, or no admissible token get token 0 and
  * `valid` 0; a device `indices` entry out of range does the same without reading anything.
  * Per-row parameters (`Tensor`s or host arrays) are indexed by output row.
+ * Tokens depend only on (input, parameters, seed, offset), never on the batch size or on how many
+ * CTAs share a row; plain sampling from probabilities draws per group of 16 tokens when the rows are
+ * 16-byte aligned, so the same seed can give a different (equally distributed) token on unaligned rows.
  */
 import { expectShape, expectTensor, rows } from "../runtime/check.ts";
 import { DTYPE_CODE } from "../runtime/dtype.ts";
