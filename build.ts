@@ -46,6 +46,7 @@ function fail(message: string, missingTool = false): never {
   console.error(`build.ts: ${message}`);
   if (isDeno) g.Deno.exit(1);
   g.process.exit(1);
+  throw new Error("unreachable");
 }
 
 function findNvcc(): string {

@@ -38,3 +38,5 @@ export {
 export { type BoolArray, packbits, segmentPackbits } from "./src/attention/mask.ts";
 export { PREFILL_CONFIGS } from "./src/attention/prefill_configs.ts";
 export { BatchAttention, type BatchAttentionOptions, type BatchAttentionPlanOptions } from "./src/attention/batch_attention.ts";
+export * from "./src/sampling/sampling.ts";
+export { LogitsPipe, MinP, Sample, Softmax, type Step, type StepName, Temperature, type TensorKind, TopK, TopP, type PipeRunOptions } from "./src/sampling/pipe.ts";

@@ -16,9 +16,10 @@ import type { Row, Suite } from "./suites/types.ts";
 import { opsSuite } from "./suites/ops.ts";
 import { decodeSuite } from "./suites/decode.ts";
 import { batchAttentionSuite, prefillSuite } from "./suites/prefill.ts";
+import { samplingSuite } from "./suites/sampling.ts";
 
 /** Every suite; a family adds its own here. */
-const SUITES: Suite[] = [opsSuite, decodeSuite, prefillSuite, batchAttentionSuite];
+const SUITES: Suite[] = [opsSuite, decodeSuite, prefillSuite, batchAttentionSuite, samplingSuite];
 
 // deno-lint-ignore no-explicit-any
 const g = globalThis as any;

@@ -211,6 +211,47 @@ FI_API int32_t fi_prefill_head_pack_shift(int32_t group);
 // 1 when fp8 (e4m3 / e5m2) KV is compiled for these head dims (with fp16 or bf16 q), else 0.
 FI_API int32_t fi_prefill_fp8_compiled(int32_t head_dim_qk, int32_t head_dim_vo);
 
+// ---- sampling ---------------------------------------------------------------------------------
+// One entry runs softmax, the sorting-free samplers, renormalization and top-k masking over rows of
+// f32 probabilities or logits (see cuda/kernels/sampling/sampler.cuh). All fields are 8 bytes wide
+// (232 bytes, no padding); src/sampling/params.ts writes them. Device pointers may be 0 = absent.
+typedef struct fi_sampling_params {
+  uint64_t input;            // [rows_in, d] f32, row stride in_stride (elements)
+  uint64_t output;           // op 0: i32 [batch]; ops 1-3: f32 [batch, d], row stride out_stride
+  uint64_t valid;            // u8 [batch]: 1 when the row had a finite, non-empty admissible set
+  uint64_t indices;          // [batch] of indices_dtype: input row of each output row (checked)
+  uint64_t top_k_arr;        // i32 [batch]
+  uint64_t top_p_arr;        // f32 [batch]
+  uint64_t min_p_arr;        // f32 [batch]
+  uint64_t temperature_arr;  // f32 [batch] (logits only)
+  uint64_t seed_ptr;         // u64 [1] read on the device instead of seed
+  uint64_t offset_ptr;       // u64 [1] read on the device instead of offset, then += offset_step
+  uint64_t debug_rounds;     // i32 [batch, 2]: global passes over the row, pivot rounds
+  int64_t in_stride, out_stride;
+  int64_t batch, d, rows_in;
+  int64_t op;                // 0 sample, 1 renorm, 2 mask logits, 3 softmax
+  int64_t filter;            // bits: 1 top-k, 2 top-p, 4 min-p, 8 top-k applied first
+  int64_t input_logits;      // 1: weights are exp((x - max) / T)
+  int64_t indices_dtype;     // FI_I32 or FI_I64
+  int64_t top_k;
+  double top_p, min_p, temperature;
+  uint64_t seed, offset;
+  int64_t offset_step;
+  int64_t list_cap;          // set by the library
+  int64_t cluster;           // CTAs per row: 0 automatic, or 1, 2, 4, 8
+} fi_sampling_params;
+// params: one fi_sampling_params as bytes.
+FI_API int32_t fi_sampling_run(uint8_t* params, uint64_t stream);
+
+// Chain speculative sampling (FlashInfer's semantics): draft_probs [batch, n, d] f32, draft_ids
+// [batch, n] i32, target_probs [batch, n + 1, d] f32; writes out_ids [batch, n + 1] i32 (-1 after
+// the first rejection's replacement), adds to accepted [batch] and emitted [batch] i32.
+FI_API int32_t fi_chain_speculative_sampling(uint64_t draft_probs, uint64_t draft_ids, uint64_t target_probs,
+                                             uint64_t out_ids, uint64_t accepted, uint64_t emitted,
+                                             int32_t batch, int32_t n, int32_t d, uint64_t seed,
+                                             uint64_t offset, uint64_t seed_ptr, uint64_t offset_ptr,
+                                             uint64_t offset_step, uint64_t stream);
+
 #ifdef __cplusplus
 }
 #endif

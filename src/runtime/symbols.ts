@@ -263,6 +263,31 @@ export const symbols = {
     parameters: ["i32" /* head_dim_qk */, "i32" /* head_dim_vo */],
     result: "i32", // 1 when fp8 KV is compiled for these head dims
   },
+  // ---- sampling ----
+  fi_sampling_run: {
+    parameters: ["buffer" /* fi_sampling_params* (src/sampling/params.ts writes it) */, "u64" /* stream */],
+    result: "i32",
+  },
+  fi_chain_speculative_sampling: {
+    parameters: [
+      "u64", // draft_probs [batch, n, d] f32
+      "u64", // draft_ids [batch, n] i32
+      "u64", // target_probs [batch, n + 1, d] f32
+      "u64", // out_ids [batch, n + 1] i32
+      "u64", // accepted [batch] i32 (added to)
+      "u64", // emitted [batch] i32 (added to)
+      "i32", // batch
+      "i32", // n (speculative tokens)
+      "i32", // d (vocabulary)
+      "u64", // seed
+      "u64", // offset
+      "u64", // seed_ptr: u64 [1] on the device, or 0
+      "u64", // offset_ptr: u64 [1] on the device, or 0
+      "u64", // offset_step added to *offset_ptr after the launch
+      "u64", // stream
+    ],
+    result: "i32",
+  },
 } as const satisfies Record<string, SymbolSpec>;
 
 export type Symbols = typeof symbols;

@@ -1,0 +1,119 @@
+// Row-wide reductions for the samplers: a row is read by one CTA or by a cluster of CL CTAs, so
+// every reduction is warp shuffles, then the block's warps through shared memory, then (CL > 1)
+// the cluster's blocks through distributed shared memory. Every thread gets the result.
+#pragma once
+#include <cooperative_groups.h>
+#include <stdint.h>
+
+namespace fi {
+namespace sampling {
+
+constexpr int kMaxSlots = 24;  // floats one reduction may combine
+
+struct ReduceSmem {
+  float warp[32][kMaxSlots];
+  float part[2][kMaxSlots];     // this block's partials, double-buffered for the cluster exchange
+  float res[kMaxSlots];
+  unsigned long long warp64[32];
+  unsigned long long part64[2];
+  unsigned long long res64;
+  int phase;
+};
+
+enum Op { kSum, kMin, kMax };
+
+__device__ __forceinline__ float combine(Op op, float a, float b) {
+  return op == kSum ? a + b : op == kMin ? fminf(a, b) : fmaxf(a, b);
+}
+
+// Slots [0, NS) are summed, [NS, NS + NMIN) take the minimum, the rest the maximum.
+template <int NS, int NMIN, int NMAX>
+__device__ __forceinline__ Op slot_op(int i) {
+  return i < NS ? kSum : i < NS + NMIN ? kMin : kMax;
+}
+
+template <int CL, int NS, int NMIN, int NMAX>
+__device__ __forceinline__ void row_reduce(float (&v)[NS + NMIN + NMAX], ReduceSmem& sm) {
+  constexpr int N = NS + NMIN + NMAX;
+  static_assert(N <= kMaxSlots, "too many slots");
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const Op op = slot_op<NS, NMIN, NMAX>(i);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v[i] = combine(op, v[i], __shfl_xor_sync(0xffffffffu, v[i], o));
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) sm.warp[warp][i] = v[i];
+  }
+  __syncthreads();
+  // Warp i combines slot i over the block's warps (lanes in parallel), then over the cluster's blocks.
+  for (int i = warp; i < N; i += warps) {
+    const Op op = slot_op<NS, NMIN, NMAX>(i);
+    const float id = op == kSum ? 0.f : op == kMin ? INFINITY : -INFINITY;
+    float a = lane < warps ? sm.warp[lane][i] : id;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) a = combine(op, a, __shfl_xor_sync(0xffffffffu, a, o));
+    if constexpr (CL == 1) {
+      if (lane == 0) sm.res[i] = a;
+    } else {
+      if (lane == 0) sm.part[sm.phase][i] = a;
+    }
+  }
+  if constexpr (CL > 1) {
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync();
+    for (int i = warp; i < N; i += warps) {
+      const Op op = slot_op<NS, NMIN, NMAX>(i);
+      const float id = op == kSum ? 0.f : op == kMin ? INFINITY : -INFINITY;
+      float a = lane < CL ? *cluster.map_shared_rank(&sm.part[sm.phase][i], lane) : id;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) a = combine(op, a, __shfl_xor_sync(0xffffffffu, a, o));
+      if (lane == 0) sm.res[i] = a;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) sm.phase ^= 1;
+  }
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < N; ++i) v[i] = sm.res[i];
+}
+
+template <int CL>
+__device__ __forceinline__ unsigned long long row_max_u64(unsigned long long v, ReduceSmem& sm) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const unsigned long long u = __shfl_xor_sync(0xffffffffu, v, o);
+    v = u > v ? u : v;
+  }
+  if (lane == 0) sm.warp64[warp] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned long long a = sm.warp64[0];
+    for (int w = 1; w < warps; ++w) a = sm.warp64[w] > a ? sm.warp64[w] : a;
+    if constexpr (CL == 1) sm.res64 = a;
+    else sm.part64[sm.phase] = a;
+  }
+  if constexpr (CL > 1) {
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync();
+    if (threadIdx.x == 0) {
+      unsigned long long a = 0;
+      for (int q = 0; q < CL; ++q) {
+        const unsigned long long u = *cluster.map_shared_rank(&sm.part64[sm.phase], q);
+        a = u > a ? u : a;
+      }
+      sm.res64 = a;
+      sm.phase ^= 1;
+    }
+  }
+  __syncthreads();
+  return sm.res64;
+}
+
+}  // namespace sampling
+}  // namespace fi

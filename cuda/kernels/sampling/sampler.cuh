@@ -1,0 +1,561 @@
+// Sorting-free filtered sampling, renormalization, masking and softmax: one kernel template.
+//
+// A row (one CTA, or a cluster of CL CTAs that each own a contiguous slice) is never sorted:
+//  1. a stats pass finds the row's max, total mass, positive count and any NaN;
+//  2. the admissible set of top-k / top-p / their combinations is {w > lo} for a threshold found by
+//     a pivot search: each round is ONE pass over the row that counts and sums the weights above
+//     kPivots pivots placed in the bracket (lo, hi] around the threshold (log-spaced while the
+//     bracket is wide), keeps the bracket's own min and max to snap onto real values, and stops
+//     when the bracket holds a single distinct value. Once the weights above `lo` fit in shared
+//     memory they are compacted there during a round, and later rounds and the draw read only them;
+//  3. the draw is an exponential race: argmax over admissible i of w_i / E_i with E_i = -log U_i and
+//     U_i from Philox(seed, offset, row, i). That is an exact sample of w restricted to the set,
+//     needs no normalizer and no scan, and gives the same token whatever order the elements are
+//     visited in (global row or compacted list), so the result is deterministic for a seed.
+// Weights are the probabilities themselves, or exp((x - max) / T) for logits, so every filter works
+// on unnormalized weights (top-p compares against p times the row's total).
+// Plain sampling skips 1-2: one pass does the NaN check and the race (on 16-byte aligned probability
+// rows, a race among groups of 16 tokens then an inverse-CDF pick inside the winner: one Philox call
+// per 16 tokens). 512 threads a CTA: the pivot pass keeps ~110 registers a thread with no spills.
+#pragma once
+#include <cooperative_groups.h>
+#include <stdint.h>
+
+#include "../../include/flashinfer_ts.h"
+#include "philox.cuh"
+#include "reduce.cuh"
+
+namespace fi {
+namespace sampling {
+
+constexpr int kThreads = 512;  // 128 registers a thread: the pivot pass keeps 28 accumulators
+constexpr int kPivots = 8;
+constexpr int kMaxRounds = 40;
+constexpr int kUnroll = 4;  // vectors in flight per thread per step
+
+enum SamplerOp { kOpSample = 0, kOpRenorm = 1, kOpMask = 2, kOpSoftmax = 3 };
+enum FilterBits { kTopK = 1, kTopP = 2, kMinP = 4, kTopKFirst = 8 };
+
+struct SamplerSmem {
+  ReduceSmem red;
+  int warp_n[32];  // entries each warp compacted into its own segment of the list
+};
+
+// Everything one CTA knows about its row.
+template <int VEC>
+struct RowCtx {
+  const float* row;  // input row
+  int64_t v0, v1;    // this CTA's vectors [v0, v1)
+  int d;
+  bool logits;
+  bool raw_logits;  // single-pass logits race: weights are x / T themselves
+  float max_x, inv_t;  // logits: weight = exp((x - max_x) * inv_t)
+  float* list_w;
+  int* list_i;
+  int list_cap;
+  int seg_cap;  // list entries per warp
+  bool compacted;
+  int global_passes, rounds;
+};
+
+template <int VEC>
+__device__ __forceinline__ float weight(const RowCtx<VEC>& c, float x) {
+  return c.logits ? __expf((x - c.max_x) * c.inv_t) : x;
+}
+
+constexpr int kPadIndex = -(1 << 30);
+
+// Calls f(x[VEC], first_index) for every vector of this CTA's slice, with the same trip count in
+// every thread (missing vectors come filled with `pad`), so f may use warp collectives.
+template <int VEC, typename F>
+__device__ __forceinline__ void for_each_vector(const RowCtx<VEC>& c, float pad, F&& f) {
+  const int64_t n = c.v1 - c.v0;
+  const int64_t step = int64_t(kThreads) * kUnroll;
+  const int64_t iters = (n + step - 1) / step;
+  for (int64_t it = 0; it < iters; ++it) {
+    float x[kUnroll][VEC];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t v = c.v0 + it * step + u * kThreads + threadIdx.x;
+      if (v < c.v1) {
+        if constexpr (VEC == 4) {
+          const float4 q = __ldg(reinterpret_cast<const float4*>(c.row) + v);
+          x[u][0] = q.x, x[u][1] = q.y, x[u][2] = q.z, x[u][3] = q.w;
+        } else {
+#pragma unroll
+          for (int j = 0; j < VEC; ++j) x[u][j] = __ldg(c.row + v * VEC + j);
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) x[u][j] = pad;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t v = c.v0 + it * step + u * kThreads + threadIdx.x;
+      f(x[u], v < c.v1 ? int(v * VEC) : kPadIndex);  // pads may lie in a peer CTA's slice: never write them
+    }
+  }
+}
+
+// Calls f(x, index) for every element of this CTA's slice (same trip count in every thread).
+template <int VEC, typename F>
+__device__ __forceinline__ void for_each_global(const RowCtx<VEC>& c, float pad, F&& f) {
+  for_each_vector(c, pad, [&](const float (&x)[VEC], int first) {
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) f(x[j], first + j);
+  });
+}
+
+// Calls f(w, index) for every compacted weight of this CTA: each warp reads its own segment.
+template <int VEC, typename F>
+__device__ __forceinline__ void for_each_listed(const RowCtx<VEC>& c, const SamplerSmem& sm, F&& f) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int n = min(sm.warp_n[warp], c.seg_cap);
+  const float* w = c.list_w + warp * c.seg_cap;
+  const int* ix = c.list_i + warp * c.seg_cap;
+  for (int i = lane; i < n; i += 32) f(w[i], ix[i]);
+}
+
+// Visits weights: from the compacted list when there is one, else from the row.
+template <int VEC, typename F>
+__device__ __forceinline__ void for_each_weight(RowCtx<VEC>& c, SamplerSmem& sm, F&& f) {
+  if (c.compacted) {
+    for_each_listed(c, sm, f);
+  } else {
+    ++c.global_passes;
+    for_each_global(c, c.logits ? -INFINITY : 0.f, [&](float x, int i) { f(weight(c, x), i); });
+  }
+}
+
+struct Threshold {
+  float lo;  // the admissible set is {w > lo}
+  float C;   // its size
+  float S;   // its mass
+};
+
+// The pivot search. g(C, S) says a threshold whose upper set has size C and mass S keeps too much;
+// g is monotone, true at `lo` on entry and false at the row's max.
+template <int CL, int VEC>
+__device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k, bool use_p, float plim,
+                            float lo, float c_lo, float s_lo, float hi) {
+  auto too_big = [&](float C, float S) { return (use_k && C >= k) || (use_p && S >= plim); };
+  if (!too_big(c_lo, s_lo)) return {lo, c_lo, s_lo};
+  float c_hi = 0.f, s_hi = 0.f;  // size and mass above hi
+  for (int round = 0; round < kMaxRounds; ++round) {
+    ++c.rounds;
+    float t[kPivots];
+    const bool wide = lo <= 0.f || hi > 4.f * lo;
+    if (wide) {
+      const float s = lo > 0.f ? fminf(2.f, __log2f(hi / lo) / (kPivots + 1)) : 2.f;
+#pragma unroll
+      for (int j = 0; j < kPivots; ++j) t[j] = hi * exp2f(-s * float(kPivots - j));
+    } else {
+#pragma unroll
+      for (int j = 0; j < kPivots; ++j) t[j] = lo + (hi - lo) * float(j + 1) / float(kPivots + 1);
+    }
+    // Compact the weights above lo into shared memory once they fit. Before that, speculate: keep
+    // those above the second pivot (14 binades below hi in a wide bracket); that list is used when
+    // it did not overflow and the new lo lands at or above it, which saves a pass over the row.
+    const bool compact_now = !c.compacted && c_lo <= 0.75f * float(c.list_cap);  // slack: warps fill unevenly
+    const bool speculate = !c.compacted && !compact_now;
+    const float append_lo = compact_now ? lo : t[1];
+    int my_n = 0;           // this warp's entries (the same in every lane)
+    float overflow = 0.f;   // this lane saw its warp's segment full
+    // acc: counts[kPivots], sums[kPivots], count_in, sum_in | min_in | max_in
+    float acc[2 * kPivots + 4];
+#pragma unroll
+    for (int j = 0; j < 2 * kPivots + 2; ++j) acc[j] = 0.f;
+    acc[2 * kPivots + 2] = INFINITY;
+    acc[2 * kPivots + 3] = -INFINITY;
+    const int lane = threadIdx.x & 31;
+    for_each_weight(c, sm, [&](float w, int idx) {
+      if (compact_now || speculate) {  // warp-aggregated append into the warp's own segment
+        const bool keep = w > append_lo;
+        const unsigned mask = __ballot_sync(0xffffffffu, keep);
+        if (keep) {
+          const int pos = my_n + __popc(mask & ((1u << lane) - 1u));
+          if (pos < c.seg_cap) {
+            c.list_w[(threadIdx.x >> 5) * c.seg_cap + pos] = w;
+            c.list_i[(threadIdx.x >> 5) * c.seg_cap + pos] = idx;
+          } else {
+            overflow = 1.f;
+          }
+        }
+        my_n += __popc(mask);
+      }
+      if (w > lo && w <= hi) {
+        acc[2 * kPivots] += 1.f;
+        acc[2 * kPivots + 1] += w;
+        acc[2 * kPivots + 2] = fminf(acc[2 * kPivots + 2], w);
+        acc[2 * kPivots + 3] = fmaxf(acc[2 * kPivots + 3], w);
+        if (w > t[0]) {  // pivots ascend: below the first, none is passed
+#pragma unroll
+          for (int j = 0; j < kPivots; ++j) {
+            const bool gt = w > t[j];
+            acc[j] += gt ? 1.f : 0.f;
+            acc[kPivots + j] += gt ? w : 0.f;
+          }
+        }
+      }
+    });
+    row_reduce<CL, 2 * kPivots + 2, 1, 1>(acc, sm.red);
+    bool listed = false;  // the list holds every weight above append_lo
+    if (compact_now || speculate) {
+      if ((threadIdx.x & 31) == 0) sm.warp_n[threadIdx.x >> 5] = my_n;
+      // every CTA of the cluster must agree: fold the overflow flags into a reduction
+      float f[1] = {overflow};
+      row_reduce<CL, 0, 0, 1>(f, sm.red);
+      listed = f[0] == 0.f;
+      if (compact_now) c.compacted = listed;
+    }
+    const float cnt_in = acc[2 * kPivots], min_in = acc[2 * kPivots + 2], max_in = acc[2 * kPivots + 3];
+    if (cnt_in <= 1.f || min_in >= max_in) {  // one value left in the bracket: it is the threshold
+      if (speculate && listed && lo >= append_lo) c.compacted = true;
+      return {lo, c_lo, s_lo};
+    }
+    // The new bracket: the highest pivot still keeping too much, the lowest keeping few enough
+    // (unrolled selects: no dynamic indexing, so t and acc stay in registers).
+    float nlo = lo, nc_lo = c_lo, ns_lo = s_lo;
+    float nhi = hi, nc_hi = c_hi, ns_hi = s_hi;
+#pragma unroll
+    for (int j = 0; j < kPivots; ++j) {
+      if (too_big(c_hi + acc[j], s_hi + acc[kPivots + j])) nlo = t[j], nc_lo = c_hi + acc[j], ns_lo = s_hi + acc[kPivots + j];
+    }
+#pragma unroll
+    for (int j = kPivots - 1; j >= 0; --j) {
+      if (!too_big(c_hi + acc[j], s_hi + acc[kPivots + j])) nhi = t[j], nc_hi = c_hi + acc[j], ns_hi = s_hi + acc[kPivots + j];
+    }
+    // Snap the bracket onto the values it holds (no row value lies in the trimmed parts).
+    if (nhi > max_in) nhi = max_in;
+    if (nlo < min_in) nlo = nextafterf(min_in, 0.f);
+    if (speculate && listed && nlo >= append_lo) c.compacted = true;
+    lo = nlo, c_lo = nc_lo, s_lo = ns_lo, hi = nhi, c_hi = nc_hi, s_hi = ns_hi;
+    if (!(lo < hi)) break;
+  }
+  return {lo, c_lo, s_lo};
+}
+
+// -log(u) for u in (0, 1): the fast log where it is accurate, a series where u is near 1 (there
+// -log(u) is small and the fast log's absolute error would dominate it). Relative error < 1e-5.
+__device__ __forceinline__ float exp_noise(uint32_t r) {
+  const float u = to_unit(r);
+  const float om = 1.f - u;  // exact on the 24-bit grid
+  if (om < 0.0625f) return om * (1.f + om * (0.5f + om * (0.33333334f + om * (0.25f + om * 0.2f))));
+  return -__logf(u);
+}
+
+// Maps a float onto an unsigned key with the same order (negative scores included).
+__device__ __forceinline__ uint32_t order_key(float s) {
+  const uint32_t u = __float_as_uint(s);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// The race score of weight w against exponential noise e: w / e. For logits in the single-pass
+// path, w is the scaled logit and the score is its Gumbel form x / T - log(e).
+template <int VEC>
+__device__ __forceinline__ float score_of(const RowCtx<VEC>& c, float w, float e) {
+  return c.raw_logits ? w - __logf(e) : __fdividef(w, e);
+}
+
+// One pass over the row entering every admissible element in the race; Philox once per 4 elements.
+template <int VEC, typename Admit, typename Enter>
+__device__ __forceinline__ void race_global(const RowCtx<VEC>& c, const RngKey& key, Admit&& admissible,
+                                            Enter&& enter) {
+  for_each_vector(c, c.logits ? -INFINITY : 0.f, [&](const float (&x)[VEC], int first) {
+    float w[VEC];
+    bool any = false;
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) w[j] = c.raw_logits ? x[j] * c.inv_t : weight(c, x[j]), any |= admissible(w[j]);
+    if (!any) return;
+    if constexpr (VEC == 4) {
+      const U32x4 r = philox_group(key, uint32_t(first) >> 2, kElementNoise);
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (admissible(w[j])) enter(w[j], pick(r, j), first + j);
+    } else {
+#pragma unroll
+      for (int j = 0; j < VEC; ++j)
+        if (admissible(w[j]))
+          enter(w[j], pick(philox_group(key, uint32_t(first + j) >> 2, kElementNoise), (first + j) & 3), first + j);
+    }
+  });
+}
+
+// Plain sampling from probabilities in two stages that need one random draw per 16 elements: an
+// exponential race among groups of 16 consecutive tokens weighted by their sums, and inside the
+// winning group an inverse-CDF pick. P(token) = W_g / Z * w / W_g = w / Z. Groups never straddle
+// CTA slices (slices are whole groups), so the token does not depend on how the row is split.
+template <int VEC>
+__device__ __forceinline__ void group_race(const RowCtx<VEC>& c, const RngKey& key, float& bad,
+                                           unsigned long long& best) {
+  const int64_t g0 = c.v0 / 4, g1 = (c.v1 + 3) / 4;
+  for (int64_t g = g0 + threadIdx.x; g < g1; g += kThreads) {
+    float x[16];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int64_t v = g * 4 + q;
+      float4 f = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (v < c.v1) f = __ldg(reinterpret_cast<const float4*>(c.row) + v);
+      x[4 * q] = f.x, x[4 * q + 1] = f.y, x[4 * q + 2] = f.z, x[4 * q + 3] = f.w;
+    }
+    float total = 0.f;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      if (!(x[j] >= 0.f) || x[j] == INFINITY) bad = 1.f;
+      else total += x[j];
+    }
+    if (!(total > 0.f) || total == INFINITY) continue;
+    const U32x4 r = philox_group(key, uint32_t(g), kGroupNoise);
+    const uint32_t k = order_key(__fdividef(total, exp_noise(r.x)));
+    if (k < uint32_t(best >> 32)) continue;
+    const float target = to_unit(r.y) * total;
+    float cum = 0.f;
+    int pick = -1, last = 0;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      if (x[j] > 0.f) {
+        last = j;
+        cum += x[j];
+        if (pick < 0 && cum > target) pick = j;
+      }
+    }
+    if (pick < 0) pick = last;
+    const unsigned long long packed =
+        (static_cast<unsigned long long>(k) << 32) | (0xFFFFFFFFu - uint32_t(g * 16 + pick));
+    best = packed > best ? packed : best;
+  }
+}
+
+struct RowParams {
+  float k, p, min_p, inv_t;
+};
+
+template <typename T>
+__device__ __forceinline__ T load_param(uint64_t arr, int64_t b, T fallback) {
+  return arr ? reinterpret_cast<const T*>(arr)[b] : fallback;
+}
+
+template <int CL>
+__device__ __forceinline__ int cluster_rank() {
+  if constexpr (CL == 1) return 0;
+  else return int(cooperative_groups::this_cluster().block_rank());
+}
+
+template <int CL>
+__device__ __forceinline__ void cluster_done() {
+  if constexpr (CL > 1) cooperative_groups::this_cluster().sync();  // keep shared memory alive for peers
+}
+
+template <int VEC, int CL>
+__global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_params p) {
+  extern __shared__ __align__(16) uint8_t smem_raw[];
+  SamplerSmem& sm = *reinterpret_cast<SamplerSmem*>(smem_raw);
+  const int rank = cluster_rank<CL>();
+  const int64_t b = blockIdx.x / CL;
+  const int d = int(p.d);
+  const bool lead = rank == 0 && threadIdx.x == 0;
+  if (threadIdx.x == 0) sm.red.phase = 0;
+
+  // ---- which input row; an index out of range marks the row invalid and reads nothing
+  int64_t in_row = b;
+  if (p.indices) {
+    in_row = p.indices_dtype == FI_I64 ? reinterpret_cast<const int64_t*>(p.indices)[b]
+                                       : int64_t(reinterpret_cast<const int32_t*>(p.indices)[b]);
+  }
+  auto finish_invalid = [&]() {
+    if (p.op == kOpSample) {
+      if (lead) reinterpret_cast<int32_t*>(p.output)[b] = 0;
+    } else {
+      float* out = reinterpret_cast<float*>(p.output) + b * p.out_stride;
+      const float fill = p.op == kOpMask ? -INFINITY : 0.f;
+      const int per = (d + CL - 1) / CL;
+      for (int i = rank * per + threadIdx.x; i < min(d, (rank + 1) * per); i += kThreads) out[i] = fill;
+    }
+    if (lead && p.valid) reinterpret_cast<uint8_t*>(p.valid)[b] = 0;
+  };
+  if (in_row < 0 || in_row >= p.rows_in) {
+    finish_invalid();
+    return;  // no cluster exchange has happened: every CTA of the cluster leaves here together
+  }
+
+  // ---- per-row parameters, clamped so a bad device value cannot misbehave
+  RowParams rp;
+  rp.k = float(max(load_param<int32_t>(p.top_k_arr, b, int32_t(p.top_k)), 1));
+  float tp = load_param<float>(p.top_p_arr, b, float(p.top_p));
+  rp.p = tp > 0.f ? fminf(tp, 1.f) : 1e-30f;  // NaN or <= 0: only the top token
+  float mp = load_param<float>(p.min_p_arr, b, float(p.min_p));
+  rp.min_p = mp > 0.f ? fminf(mp, 1.f) : 0.f;
+  float temp = load_param<float>(p.temperature_arr, b, float(p.temperature));
+  rp.inv_t = 1.f / (temp == temp ? fmaxf(temp, 1e-6f) : 1.f);
+  const uint64_t seed = p.seed_ptr ? *reinterpret_cast<const uint64_t*>(p.seed_ptr) : p.seed;
+  const uint64_t offset = p.offset_ptr ? *reinterpret_cast<const uint64_t*>(p.offset_ptr) : p.offset;
+
+  RowCtx<VEC> c;
+  c.row = reinterpret_cast<const float*>(p.input) + in_row * p.in_stride;
+  c.d = d;
+  const int64_t nvec = d / VEC, per = ((nvec + CL - 1) / CL + 3) / 4 * 4;  // whole groups of 4 vectors
+  c.v0 = min(nvec, per * rank);
+  c.v1 = min(nvec, per * (rank + 1));
+  c.logits = p.input_logits != 0;
+  c.raw_logits = false;
+  c.max_x = 0.f;
+  c.inv_t = rp.inv_t;
+  c.list_w = reinterpret_cast<float*>(smem_raw + sizeof(SamplerSmem));
+  c.list_i = reinterpret_cast<int*>(c.list_w + p.list_cap);
+  c.list_cap = int(p.list_cap);
+  c.seg_cap = c.list_cap / (kThreads / 32);
+  c.compacted = false;
+  c.global_passes = 1;
+  c.rounds = 0;
+
+  // ---- plain sampling: one pass does the race and the NaN check together
+  if (p.op == kOpSample && p.filter == 0) {
+    const RngKey key = make_key(seed, offset, uint32_t(b));
+    c.raw_logits = c.logits;
+    unsigned long long best = 0;
+    float badf[1] = {0.f};
+    auto enter = [&](float w, uint32_t r, int idx) {
+      const float e = exp_noise(r);
+      const unsigned long long packed =
+          (static_cast<unsigned long long>(order_key(score_of(c, w, e))) << 32) | (0xFFFFFFFFu - uint32_t(idx));
+      best = packed > best ? packed : best;
+    };
+    auto admit = [&](float w) {
+      if (w != w || w == INFINITY || (!c.logits && w < 0.f)) badf[0] = 1.f;
+      return c.logits ? w > -INFINITY && w < INFINITY : w > 0.f && w < INFINITY;
+    };
+    if (VEC == 4 && !c.logits) group_race(c, key, badf[0], best);
+    else race_global(c, key, admit, enter);
+    row_reduce<CL, 0, 0, 1>(badf, sm.red);
+    best = row_max_u64<CL>(best, sm.red);
+    if (lead) {
+      const bool found = best != 0 && badf[0] == 0.f;
+      reinterpret_cast<int32_t*>(p.output)[b] = found ? int32_t(0xFFFFFFFFu - uint32_t(best)) : 0;
+      if (p.valid) reinterpret_cast<uint8_t*>(p.valid)[b] = found ? 1 : 0;
+      if (p.debug_rounds) {
+        reinterpret_cast<int32_t*>(p.debug_rounds)[2 * b] = 1;
+        reinterpret_cast<int32_t*>(p.debug_rounds)[2 * b + 1] = 0;
+      }
+    }
+    cluster_done<CL>();
+    return;
+  }
+
+  // ---- stats: max, total weight, positive count, NaN / negative / +inf
+  float max_w, total, positives;
+  bool bad;
+  if (c.logits) {
+    float m = -INFINITY, s = 0.f, n = 0.f, badf = 0.f;
+    for_each_global(c, -INFINITY, [&](float x, int) {
+      if (x != x || x == INFINITY) badf = 1.f;
+      else if (x > -INFINITY) {
+        n += 1.f;
+        if (x > m) s = s * __expf((m - x) * c.inv_t) + 1.f, m = x;
+        else s += __expf((x - m) * c.inv_t);
+      }
+    });
+    float a[2] = {m, badf};
+    row_reduce<CL, 0, 0, 2>(a, sm.red);
+    const float M = a[0];
+    float b2[2] = {M > -INFINITY && m > -INFINITY ? s * __expf((m - M) * c.inv_t) : 0.f, n};
+    row_reduce<CL, 2, 0, 0>(b2, sm.red);
+    c.max_x = M;
+    max_w = 1.f, total = b2[0], positives = b2[1], bad = a[1] > 0.f;
+  } else {
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};  // sum, count | max, bad
+    for_each_global(c, 0.f, [&](float x, int) {
+      if (!(x >= 0.f) || x == INFINITY) acc[3] = 1.f;
+      else acc[0] += x, acc[1] += x > 0.f ? 1.f : 0.f, acc[2] = fmaxf(acc[2], x);
+    });
+    row_reduce<CL, 2, 0, 2>(acc, sm.red);
+    total = acc[0], positives = acc[1], max_w = acc[2], bad = acc[3] > 0.f;
+  }
+  if (bad || !(total > 0.f) || total == INFINITY) {
+    finish_invalid();
+    cluster_done<CL>();
+    return;
+  }
+
+  // ---- softmax: write and leave
+  if (p.op == kOpSoftmax) {
+    float* out = reinterpret_cast<float*>(p.output) + b * p.out_stride;
+    const float inv = 1.f / total;
+    for_each_global(c, -INFINITY, [&](float x, int i) {
+      if (i >= 0) out[i] = weight(c, x) * inv;
+    });
+    if (lead && p.valid) reinterpret_cast<uint8_t*>(p.valid)[b] = 1;
+    cluster_done<CL>();
+    return;
+  }
+
+  // ---- the admissible set: {w > lo} and, with min-p, {w >= min_p * max}
+  const int filter = int(p.filter);
+  Threshold th{0.f, positives, total};
+  if (filter & (kTopK | kTopP)) {
+    const bool use_k = filter & kTopK, use_p = (filter & kTopP) && rp.p < 1.f;  // p = 1 keeps every token
+    if (use_k && use_p && (filter & kTopKFirst)) {
+      const Threshold tk = search<CL>(c, sm, true, rp.k, false, 0.f, 0.f, positives, total, max_w);
+      th = search<CL>(c, sm, true, rp.k, true, rp.p * tk.S, tk.lo, tk.C, tk.S, max_w);
+    } else {
+      th = search<CL>(c, sm, use_k, rp.k, use_p, rp.p * total, 0.f, positives, total, max_w);
+    }
+  }
+  const float lo = th.lo;
+  const float min_keep = (filter & kMinP) ? rp.min_p * max_w : 0.f;
+  auto admissible = [&](float w) { return w > lo && w >= min_keep && w > 0.f; };
+
+  if (p.op == kOpRenorm || p.op == kOpMask) {
+    float* out = reinterpret_cast<float*>(p.output) + b * p.out_stride;
+    const float inv = 1.f / th.S;
+    ++c.global_passes;
+    for_each_global(c, 0.f, [&](float x, int i) {
+      if (i < 0) return;
+      const float w = weight(c, x);
+      if (p.op == kOpRenorm) out[i] = admissible(w) ? w * inv : 0.f;
+      else out[i] = admissible(w) ? x : -INFINITY;
+    });
+    if (lead && p.valid) reinterpret_cast<uint8_t*>(p.valid)[b] = 1;
+    if (lead && p.debug_rounds) {
+      reinterpret_cast<int32_t*>(p.debug_rounds)[2 * b] = c.global_passes;
+      reinterpret_cast<int32_t*>(p.debug_rounds)[2 * b + 1] = c.rounds;
+    }
+    cluster_done<CL>();
+    return;
+  }
+
+  // ---- the draw: an exponential race among admissible weights
+  const RngKey key = make_key(seed, offset, uint32_t(b));
+  unsigned long long best = 0;
+  auto enter = [&](float w, uint32_t r, int idx) {
+    const float e = exp_noise(r);
+    const unsigned long long packed =
+        (static_cast<unsigned long long>(order_key(score_of(c, w, e))) << 32) | (0xFFFFFFFFu - uint32_t(idx));
+    best = packed > best ? packed : best;
+  };
+  if (c.compacted) {
+    for_each_listed(c, sm, [&](float w, int idx) {
+      if (admissible(w)) enter(w, pick(philox_group(key, uint32_t(idx) >> 2, kElementNoise), idx & 3), idx);
+    });
+  } else {
+    ++c.global_passes;
+    race_global(c, key, admissible, enter);
+  }
+  best = row_max_u64<CL>(best, sm.red);
+  if (lead) {
+    const bool found = best != 0;
+    reinterpret_cast<int32_t*>(p.output)[b] = found ? int32_t(0xFFFFFFFFu - uint32_t(best)) : 0;
+    if (p.valid) reinterpret_cast<uint8_t*>(p.valid)[b] = found ? 1 : 0;
+    if (p.debug_rounds) {
+      reinterpret_cast<int32_t*>(p.debug_rounds)[2 * b] = c.global_passes;
+      reinterpret_cast<int32_t*>(p.debug_rounds)[2 * b + 1] = c.rounds;
+    }
+  }
+  cluster_done<CL>();
+}
+
+// Moves a device-side offset on after a launch, so a replayed CUDA graph draws fresh numbers.
+__global__ void advance_offset_kernel(uint64_t* offset, uint64_t step) { *offset += step; }
+
+}  // namespace sampling
+}  // namespace fi
