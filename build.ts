@@ -7,7 +7,7 @@
  * Architectures: the GPU's own when nvidia-smi sees one (sm_90a on Hopper), sm_90a when there is no
  * GPU, or FLASHINFER_TS_CUDA_ARCHS="80;90a" to choose. Rebuilds only when the sources changed.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync, copyFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { env, hashTree, isDeno, libraryFileName, packageRoot } from "./src/runtime/platform.ts";
 
@@ -17,7 +17,8 @@ const g = globalThis as any;
 function run(cmd: string[], cwd = packageRoot): { code: number; stdout: string } {
   try {
     if (isDeno) {
-      const out = new g.Deno.Command(cmd[0], { args: cmd.slice(1), cwd, stdout: "piped", stderr: "inherit" }).outputSync();
+      const out = new g.Deno.Command(cmd[0], { args: cmd.slice(1), cwd, stdout: "piped", stderr: "inherit" })
+        .outputSync();
       return { code: out.code, stdout: new TextDecoder().decode(out.stdout) };
     }
     const out = g.Bun.spawnSync(cmd, { cwd, stdout: "pipe", stderr: "inherit" });
@@ -29,7 +30,8 @@ function run(cmd: string[], cwd = packageRoot): { code: number; stdout: string }
 
 function runInherit(cmd: string[], cwd = packageRoot): number {
   if (isDeno) {
-    return new g.Deno.Command(cmd[0], { args: cmd.slice(1), cwd, stdout: "inherit", stderr: "inherit" }).outputSync().code;
+    return new g.Deno.Command(cmd[0], { args: cmd.slice(1), cwd, stdout: "inherit", stderr: "inherit" }).outputSync()
+      .code;
   }
   return g.Bun.spawnSync(cmd, { cwd, stdout: "inherit", stderr: "inherit" }).exitCode ?? 1;
 }
@@ -50,7 +52,12 @@ function fail(message: string, missingTool = false): never {
 }
 
 function findNvcc(): string {
-  const candidates = [env("CUDACXX"), "nvcc", env("CUDA_HOME") && join(env("CUDA_HOME")!, "bin", "nvcc"), "/usr/local/cuda/bin/nvcc"];
+  const candidates = [
+    env("CUDACXX"),
+    "nvcc",
+    env("CUDA_HOME") && join(env("CUDA_HOME")!, "bin", "nvcc"),
+    "/usr/local/cuda/bin/nvcc",
+  ];
   for (const c of candidates) {
     if (c && run([c, "--version"]).code === 0) return c;
   }
@@ -75,13 +82,17 @@ function gencodeFlags(): { archs: string[]; flags: string } {
     // Hopper gets its arch-specific target (wgmma, setmaxnreg); other GPUs their plain one.
     archs = caps.length ? caps.map((c) => c.trim().replace(".", "")).map((a) => (a === "90" ? "90a" : a)) : ["90a"];
   }
-  for (const a of archs) if (!/^\d{2,3}a?$/.test(a)) fail(`FLASHINFER_TS_CUDA_ARCHS entry "${a}" is not like 80, 90a or 120`);
+  for (const a of archs) {
+    if (!/^\d{2,3}a?$/.test(a)) fail(`FLASHINFER_TS_CUDA_ARCHS entry "${a}" is not like 80, 90a or 120`);
+  }
   return { archs, flags: archs.map((a) => `-gencode=arch=compute_${a},code=sm_${a}`).join(" ") };
 }
 
 const nvcc = findNvcc();
 const [major, minor] = cudaVersion(nvcc);
-if (major < 12 || (major === 12 && minor < 4)) fail(`CUDA ${major}.${minor} is too old: flashinfer-ts needs CUDA 12.4 or newer (nvcc at ${nvcc}).`);
+if (major < 12 || (major === 12 && minor < 4)) {
+  fail(`CUDA ${major}.${minor} is too old: flashinfer-ts needs CUDA 12.4 or newer (nvcc at ${nvcc}).`);
+}
 if (run(["cmake", "--version"]).code !== 0) {
   fail("cmake was not found on PATH. Install CMake 3.24 or newer (apt-get install cmake, or pip install cmake).", true);
 }
@@ -103,13 +114,23 @@ if (existsSync(join(libDir, libName)) && existsSync(stampPath) && readFileSync(s
   mkdirSync(libDir, { recursive: true });
   console.log(`build.ts: building for sm ${archs.join(", ")} with CUDA ${major}.${minor} (sources ${hash})`);
   const configure = [
-    "cmake", "-S", join(packageRoot, "cuda"), "-B", cmakeDir, ...(ninja ? ["-G", "Ninja"] : []),
-    `-DCMAKE_CUDA_COMPILER=${nvcc}`, `-DFI_CUDA_GENCODE=${flags}`, `-DFI_SOURCE_HASH=${hash}`, "-DCMAKE_BUILD_TYPE=Release",
+    "cmake",
+    "-S",
+    join(packageRoot, "cuda"),
+    "-B",
+    cmakeDir,
+    ...(ninja ? ["-G", "Ninja"] : []),
+    `-DCMAKE_CUDA_COMPILER=${nvcc}`,
+    `-DFI_CUDA_GENCODE=${flags}`,
+    `-DFI_SOURCE_HASH=${hash}`,
+    "-DCMAKE_BUILD_TYPE=Release",
   ];
   if (runInherit(configure) !== 0) fail("cmake could not configure cuda/ (see its output above).");
   // Ninja and make print [n/m] progress lines as each translation unit finishes.
   const jobs = String(Math.max(1, navigator.hardwareConcurrency ?? 2));
-  if (runInherit(["cmake", "--build", cmakeDir, "--parallel", jobs]) !== 0) fail("the native build failed (see the compiler output above).");
+  if (runInherit(["cmake", "--build", cmakeDir, "--parallel", jobs]) !== 0) {
+    fail("the native build failed (see the compiler output above).");
+  }
   copyFileSync(join(cmakeDir, libName), join(libDir, libName));
   writeFileSync(stampPath, stamp);
   console.log(`build.ts: wrote ${join(libDir, libName)}`);

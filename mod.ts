@@ -10,8 +10,8 @@
  * ```
  * @module
  */
-export { FlashInferError, type ErrorCode } from "./src/runtime/errors.ts";
-export { DTYPES, type DType, decode, encode, roundTo } from "./src/runtime/dtype.ts";
+export { type ErrorCode, FlashInferError } from "./src/runtime/errors.ts";
+export { decode, type DType, DTYPES, encode, roundTo } from "./src/runtime/dtype.ts";
 export { ABI_VERSION } from "./src/runtime/abi.ts";
 export { defaultLibraryPath, libraryPath, loadLibrary, type LoadOptions } from "./src/runtime/library.ts";
 export { Device, type DeviceProperties } from "./src/runtime/device.ts";
@@ -28,15 +28,31 @@ export * from "./src/attention/decode.ts";
 export * from "./src/attention/merge.ts";
 export { DECODE_COMPILED } from "./src/attention/compiled.ts";
 export {
+  type BatchPrefillPlanOptions,
   BatchPrefillWithPagedKvCache,
   BatchPrefillWithRaggedKvCache,
-  type BatchPrefillPlanOptions,
   type PrefillResult,
-  singlePrefillWithKvCache,
   type SinglePrefillOptions,
+  singlePrefillWithKvCache,
 } from "./src/attention/prefill.ts";
 export { type BoolArray, packbits, segmentPackbits } from "./src/attention/mask.ts";
 export { PREFILL_CONFIGS } from "./src/attention/prefill_configs.ts";
-export { BatchAttention, type BatchAttentionOptions, type BatchAttentionPlanOptions } from "./src/attention/batch_attention.ts";
+export {
+  BatchAttention,
+  type BatchAttentionOptions,
+  type BatchAttentionPlanOptions,
+} from "./src/attention/batch_attention.ts";
 export * from "./src/sampling/sampling.ts";
-export { LogitsPipe, MinP, Sample, Softmax, type Step, type StepName, Temperature, type TensorKind, TopK, TopP, type PipeRunOptions } from "./src/sampling/pipe.ts";
+export {
+  LogitsPipe,
+  MinP,
+  type PipeRunOptions,
+  Sample,
+  Softmax,
+  type Step,
+  type StepName,
+  Temperature,
+  type TensorKind,
+  TopK,
+  TopP,
+} from "./src/sampling/pipe.ts";

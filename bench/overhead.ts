@@ -44,15 +44,24 @@ const [xp, wp, op] = [x.ptr, w.ptr, out.ptr];
 
 const rows = {
   "ffi: trivial native call (fi_abi_version)": perCallUs(() => lib.fi_abi_version()),
-  "native fi_rmsnorm (FFI + CUDA launch, no validation)": perCallUs(() => lib.fi_rmsnorm(op, 4096n, xp, 4096n, wp, 1, 4096, 1e-6, 0, 2, h)),
+  "native fi_rmsnorm (FFI + CUDA launch, no validation)": perCallUs(() =>
+    lib.fi_rmsnorm(op, 4096n, xp, 4096n, wp, 1, 4096, 1e-6, 0, 2, h)
+  ),
   "rmsnorm (public API)": perCallUs(() => rmsnorm(x, w, { out, stream })),
   "siluAndMul (public API)": perCallUs(() => siluAndMul(g, { out, stream })),
   "applyRopePosIdsInplace (public API)": perCallUs(() => applyRopePosIdsInplace(q, k, pos, { stream })),
 };
-const launch = rows["native fi_rmsnorm (FFI + CUDA launch, no validation)"] - rows["ffi: trivial native call (fi_abi_version)"];
+const launch = rows["native fi_rmsnorm (FFI + CUDA launch, no validation)"] -
+  rows["ffi: trivial native call (fi_abi_version)"];
 console.log(`host overhead per call on ${runtimeName}, ${Device.current().name} (median of 200 batches of 100 calls):`);
 for (const [name, us] of Object.entries(rows)) console.log(`  ${name.padEnd(56)} ${us.toFixed(3)} µs`);
 console.log(`  ${"CUDA's own launch cost (native call - trivial call)".padEnd(56)} ${launch.toFixed(3)} µs`);
-for (const name of ["rmsnorm (public API)", "siluAndMul (public API)", "applyRopePosIdsInplace (public API)"] as const) {
-  console.log(`  ${(name.replace(" (public API)", "") + ": validation + FFI (call - CUDA launch)").padEnd(56)} ${(rows[name] - launch).toFixed(3)} µs`);
+for (
+  const name of ["rmsnorm (public API)", "siluAndMul (public API)", "applyRopePosIdsInplace (public API)"] as const
+) {
+  console.log(
+    `  ${(name.replace(" (public API)", "") + ": validation + FFI (call - CUDA launch)").padEnd(56)} ${
+      (rows[name] - launch).toFixed(3)
+    } µs`,
+  );
 }

@@ -29,7 +29,11 @@ function commit(): string {
   if (env("FI_COMMIT")) return env("FI_COMMIT")!;
   try {
     if (isDeno) {
-      const out = new g.Deno.Command("git", { args: ["rev-parse", "--short", "HEAD"], cwd: packageRoot, stderr: "null" }).outputSync();
+      const out = new g.Deno.Command("git", {
+        args: ["rev-parse", "--short", "HEAD"],
+        cwd: packageRoot,
+        stderr: "null",
+      }).outputSync();
       if (out.code === 0) return new TextDecoder().decode(out.stdout).trim();
     }
   } catch { /* not a git checkout */ }
@@ -59,7 +63,9 @@ const lines = [
   ...rows.map((r) => {
     const gbps = r.bytes ? r.bytes / r.us / 1e3 : undefined;
     const tflops = r.flops ? r.flops / r.us / 1e6 : undefined;
-    return `| ${r.op} | ${r.shape} | ${fmt(r.us, 2)} | ${fmt(gbps, 0)} | ${gbps ? fmt((100 * gbps) / copy, 0) : ""} | ${fmt(tflops, 1)} | ${r.note ?? ""} |`;
+    return `| ${r.op} | ${r.shape} | ${fmt(r.us, 2)} | ${fmt(gbps, 0)} | ${gbps ? fmt((100 * gbps) / copy, 0) : ""} | ${
+      fmt(tflops, 1)
+    } | ${r.note ?? ""} |`;
   }),
   "",
 ];

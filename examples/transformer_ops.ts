@@ -27,4 +27,3 @@ stream.synchronize();
 console.log("normed row 0, first values:", Array.from(x.narrow(0, 0, 1).toArray().subarray(0, 4)));
 console.log("rotated q[0, 0, :4]:", Array.from(q.toArray().subarray(0, 4)));
 console.log("act shape:", act.shape);
-

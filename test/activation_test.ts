@@ -4,7 +4,7 @@ import { roundTo } from "../src/runtime/dtype.ts";
 import { Tensor } from "../src/runtime/tensor.ts";
 import { gpuTest } from "./harness.ts";
 import { assertClose } from "./reference/compare.ts";
-import { ACTIVATIONS, actAndMulRef } from "./reference/ops.ts";
+import { actAndMulRef, ACTIVATIONS } from "./reference/ops.ts";
 import { makeRng, randn } from "./reference/random.ts";
 
 const OPS = { silu: siluAndMul, gelu: geluAndMul, geluTanh: geluTanhAndMul } as const;

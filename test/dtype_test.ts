@@ -48,7 +48,11 @@ test("dtype: rounding is to nearest, ties to even", () => {
 test("dtype: encode/decode arrays for every dtype", () => {
   for (const dt of ["f32", "f16", "bf16", "e4m3", "e5m2", "i32", "i64", "u8"] as const) {
     // Values every dtype holds exactly (u8 has no sign, integers no fractions).
-    const values = dt === "u8" ? [0, 1, 2, 3, 96] : dt === "i32" || dt === "i64" ? [0, 1, -2, 3, 96] : [0, 1.5, -2, 3, 96];
+    const values = dt === "u8"
+      ? [0, 1, 2, 3, 96]
+      : dt === "i32" || dt === "i64"
+      ? [0, 1, -2, 3, 96]
+      : [0, 1.5, -2, 3, 96];
     assert.deepEqual(Array.from(decode(dt, encode(dt, values))), values, dt);
   }
   assert.deepEqual(Array.from(roundTo("bf16", [1 / 3])), [0.333984375]);

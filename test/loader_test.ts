@@ -16,7 +16,9 @@ function sandbox(withCuda: boolean): string {
 }
 
 function load(dir: string, env: Record<string, string>): { code: number | null; out: string } {
-  const script = `import { loadLibrary } from "${join(dir, "mod.ts")}"; try { loadLibrary(); console.log("LOADED"); } catch (e) { console.log(e.code + ": " + e.message); }`;
+  const script = `import { loadLibrary } from "${
+    join(dir, "mod.ts")
+  }"; try { loadLibrary(); console.log("LOADED"); } catch (e) { console.log(e.code + ": " + e.message); }`;
   const file = join(dir, "probe.ts");
   writeFileSync(file, script);
   const args = isDeno ? ["run", "-A", file] : [file];
@@ -55,7 +57,9 @@ test("loader: a library of another ABI version is refused with how to rebuild", 
   try {
     // A stand-in library that exports every symbol but reports ABI version 999.
     const names = [...new Set(Object.entries(symbols).map(([k, s]) => ("name" in s ? s.name : undefined) ?? k))];
-    const c = names.map((n) => (n === "fi_abi_version" ? "int fi_abi_version(void){return 999;}" : `int ${n}(void){return 0;}`)).join("\n");
+    const c = names.map((
+      n,
+    ) => (n === "fi_abi_version" ? "int fi_abi_version(void){return 999;}" : `int ${n}(void){return 0;}`)).join("\n");
     writeFileSync(join(dir, "fake.c"), c);
     const built = spawnSync("cc", ["-shared", "-fPIC", "-o", join(dir, "fake.so"), join(dir, "fake.c")]);
     assert.equal(built.status, 0, String(built.stderr));
@@ -75,7 +79,10 @@ test("loader: a library built from other sources is refused, naming both hashes"
     cpSync(lib, join(dir, "build", "lib", "libflashinfer_ts.so"));
     appendFileSync(join(dir, "cuda", "src", "runtime.cu"), "\n// an edit after the build\n");
     const r = load(dir, { FLASHINFER_TS_NO_BUILD: "1" });
-    assert.match(r.out, /was built from other sources \(library [0-9a-f]{16}, sources [0-9a-f]{16}\): rebuild it with 'deno task build'/);
+    assert.match(
+      r.out,
+      /was built from other sources \(library [0-9a-f]{16}, sources [0-9a-f]{16}\): rebuild it with 'deno task build'/,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -87,14 +94,23 @@ test("loader: without a GPU, device use fails with NO_GPU instead of a failing l
   const dir = sandbox(false);
   try {
     const probe = join(dir, "gpu.ts");
-    writeFileSync(probe, `import { Device, rmsnorm, Tensor } from "${join(dir, "mod.ts")}";
+    writeFileSync(
+      probe,
+      `import { Device, rmsnorm, Tensor } from "${join(dir, "mod.ts")}";
 console.log("count", Device.count());
 try { Tensor.empty([4], "f32"); } catch (e) { console.log(e.code + ": " + e.message); }
-try { Device.current(); } catch (e) { console.log(e.code + ": " + e.message); }`);
-    const r = spawnSync(selfExecutable(), isDeno ? ["run", "-A", probe] : [probe], { env: { ...process.env, FLASHINFER_TS_LIB: lib }, encoding: "utf8" });
+try { Device.current(); } catch (e) { console.log(e.code + ": " + e.message); }`,
+    );
+    const r = spawnSync(selfExecutable(), isDeno ? ["run", "-A", probe] : [probe], {
+      env: { ...process.env, FLASHINFER_TS_LIB: lib },
+      encoding: "utf8",
+    });
     const out = r.stdout + r.stderr;
     assert.match(out, /count 0/);
-    assert.match(out, /NO_GPU: cudaMalloc\(16 bytes\) failed: no usable CUDA device \(no GPU, or no driver\): cudaMalloc: /);
+    assert.match(
+      out,
+      /NO_GPU: cudaMalloc\(16 bytes\) failed: no usable CUDA device \(no GPU, or no driver\): cudaMalloc: /,
+    );
     assert.match(out, /NO_GPU: Cannot run on the GPU as no CUDA device was found/);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -10,7 +10,10 @@ import { makeRng, randn } from "./reference/random.ts";
 // 1 token, non-multiples of 8 (scalar and 2-wide paths), the model sizes, 1024 threads a row, and a
 // row wider than the register path (the streaming kernels). The large-shape check is in
 // "rmsnorm: many rows".
-const SHAPES: [number, number][] = [[1, 4096], [7, 129], [3, 130], [33, 1000], [128, 4096], [64, 8192], [5, 16384], [2, 65536]];
+const SHAPES: [number, number][] = [[1, 4096], [7, 129], [3, 130], [33, 1000], [128, 4096], [64, 8192], [5, 16384], [
+  2,
+  65536,
+]];
 
 for (const dtype of ["f16", "bf16"] as const) {
   for (const gemma of [false, true]) {
@@ -24,7 +27,12 @@ for (const dtype of ["f16", "bf16"] as const) {
         using wt = Tensor.fromArray(w, [hidden], dtype);
         using out = Tensor.empty([rows, hidden], dtype).fillBytes(0xff);
         (gemma ? gemmaRmsnorm : rmsnorm)(xt, wt, { out, eps: 1e-5 });
-        assertClose(out.toArray(), rmsnormRef(x, w, rows, hidden, 1e-5, gemma), dtype, `${name} ${dtype} ${rows}x${hidden}`);
+        assertClose(
+          out.toArray(),
+          rmsnormRef(x, w, rows, hidden, 1e-5, gemma),
+          dtype,
+          `${name} ${dtype} ${rows}x${hidden}`,
+        );
       }
     });
 
@@ -41,7 +49,12 @@ for (const dtype of ["f16", "bf16"] as const) {
         (gemma ? gemmaFusedAddRmsnorm : fusedAddRmsnorm)(xt, rt, wt, { eps: 1e-6 });
         const sum = x.map((v, i) => v + r[i]);
         assertClose(rt.toArray(), sum, dtype, `${fname} residual ${dtype} ${rows}x${hidden}`);
-        assertClose(xt.toArray(), rmsnormRef(sum, w, rows, hidden, 1e-6, gemma), dtype, `${fname} ${dtype} ${rows}x${hidden}`);
+        assertClose(
+          xt.toArray(),
+          rmsnormRef(sum, w, rows, hidden, 1e-6, gemma),
+          dtype,
+          `${fname} ${dtype} ${rows}x${hidden}`,
+        );
       }
     });
   }
@@ -58,7 +71,12 @@ for (const dtype of ["f16", "bf16"] as const) {
         using bt = Tensor.fromArray(b, [hidden], wdt);
         using out = Tensor.empty([rows, hidden], dtype).fillBytes(0xff);
         layernorm(xt, gt, bt, { out });
-        assertClose(out.toArray(), layernormRef(x, g, b, rows, hidden, 1e-6), dtype, `layernorm ${dtype}/${wdt} ${rows}x${hidden}`);
+        assertClose(
+          out.toArray(),
+          layernormRef(x, g, b, rows, hidden, 1e-6),
+          dtype,
+          `layernorm ${dtype}/${wdt} ${rows}x${hidden}`,
+        );
       }
     }
   });

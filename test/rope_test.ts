@@ -23,7 +23,9 @@ function batch(rng: () => number, requests: number) {
   for (const l of lens) indptr.push(indptr[indptr.length - 1] + l);
   const offsets = lens.map(() => randint(rng, 0, 3000));
   const pos: number[] = [];
-  lens.forEach((l, b) => { for (let i = 0; i < l; i++) pos.push(offsets[b] + i); });
+  lens.forEach((l, b) => {
+    for (let i = 0; i < l; i++) pos.push(offsets[b] + i);
+  });
   return { indptr, offsets, pos, nnz: indptr[requests] };
 }
 
@@ -50,10 +52,25 @@ for (const dtype of ["f16", "bf16"] as const) {
             return [Math.cos(a), Math.sin(a)];
           };
           const what = `${dtype} D${dim} rot${rotaryDim}`;
-          assertClose(qo.toArray(), ropeRef(q, nnz, hq, dim, pos, { rotaryDim, interleave, angle }), dtype, `q ${what}`);
-          assertClose(ko.toArray(), ropeRef(k, nnz, hk, dim, pos, { rotaryDim, interleave, angle }), dtype, `k ${what}`);
+          assertClose(
+            qo.toArray(),
+            ropeRef(q, nnz, hq, dim, pos, { rotaryDim, interleave, angle }),
+            dtype,
+            `q ${what}`,
+          );
+          assertClose(
+            ko.toArray(),
+            ropeRef(k, nnz, hk, dim, pos, { rotaryDim, interleave, angle }),
+            dtype,
+            `k ${what}`,
+          );
           applyRopeInplace(qt, kt, ip, off, opts);
-          assertClose(qt.toArray(), ropeRef(q, nnz, hq, dim, pos, { rotaryDim, interleave, angle }), dtype, `q inplace ${what}`);
+          assertClose(
+            qt.toArray(),
+            ropeRef(q, nnz, hq, dim, pos, { rotaryDim, interleave, angle }),
+            dtype,
+            `q inplace ${what}`,
+          );
         }
       });
     }
@@ -74,13 +91,28 @@ for (const dtype of ["f16", "bf16"] as const) {
         const a = ps * ropeFreq(j, dim, scale, theta, llama);
         return [Math.cos(a), Math.sin(a)];
       };
-      assertClose(std.q.toArray(), ropeRef(q, nnz, hq, dim, pos, { rotaryDim: dim, interleave: false, angle: angle() }), dtype, `posIds ${posDtype} q`);
-      assertClose(std.k.toArray(), ropeRef(k, nnz, hk, dim, pos, { rotaryDim: dim, interleave: false, angle: angle() }), dtype, `posIds ${posDtype} k`);
+      assertClose(
+        std.q.toArray(),
+        ropeRef(q, nnz, hq, dim, pos, { rotaryDim: dim, interleave: false, angle: angle() }),
+        dtype,
+        `posIds ${posDtype} q`,
+      );
+      assertClose(
+        std.k.toArray(),
+        ropeRef(k, nnz, hk, dim, pos, { rotaryDim: dim, interleave: false, angle: angle() }),
+        dtype,
+        `posIds ${posDtype} k`,
+      );
       std.q.dispose();
       std.k.dispose();
       applyLlama31RopePosIdsInplace(qt, kt, p);
       const a31 = angle(LLAMA31, 8, 5e5);
-      assertClose(qt.toArray(), ropeRef(q, nnz, hq, dim, pos, { rotaryDim: dim, interleave: false, angle: a31 }), dtype, `llama31 posIds ${posDtype}`);
+      assertClose(
+        qt.toArray(),
+        ropeRef(q, nnz, hq, dim, pos, { rotaryDim: dim, interleave: false, angle: a31 }),
+        dtype,
+        `llama31 posIds ${posDtype}`,
+      );
     }
     // indptr/offsets flavour of Llama 3.1, interleaved.
     const { indptr, offsets, pos: p2, nnz: n2 } = batch(rng, 3);
@@ -94,7 +126,12 @@ for (const dtype of ["f16", "bf16"] as const) {
       const x = ps * ropeFreq(j, 64, 8, 5e5, LLAMA31);
       return [Math.cos(x), Math.sin(x)];
     };
-    assertClose(r.q.toArray(), ropeRef(q, n2, 4, 64, p2, { rotaryDim: 64, interleave: true, angle: a }), dtype, "llama31 indptr");
+    assertClose(
+      r.q.toArray(),
+      ropeRef(q, n2, 4, 64, p2, { rotaryDim: 64, interleave: true, angle: a }),
+      dtype,
+      "llama31 indptr",
+    );
     r.q.dispose();
     r.k.dispose();
   });
@@ -111,7 +148,10 @@ for (const dtype of ["f16", "bf16"] as const) {
       }
     }
     const cacheF32 = roundTo("f32", cache);
-    const angle = (p: number, j: number): [number, number] => [cacheF32[p * rotaryDim + j], cacheF32[p * rotaryDim + rotaryDim / 2 + j]];
+    const angle = (
+      p: number,
+      j: number,
+    ): [number, number] => [cacheF32[p * rotaryDim + j], cacheF32[p * rotaryDim + rotaryDim / 2 + j]];
     using cs = Tensor.fromArray(cacheF32, [maxPos, rotaryDim], "f32");
     const pos = Array.from({ length: nnz }, () => randint(rng, 0, maxPos - 1));
     using pt = Tensor.fromArray(pos, [nnz], "i64");

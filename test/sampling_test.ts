@@ -51,7 +51,12 @@ let totalDraws = 0;
 const DRAWS_PER_CALL = 1 << 16;
 
 /** Draws DRAWS_PER_CALL tokens from one row twice (offsets 0 and 1) and checks them against `want`. */
-function checkStatistics(name: string, d: number, want: Float64Array, draw: (ix: Tensor, offset: number, valid: Tensor) => Tensor) {
+function checkStatistics(
+  name: string,
+  d: number,
+  want: Float64Array,
+  draw: (ix: Tensor, offset: number, valid: Tensor) => Tensor,
+) {
   using ix = Tensor.fromRaw(new Int32Array(DRAWS_PER_CALL), [DRAWS_PER_CALL], "i32");
   const counts = new Float64Array(d);
   for (const offset of [0, 1]) {
@@ -63,7 +68,11 @@ function checkStatistics(name: string, d: number, want: Float64Array, draw: (ix:
     assert.ok((valid.toRaw() as Uint8Array).every((v) => v === 1), `${name}: every row valid`);
     totalDraws += t.length;
   }
-  for (let i = 0; i < d; i++) if (want[i] === 0) assert.equal(counts[i], 0, `${name}: token ${i} is filtered out but was drawn ${counts[i]} times`);
+  for (let i = 0; i < d; i++) {
+    if (want[i] === 0) {
+      assert.equal(counts[i], 0, `${name}: token ${i} is filtered out but was drawn ${counts[i]} times`);
+    }
+  }
   const cos = cosine(counts, want);
   assert.ok(cos >= 0.99, `${name}: cosine ${cos} < 0.99`);
 }
@@ -77,20 +86,59 @@ gpuTest("sampling: statistics of every sampler over >= 10^6 draws (vocab 111)", 
   const logitsHost = Float32Array.from(randn(rng, D, 2));
   using logits = Tensor.fromRaw(logitsHost, [1, D], "f32");
   const cases: [string, FilterSpec, (ix: Tensor, offset: number, valid: Tensor) => Tensor][] = [
-    ["samplingFromProbs", {}, (ix, offset, valid) => samplingFromProbs(probs, { indices: ix, seed: SEED, offset, valid })],
-    ["topK 10", { topK: 10 }, (ix, offset, valid) => topKSamplingFromProbs(probs, 10, { indices: ix, seed: SEED, offset, valid })],
-    ["topP 0.7", { topP: 0.7 }, (ix, offset, valid) => topPSamplingFromProbs(probs, 0.7, { indices: ix, seed: SEED, offset, valid })],
-    ["minP 0.1", { minP: 0.1 }, (ix, offset, valid) => minPSamplingFromProbs(probs, 0.1, { indices: ix, seed: SEED, offset, valid })],
-    ["topK 20 topP 0.6 joint", { topK: 20, topP: 0.6, order: "joint" }, (ix, offset, valid) =>
-      topKTopPSamplingFromProbs(probs, 20, 0.6, { indices: ix, seed: SEED, offset, valid, filterApplyOrder: "joint" })],
-    ["topK 20 topP 0.6 top_k_first", { topK: 20, topP: 0.6 }, (ix, offset, valid) =>
-      topKTopPSamplingFromProbs(probs, 20, 0.6, { indices: ix, seed: SEED, offset, valid })],
+    [
+      "samplingFromProbs",
+      {},
+      (ix, offset, valid) => samplingFromProbs(probs, { indices: ix, seed: SEED, offset, valid }),
+    ],
+    [
+      "topK 10",
+      { topK: 10 },
+      (ix, offset, valid) => topKSamplingFromProbs(probs, 10, { indices: ix, seed: SEED, offset, valid }),
+    ],
+    [
+      "topP 0.7",
+      { topP: 0.7 },
+      (ix, offset, valid) => topPSamplingFromProbs(probs, 0.7, { indices: ix, seed: SEED, offset, valid }),
+    ],
+    [
+      "minP 0.1",
+      { minP: 0.1 },
+      (ix, offset, valid) => minPSamplingFromProbs(probs, 0.1, { indices: ix, seed: SEED, offset, valid }),
+    ],
+    [
+      "topK 20 topP 0.6 joint",
+      { topK: 20, topP: 0.6, order: "joint" },
+      (ix, offset, valid) =>
+        topKTopPSamplingFromProbs(probs, 20, 0.6, {
+          indices: ix,
+          seed: SEED,
+          offset,
+          valid,
+          filterApplyOrder: "joint",
+        }),
+    ],
+    [
+      "topK 20 topP 0.6 top_k_first",
+      { topK: 20, topP: 0.6 },
+      (ix, offset, valid) => topKTopPSamplingFromProbs(probs, 20, 0.6, { indices: ix, seed: SEED, offset, valid }),
+    ],
   ];
   for (const [name, f, draw] of cases) checkStatistics(name, D, filtered(p, f), draw);
   // logits: Gumbel-max, and softmax + top-k + top-p with a temperature, fused
-  checkStatistics("samplingFromLogits", D, softmaxRef(logitsHost), (ix, offset, valid) => samplingFromLogits(logits, { indices: ix, seed: SEED, offset, valid }));
-  checkStatistics("topKTopPSamplingFromLogits T=0.8", D, filtered(softmaxRef(logitsHost, 0.8), { topK: 30, topP: 0.8 }), (ix, offset, valid) =>
-    topKTopPSamplingFromLogits(logits, 30, 0.8, { indices: ix, seed: SEED, offset, valid, temperature: 0.8 }));
+  checkStatistics(
+    "samplingFromLogits",
+    D,
+    softmaxRef(logitsHost),
+    (ix, offset, valid) => samplingFromLogits(logits, { indices: ix, seed: SEED, offset, valid }),
+  );
+  checkStatistics(
+    "topKTopPSamplingFromLogits T=0.8",
+    D,
+    filtered(softmaxRef(logitsHost, 0.8), { topK: 30, topP: 0.8 }),
+    (ix, offset, valid) =>
+      topKTopPSamplingFromLogits(logits, 30, 0.8, { indices: ix, seed: SEED, offset, valid, temperature: 0.8 }),
+  );
 });
 
 gpuTest("sampling: statistics with a row split over a cluster of 8 CTAs (vocab 32000)", () => {
@@ -98,17 +146,34 @@ gpuTest("sampling: statistics with a row split over a cluster of 8 CTAs (vocab 3
   const p = probRows(1, d, 4);
   using probs = Tensor.fromRaw(p, [1, d], "f32");
   const f = { topK: 40, topP: 0.9 };
-  checkStatistics("topKTopP cluster 8", d, filtered(p, f), (ix, offset, valid) =>
-    topKTopPSamplingFromProbs(probs, 40, 0.9, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 8 }));
-  checkStatistics("topP cluster 4", d, filtered(p, { topP: 0.5 }), (ix, offset, valid) =>
-    topPSamplingFromProbs(probs, 0.5, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 4 }));
+  checkStatistics(
+    "topKTopP cluster 8",
+    d,
+    filtered(p, f),
+    (ix, offset, valid) =>
+      topKTopPSamplingFromProbs(probs, 40, 0.9, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 8 }),
+  );
+  checkStatistics(
+    "topP cluster 4",
+    d,
+    filtered(p, { topP: 0.5 }),
+    (ix, offset, valid) => topPSamplingFromProbs(probs, 0.5, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 4 }),
+  );
   // plain sampling on 16-byte aligned rows takes the group race (vocab 112 and 32000, split or not)
   const q = probRows(1, 112, 1.5, 7);
   using probs112 = Tensor.fromRaw(q, [1, 112], "f32");
-  checkStatistics("samplingFromProbs vocab 112", 112, filtered(q, {}), (ix, offset, valid) =>
-    samplingFromProbs(probs112, { indices: ix, seed: SEED, offset, valid }));
-  checkStatistics("samplingFromProbs cluster 8", d, filtered(p, {}), (ix, offset, valid) =>
-    samplingFromProbs(probs, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 8 }));
+  checkStatistics(
+    "samplingFromProbs vocab 112",
+    112,
+    filtered(q, {}),
+    (ix, offset, valid) => samplingFromProbs(probs112, { indices: ix, seed: SEED, offset, valid }),
+  );
+  checkStatistics(
+    "samplingFromProbs cluster 8",
+    d,
+    filtered(p, {}),
+    (ix, offset, valid) => samplingFromProbs(probs, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 8 }),
+  );
   console.log(`total draws so far: ${totalDraws}`);
   assert.ok(totalDraws >= 1_000_000, `only ${totalDraws} draws`);
 });
@@ -122,9 +187,19 @@ gpuTest("sampling: renorm, mask and softmax match float64; samplers stay admissi
     const base = probRows(DISTINCT, d, 3);
     const baseLogits = Float32Array.from(randn(rng, DISTINCT * d, 3));
     const sets = new Map<string, { keep: Uint8Array; ambiguous: Uint8Array }[]>();
-    const specs: [string, FilterSpec][] = [["k50", { topK: 50 }], ["p0.9", { topP: 0.9 }], ["k50p0.9", { topK: 50, topP: 0.9 }],
-      ["k50p0.9j", { topK: 50, topP: 0.9, order: "joint" }], ["m0.05", { minP: 0.05 }]];
-    for (const [key, f] of specs) sets.set(key, [...Array(DISTINCT)].map((_, r) => admissible(base.subarray(r * d, (r + 1) * d), f, 1e-5)));
+    const specs: [string, FilterSpec][] = [
+      ["k50", { topK: 50 }],
+      ["p0.9", { topP: 0.9 }],
+      ["k50p0.9", { topK: 50, topP: 0.9 }],
+      ["k50p0.9j", { topK: 50, topP: 0.9, order: "joint" }],
+      ["m0.05", { minP: 0.05 }],
+    ];
+    for (const [key, f] of specs) {
+      sets.set(
+        key,
+        [...Array(DISTINCT)].map((_, r) => admissible(base.subarray(r * d, (r + 1) * d), f, 1e-5)),
+      );
+    }
     for (const batch of BATCHES) {
       const host = new Float32Array(batch * d), hostLogits = new Float32Array(batch * d);
       for (let r = 0; r < batch; r++) {
@@ -166,7 +241,9 @@ gpuTest("sampling: renorm, mask and softmax match float64; samplers stay admissi
           const x = baseLogits.subarray((r % DISTINCT) * d, (r % DISTINCT + 1) * d);
           const wantM = maskRef(x, 50), wantS = softmaxRef(x, temps[r]);
           for (let i = 0; i < d; i++) {
-            if (m[r * d + i] !== wantM[i]) assert.fail(`${tag} mask row ${r} token ${i}: ${m[r * d + i]} vs ${wantM[i]}`);
+            if (m[r * d + i] !== wantM[i]) {
+              assert.fail(`${tag} mask row ${r} token ${i}: ${m[r * d + i]} vs ${wantM[i]}`);
+            }
             if (!(Math.abs(s[r * d + i] - wantS[i]) <= 1e-5 * wantS[i] + 1e-9)) {
               assert.fail(`${tag} softmax row ${r} token ${i}: ${s[r * d + i]} vs ${wantS[i]}`);
             }
@@ -186,11 +263,16 @@ gpuTest("sampling: renorm, mask and softmax match float64; samplers stay admissi
         const t = tokens.toRaw() as Int32Array;
         for (let r = 0; r < batch; r++) {
           const { keep, ambiguous } = sets.get(key)![r % DISTINCT];
-          if (!(t[r] >= 0 && t[r] < d && (keep[t[r]] === 1 || ambiguous[t[r]] === 1))) assert.fail(`${tag} ${key} row ${r}: token ${t[r]} not admissible`);
+          if (!(t[r] >= 0 && t[r] < d && (keep[t[r]] === 1 || ambiguous[t[r]] === 1))) {
+            assert.fail(`${tag} ${key} row ${r}: token ${t[r]} not admissible`);
+          }
         }
       }
       using plain = samplingFromProbs(probs, { seed: 3 });
-      assert.ok((plain.toRaw() as Int32Array).every((t, r) => t >= 0 && t < d && base[(r % DISTINCT) * d + t] > 0), `${tag} plain`);
+      assert.ok(
+        (plain.toRaw() as Int32Array).every((t, r) => t >= 0 && t < d && base[(r % DISTINCT) * d + t] > 0),
+        `${tag} plain`,
+      );
     }
   }
 });
@@ -238,13 +320,15 @@ gpuTest("sampling: NaN, negative and empty rows and bad device indices are flagg
   host[4 * d + 9] = Infinity;
   using probs = Tensor.fromRaw(host, [batch, d], "f32");
   const expectValid = [1, 0, 0, 0, 0, 1];
-  for (const [name, run] of [
-    ["plain", (v: Tensor) => samplingFromProbs(probs, { valid: v, seed: 1 })],
-    ["topK", (v: Tensor) => topKSamplingFromProbs(probs, 5, { valid: v, seed: 1 })],
-    ["topP", (v: Tensor) => topPSamplingFromProbs(probs, 0.5, { valid: v, seed: 1 })],
-    ["minP", (v: Tensor) => minPSamplingFromProbs(probs, 0.5, { valid: v, seed: 1 })],
-    ["topKTopP", (v: Tensor) => topKTopPSamplingFromProbs(probs, 5, 0.5, { valid: v, seed: 1 })],
-  ] as const) {
+  for (
+    const [name, run] of [
+      ["plain", (v: Tensor) => samplingFromProbs(probs, { valid: v, seed: 1 })],
+      ["topK", (v: Tensor) => topKSamplingFromProbs(probs, 5, { valid: v, seed: 1 })],
+      ["topP", (v: Tensor) => topPSamplingFromProbs(probs, 0.5, { valid: v, seed: 1 })],
+      ["minP", (v: Tensor) => minPSamplingFromProbs(probs, 0.5, { valid: v, seed: 1 })],
+      ["topKTopP", (v: Tensor) => topKTopPSamplingFromProbs(probs, 5, 0.5, { valid: v, seed: 1 })],
+    ] as const
+  ) {
     using valid = Tensor.empty([batch], "u8").fillBytes(0x7f);
     using t = run(valid);
     const tok = t.toRaw() as Int32Array;
@@ -274,7 +358,11 @@ gpuTest("sampling: chain speculative sampling accepts matching drafts and reject
   const batch = 64, n = 3, d = 500;
   const target = probRows(batch * (n + 1), d, 2);
   const draftSame = new Float32Array(batch * n * d);
-  for (let b = 0; b < batch; b++) for (let i = 0; i < n; i++) draftSame.set(target.subarray((b * (n + 1) + i) * d, (b * (n + 1) + i + 1) * d), (b * n + i) * d);
+  for (let b = 0; b < batch; b++) {
+    for (let i = 0; i < n; i++) {
+      draftSame.set(target.subarray((b * (n + 1) + i) * d, (b * (n + 1) + i + 1) * d), (b * n + i) * d);
+    }
+  }
   const ids = Int32Array.from({ length: batch * n }, () => Math.floor(rng() * d));
   using tp = Tensor.fromRaw(target, [batch, n + 1, d], "f32");
   using dp = Tensor.fromRaw(draftSame, [batch, n, d], "f32");
@@ -306,15 +394,21 @@ gpuTest("sampling: chain speculative sampling accepts matching drafts and reject
 gpuTest("sampling: rounds and passes are recorded (debug buffer)", () => {
   const d = 128256, batch = 8;
   using probs = Tensor.fromRaw(probRows(batch, d, 3), [batch, d], "f32");
-  for (const [name, run] of [
-    ["topK 50", (dbg: Tensor) => topKSamplingFromProbs(probs, 50, { debugRounds: dbg, seed: 1 })],
-    ["topP 0.9", (dbg: Tensor) => topPSamplingFromProbs(probs, 0.9, { debugRounds: dbg, seed: 1 })],
-    ["topK 50 topP 0.9", (dbg: Tensor) => topKTopPSamplingFromProbs(probs, 50, 0.9, { debugRounds: dbg, seed: 1 })],
-  ] as const) {
+  for (
+    const [name, run] of [
+      ["topK 50", (dbg: Tensor) => topKSamplingFromProbs(probs, 50, { debugRounds: dbg, seed: 1 })],
+      ["topP 0.9", (dbg: Tensor) => topPSamplingFromProbs(probs, 0.9, { debugRounds: dbg, seed: 1 })],
+      ["topK 50 topP 0.9", (dbg: Tensor) => topKTopPSamplingFromProbs(probs, 50, 0.9, { debugRounds: dbg, seed: 1 })],
+    ] as const
+  ) {
     using dbg = Tensor.empty([batch, 2], "i32").fillBytes(0);
     using _t = run(dbg);
     const r = dbg.toRaw() as Int32Array;
-    console.log(`${name}: passes/rounds per row ${Array.from({ length: batch }, (_, i) => `${r[2 * i]}/${r[2 * i + 1]}`).join(" ")}`);
+    console.log(
+      `${name}: passes/rounds per row ${
+        Array.from({ length: batch }, (_, i) => `${r[2 * i]}/${r[2 * i + 1]}`).join(" ")
+      }`,
+    );
     for (let i = 0; i < batch; i++) assert.ok(r[2 * i] >= 1 && r[2 * i] <= 12, `${name}: ${r[2 * i]} passes`);
   }
 });

@@ -13,7 +13,15 @@ function cTypeToNative(param: string): string {
   if (p === "void" || p === "") return "";
   if (p.includes("*")) return "buffer";
   const type = p.replace(/\s+\w+$/, "").replace(/^const\s+/, "").trim();
-  const map: Record<string, string> = { uint64_t: "u64", int64_t: "i64", int32_t: "i32", uint32_t: "u32", float: "f32", double: "f64", size_t: "usize" };
+  const map: Record<string, string> = {
+    uint64_t: "u64",
+    int64_t: "i64",
+    int32_t: "i32",
+    uint32_t: "u32",
+    float: "f32",
+    double: "f64",
+    size_t: "usize",
+  };
   return map[type] ?? `unknown(${type})`;
 }
 
@@ -39,7 +47,9 @@ test("symbols: every C entry point has an entry of the same types, and no extras
     assert.equal(spec.result, d.result, `${key}: result type`);
     seen.add(cname);
   }
-  for (const name of decls.keys()) assert.ok(seen.has(name), `${name} is declared in the header but missing from symbols.ts`);
+  for (const name of decls.keys()) {
+    assert.ok(seen.has(name), `${name} is declared in the header but missing from symbols.ts`);
+  }
 });
 
 test("symbols: the ABI version matches the header", () => {

@@ -3,7 +3,7 @@ import { Tensor } from "../../src/runtime/tensor.ts";
 import type { Stream } from "../../src/runtime/stream.ts";
 import { fusedAddRmsnorm, rmsnorm } from "../../src/ops/norm.ts";
 import { siluAndMul } from "../../src/ops/activation.ts";
-import { applyRopePosIdsInplace, applyRopePosIds } from "../../src/ops/rope.ts";
+import { applyRopePosIds, applyRopePosIdsInplace } from "../../src/ops/rope.ts";
 import { timeKernel } from "../timing.ts";
 import { DeviceBuffer } from "../../src/runtime/memory.ts";
 import { check, native } from "../../src/runtime/library.ts";
@@ -18,7 +18,10 @@ function randomBf16(shape: number[]): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   // Random bf16 bit patterns of moderate magnitude: sign, exponent 120..130, random mantissa.
   const raw = new Uint16Array(n);
-  for (let i = 0; i < n; i++) raw[i] = ((Math.random() < 0.5 ? 0x8000 : 0) | ((120 + ((Math.random() * 10) | 0)) << 7) | ((Math.random() * 128) | 0));
+  for (let i = 0; i < n; i++) {
+    raw[i] = (Math.random() < 0.5 ? 0x8000 : 0) | ((120 + ((Math.random() * 10) | 0)) << 7) |
+      ((Math.random() * 128) | 0);
+  }
   return Tensor.fromRaw(raw, shape, "bf16");
 }
 
@@ -34,7 +37,14 @@ export const opsSuite: Suite = {
       rows.push({
         op: "device copy (cudaMemcpyAsync)",
         shape: `${mib} MiB`,
-        us: timeKernel(stream, (i) => check(native().fi_copy_async(bufs[2 * (i % n)].ptr, bufs[2 * (i % n) + 1].ptr, BigInt(bytes), stream.handle), "copy")),
+        us: timeKernel(
+          stream,
+          (i) =>
+            check(
+              native().fi_copy_async(bufs[2 * (i % n)].ptr, bufs[2 * (i % n) + 1].ptr, BigInt(bytes), stream.handle),
+              "copy",
+            ),
+        ),
         bytes: 2 * bytes,
         note: "the ceiling at this size (read + write)",
       });
@@ -86,7 +96,10 @@ export const opsSuite: Suite = {
     rows.push({
       op: "applyRopePosIds bf16",
       shape: `nnz ${nnz} H32/8 D128`,
-      us: timeKernel(stream, () => applyRopePosIds(q, k, posIds, { qOut: qo, kOut: ko, stream }), { batches: 7, batch: 4 }),
+      us: timeKernel(stream, () => applyRopePosIds(q, k, posIds, { qOut: qo, kOut: ko, stream }), {
+        batches: 7,
+        batch: 4,
+      }),
       bytes: ropeBytes,
       note: "target >= 2800 GB/s",
     });

@@ -44,13 +44,39 @@ function randnRows(rows: number, d: number, scale: number, softmax: boolean): Fl
 type Sampler = (x: Tensor, o: SamplingOptions) => Tensor;
 
 const SAMPLERS: { op: string; logits?: boolean; run: Sampler; target: Record<number, number>; peer: string }[] = [
-  { op: "samplingFromProbs", run: (x, o) => samplingFromProbs(x, o), target: { 1: 20, 128: 45 }, peer: "FlashInfer 0.3.1 49 µs, torch.multinomial 278 µs" },
-  { op: "topPSamplingFromProbs p0.9", run: (x, o) => topPSamplingFromProbs(x, 0.9, o), target: { 1: 20, 128: 120 }, peer: "FlashInfer 0.3.1 142 µs, torch sort 2533 µs" },
-  { op: "topKSamplingFromProbs k50", run: (x, o) => topKSamplingFromProbs(x, 50, o), target: { 1: 20, 128: 150 }, peer: "FlashInfer 0.3.1 340 µs, torch.topk+multinomial 344 µs" },
-  { op: "topKTopPSamplingFromProbs k50 p0.9", run: (x, o) => topKTopPSamplingFromProbs(x, 50, 0.9, o), target: { 1: 20, 128: 200 }, peer: "FlashInfer 0.3.1 812 µs" },
+  {
+    op: "samplingFromProbs",
+    run: (x, o) => samplingFromProbs(x, o),
+    target: { 1: 20, 128: 45 },
+    peer: "FlashInfer 0.3.1 49 µs, torch.multinomial 278 µs",
+  },
+  {
+    op: "topPSamplingFromProbs p0.9",
+    run: (x, o) => topPSamplingFromProbs(x, 0.9, o),
+    target: { 1: 20, 128: 120 },
+    peer: "FlashInfer 0.3.1 142 µs, torch sort 2533 µs",
+  },
+  {
+    op: "topKSamplingFromProbs k50",
+    run: (x, o) => topKSamplingFromProbs(x, 50, o),
+    target: { 1: 20, 128: 150 },
+    peer: "FlashInfer 0.3.1 340 µs, torch.topk+multinomial 344 µs",
+  },
+  {
+    op: "topKTopPSamplingFromProbs k50 p0.9",
+    run: (x, o) => topKTopPSamplingFromProbs(x, 50, 0.9, o),
+    target: { 1: 20, 128: 200 },
+    peer: "FlashInfer 0.3.1 812 µs",
+  },
   { op: "minPSamplingFromProbs p0.1", run: (x, o) => minPSamplingFromProbs(x, 0.1, o), target: { 1: 20 }, peer: "" },
   { op: "samplingFromLogits", logits: true, run: (x, o) => samplingFromLogits(x, o), target: { 1: 20 }, peer: "" },
-  { op: "topKTopPSamplingFromLogits k50 p0.9", logits: true, run: (x, o) => topKTopPSamplingFromLogits(x, 50, 0.9, o), target: { 1: 20 }, peer: "" },
+  {
+    op: "topKTopPSamplingFromLogits k50 p0.9",
+    logits: true,
+    run: (x, o) => topKTopPSamplingFromLogits(x, 50, 0.9, o),
+    target: { 1: 20 },
+    peer: "",
+  },
 ];
 
 export const samplingSuite: Suite = {
@@ -71,11 +97,15 @@ export const samplingSuite: Suite = {
         stream.synchronize();
         const r = dbg.toRaw() as Int32Array;
         let passes = 0, rounds = 0, maxPasses = 0;
-        for (let i = 0; i < batch; i++) passes += r[2 * i], rounds += r[2 * i + 1], maxPasses = Math.max(maxPasses, r[2 * i]);
+        for (let i = 0; i < batch; i++) {
+          passes += r[2 * i], rounds += r[2 * i + 1], maxPasses = Math.max(maxPasses, r[2 * i]);
+        }
         passes /= batch, rounds /= batch;
         let call = 0;
         using graph = CudaGraph.capture(stream, () => {
-          for (let i = 0; i < LAUNCHES; i++) s.run(inputs[(call++) % copies], { seed: 1, offset: i, out: outs[i], stream });
+          for (let i = 0; i < LAUNCHES; i++) {
+            s.run(inputs[(call++) % copies], { seed: 1, offset: i, out: outs[i], stream });
+          }
         });
         const us = timeKernel(stream, () => graph.replay(stream), { warmup: 3, iters: 20 }) / LAUNCHES;
         const target = s.target[batch];

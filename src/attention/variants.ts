@@ -42,9 +42,13 @@ export function resolveVariant(op: string, headDim: number, o: VariantOptions): 
   const windowLeft = o.windowLeft ?? -1;
   if (!Number.isInteger(windowLeft) || windowLeft < -1) invalid(op, "windowLeft", "an integer >= -1", windowLeft);
   const cap = o.logitsSoftCap ?? 0;
-  if (typeof cap !== "number" || !Number.isFinite(cap) || cap < 0) invalid(op, "logitsSoftCap", "a finite number >= 0", cap);
+  if (typeof cap !== "number" || !Number.isFinite(cap) || cap < 0) {
+    invalid(op, "logitsSoftCap", "a finite number >= 0", cap);
+  }
   const smScale = o.smScale ?? 1 / Math.sqrt(headDim);
-  if (typeof smScale !== "number" || !Number.isFinite(smScale) || smScale <= 0) invalid(op, "smScale", "a positive number", smScale);
+  if (typeof smScale !== "number" || !Number.isFinite(smScale) || smScale <= 0) {
+    invalid(op, "smScale", "a positive number", smScale);
+  }
   const ropeScale = o.ropeScale ?? 1, ropeTheta = o.ropeTheta ?? 1e4;
   if (!(ropeScale > 0) || !Number.isFinite(ropeScale)) invalid(op, "ropeScale", "a positive number", ropeScale);
   if (!(ropeTheta > 0) || !Number.isFinite(ropeTheta)) invalid(op, "ropeTheta", "a positive number", ropeTheta);

@@ -1,9 +1,9 @@
 /** Gated activations: act(x[..., :d]) * x[..., d:], FlashInfer's silu_and_mul and friends. */
 import { expectSameDtype, expectShape, expectTensor, rows } from "../runtime/check.ts";
-import { DTYPE_CODE, type DType } from "../runtime/dtype.ts";
+import { type DType, DTYPE_CODE } from "../runtime/dtype.ts";
 import { invalid } from "../runtime/errors.ts";
 import { check, native } from "../runtime/library.ts";
-import { type StreamLike, streamHandle } from "../runtime/stream.ts";
+import { streamHandle, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
 
 const HALF: readonly DType[] = ["f16", "bf16"];
@@ -28,7 +28,20 @@ function actAndMul(op: string, kind: number, input: Tensor, options: ActivationO
     expectShape(op, "out", out, outShape);
   }
   const o = rows(op, "out", out);
-  check(native().fi_act_and_mul(out.ptr, o.stride, input.ptr, x.stride, x.rows, d, kind, DTYPE_CODE[input.dtype], streamHandle(options.stream)), op);
+  check(
+    native().fi_act_and_mul(
+      out.ptr,
+      o.stride,
+      input.ptr,
+      x.stride,
+      x.rows,
+      d,
+      kind,
+      DTYPE_CODE[input.dtype],
+      streamHandle(options.stream),
+    ),
+    op,
+  );
   return out;
 }
 

@@ -1,9 +1,9 @@
 /** RMSNorm, fused add + RMSNorm, their Gemma variants, and LayerNorm (FlashInfer's semantics). */
 import { expectFinite, expectSameDtype, expectSameRows, expectShape, expectTensor, rows } from "../runtime/check.ts";
-import { DTYPE_CODE, type DType } from "../runtime/dtype.ts";
+import { type DType, DTYPE_CODE } from "../runtime/dtype.ts";
 import { invalid } from "../runtime/errors.ts";
 import { check, native } from "../runtime/library.ts";
-import { type StreamLike, streamHandle } from "../runtime/stream.ts";
+import { streamHandle, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
 
 const HALF: readonly DType[] = ["f16", "bf16"];
@@ -35,7 +35,19 @@ function normRows(op: string, kind: number, input: Tensor, weight: Tensor, optio
   const out = outputFor(op, input, options.out);
   const o = rows(op, "out", out);
   check(
-    native().fi_rmsnorm(out.ptr, o.stride, input.ptr, x.stride, weight.ptr, x.rows, x.cols, eps, kind, DTYPE_CODE[input.dtype], streamHandle(options.stream)),
+    native().fi_rmsnorm(
+      out.ptr,
+      o.stride,
+      input.ptr,
+      x.stride,
+      weight.ptr,
+      x.rows,
+      x.cols,
+      eps,
+      kind,
+      DTYPE_CODE[input.dtype],
+      streamHandle(options.stream),
+    ),
     op,
   );
   return out;
@@ -56,7 +68,14 @@ export interface FusedAddNormOptions {
   stream?: StreamLike;
 }
 
-function fusedAdd(op: string, kind: number, input: Tensor, residual: Tensor, weight: Tensor, options: FusedAddNormOptions): void {
+function fusedAdd(
+  op: string,
+  kind: number,
+  input: Tensor,
+  residual: Tensor,
+  weight: Tensor,
+  options: FusedAddNormOptions,
+): void {
   expectTensor(op, "input", input, HALF);
   expectTensor(op, "residual", residual, HALF);
   expectTensor(op, "weight", weight, HALF);
@@ -69,7 +88,19 @@ function fusedAdd(op: string, kind: number, input: Tensor, residual: Tensor, wei
   const eps = options.eps ?? 1e-6;
   expectFinite(op, "eps", eps, 0);
   check(
-    native().fi_fused_add_rmsnorm(input.ptr, x.stride, residual.ptr, r.stride, weight.ptr, x.rows, x.cols, eps, kind, DTYPE_CODE[input.dtype], streamHandle(options.stream)),
+    native().fi_fused_add_rmsnorm(
+      input.ptr,
+      x.stride,
+      residual.ptr,
+      r.stride,
+      weight.ptr,
+      x.rows,
+      x.cols,
+      eps,
+      kind,
+      DTYPE_CODE[input.dtype],
+      streamHandle(options.stream),
+    ),
     op,
   );
 }
@@ -78,12 +109,22 @@ function fusedAdd(op: string, kind: number, input: Tensor, residual: Tensor, wei
  * In place: residual += input; input = rmsnorm(residual) * weight. The norm uses the float sum, as
  * FlashInfer does (rows wider than 32768 bf16 elements normalize the stored, rounded sum).
  */
-export function fusedAddRmsnorm(input: Tensor, residual: Tensor, weight: Tensor, options: FusedAddNormOptions = {}): void {
+export function fusedAddRmsnorm(
+  input: Tensor,
+  residual: Tensor,
+  weight: Tensor,
+  options: FusedAddNormOptions = {},
+): void {
   fusedAdd("fusedAddRmsnorm", 0, input, residual, weight, options);
 }
 
 /** In place: residual += input; input = rmsnorm(residual) * (1 + weight). */
-export function gemmaFusedAddRmsnorm(input: Tensor, residual: Tensor, weight: Tensor, options: FusedAddNormOptions = {}): void {
+export function gemmaFusedAddRmsnorm(
+  input: Tensor,
+  residual: Tensor,
+  weight: Tensor,
+  options: FusedAddNormOptions = {},
+): void {
   fusedAdd("gemmaFusedAddRmsnorm", 1, input, residual, weight, options);
 }
 
@@ -108,7 +149,20 @@ export function layernorm(input: Tensor, gamma: Tensor, beta: Tensor, options: N
   const o = rows(op, "out", out);
   expectSameRows(op, "out", out, input, "input");
   check(
-    native().fi_layernorm(out.ptr, o.stride, input.ptr, x.stride, gamma.ptr, beta.ptr, x.rows, x.cols, eps, DTYPE_CODE[input.dtype], DTYPE_CODE[gamma.dtype], streamHandle(options.stream)),
+    native().fi_layernorm(
+      out.ptr,
+      o.stride,
+      input.ptr,
+      x.stride,
+      gamma.ptr,
+      beta.ptr,
+      x.rows,
+      x.cols,
+      eps,
+      DTYPE_CODE[input.dtype],
+      DTYPE_CODE[gamma.dtype],
+      streamHandle(options.stream),
+    ),
     op,
   );
   return out;

@@ -5,11 +5,19 @@
  * element i with i + rotaryDim / 2; `interleave` pairs 2j with 2j + 1. Dimensions past rotaryDim
  * pass through unchanged.
  */
-import { expectFinite, expectPositive, expectRank, expectSameDtype, expectShape, expectTensor, vectorWidth } from "../runtime/check.ts";
-import { DTYPE_CODE, type DType } from "../runtime/dtype.ts";
+import {
+  expectFinite,
+  expectPositive,
+  expectRank,
+  expectSameDtype,
+  expectShape,
+  expectTensor,
+  vectorWidth,
+} from "../runtime/check.ts";
+import { type DType, DTYPE_CODE } from "../runtime/dtype.ts";
 import { invalid, show } from "../runtime/errors.ts";
 import { check, native } from "../runtime/library.ts";
-import { type StreamLike, streamHandle } from "../runtime/stream.ts";
+import { streamHandle, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
 
 const HALF: readonly DType[] = ["f16", "bf16"];
@@ -64,15 +72,24 @@ const paramInts = new Int32Array(params, 128, 12);
 const paramFloats = new Float32Array(params, 176, 6);
 
 /** Checks q/k as [nnz, H, D] (or [nnz, H * headSize] when headSize is given) and returns 3-D shapes. */
-function heads(op: string, arg: string, t: Tensor, headSize?: number): { heads: number; dim: number; sn: number; sh: number } {
+function heads(
+  op: string,
+  arg: string,
+  t: Tensor,
+  headSize?: number,
+): { heads: number; dim: number; sn: number; sh: number } {
   expectTensor(op, arg, t, HALF);
   if (headSize !== undefined && t.rank === 2) {
-    if (t.shape[1] % headSize !== 0) invalid(op, arg, `a multiple of headSize ${headSize} wide`, `=shape ${show(t.shape)}`);
+    if (t.shape[1] % headSize !== 0) {
+      invalid(op, arg, `a multiple of headSize ${headSize} wide`, `=shape ${show(t.shape)}`);
+    }
     if (t.strides[1] !== 1) invalid(op, arg, "contiguous in its last dimension", `=strides ${show(t.strides)}`);
     return { heads: t.shape[1] / headSize, dim: headSize, sn: t.strides[0], sh: headSize };
   }
   expectRank(op, arg, t, 3);
-  if (t.strides[2] !== 1 && t.shape[2] > 1) invalid(op, arg, "contiguous in its last dimension", `=strides ${show(t.strides)}`);
+  if (t.strides[2] !== 1 && t.shape[2] > 1) {
+    invalid(op, arg, "contiguous in its last dimension", `=strides ${show(t.strides)}`);
+  }
   return { heads: t.shape[1], dim: t.shape[2], sn: t.strides[0], sh: t.strides[1] };
 }
 
@@ -154,7 +171,20 @@ function launch(
 
   paramPtrs.set([ptrs[0], ptrs[1], ptrs[2], ptrs[3], indptr, offsets, posIds, cosSin]);
   for (let i = 0; i < 8; i++) paramStrides[i] = BigInt(strides[i]);
-  paramInts.set([nnz, batch, qs.heads, ks.heads, qs.dim, rotaryDim, interleave ? 1 : 0, pos.mode, posDtype, freq.mode, DTYPE_CODE[q.dtype], cacheRows]);
+  paramInts.set([
+    nnz,
+    batch,
+    qs.heads,
+    ks.heads,
+    qs.dim,
+    rotaryDim,
+    interleave ? 1 : 0,
+    pos.mode,
+    posDtype,
+    freq.mode,
+    DTYPE_CODE[q.dtype],
+    cacheRows,
+  ]);
   paramFloats.set([freq.scale, freq.theta, freq.low, freq.high, freq.oldContextLen, 0]);
   check(native().fi_apply_rope(paramBytes, streamHandle(options.stream)), op);
   return { q: qOut, k: kOut };
@@ -176,10 +206,22 @@ function llama31(o: Llama31RopeOptions): Frequencies {
 }
 
 /** RoPE with positions from indptr [batch + 1] and offsets [batch] (i32 device tensors). */
-export function applyRope(q: Tensor, k: Tensor, indptr: Tensor, offsets: Tensor, options: RopeOptions = {}): RopeResult {
+export function applyRope(
+  q: Tensor,
+  k: Tensor,
+  indptr: Tensor,
+  offsets: Tensor,
+  options: RopeOptions = {},
+): RopeResult {
   return launch("applyRope", q, k, false, { mode: 0, indptr, offsets }, standard(options), options);
 }
-export function applyRopeInplace(q: Tensor, k: Tensor, indptr: Tensor, offsets: Tensor, options: RopeOptions = {}): void {
+export function applyRopeInplace(
+  q: Tensor,
+  k: Tensor,
+  indptr: Tensor,
+  offsets: Tensor,
+  options: RopeOptions = {},
+): void {
   launch("applyRopeInplace", q, k, true, { mode: 0, indptr, offsets }, standard(options), options);
 }
 /** RoPE with one position id per token (i32 or i64 [nnz]). */
@@ -190,16 +232,38 @@ export function applyRopePosIdsInplace(q: Tensor, k: Tensor, posIds: Tensor, opt
   launch("applyRopePosIdsInplace", q, k, true, { mode: 1, posIds }, standard(options), options);
 }
 /** Llama 3.1's RoPE (frequency smoothing; defaults scale 8, theta 5e5, factors 1 and 4, context 8192). */
-export function applyLlama31Rope(q: Tensor, k: Tensor, indptr: Tensor, offsets: Tensor, options: Llama31RopeOptions = {}): RopeResult {
+export function applyLlama31Rope(
+  q: Tensor,
+  k: Tensor,
+  indptr: Tensor,
+  offsets: Tensor,
+  options: Llama31RopeOptions = {},
+): RopeResult {
   return launch("applyLlama31Rope", q, k, false, { mode: 0, indptr, offsets }, llama31(options), options);
 }
-export function applyLlama31RopeInplace(q: Tensor, k: Tensor, indptr: Tensor, offsets: Tensor, options: Llama31RopeOptions = {}): void {
+export function applyLlama31RopeInplace(
+  q: Tensor,
+  k: Tensor,
+  indptr: Tensor,
+  offsets: Tensor,
+  options: Llama31RopeOptions = {},
+): void {
   launch("applyLlama31RopeInplace", q, k, true, { mode: 0, indptr, offsets }, llama31(options), options);
 }
-export function applyLlama31RopePosIds(q: Tensor, k: Tensor, posIds: Tensor, options: Llama31RopeOptions = {}): RopeResult {
+export function applyLlama31RopePosIds(
+  q: Tensor,
+  k: Tensor,
+  posIds: Tensor,
+  options: Llama31RopeOptions = {},
+): RopeResult {
   return launch("applyLlama31RopePosIds", q, k, false, { mode: 1, posIds }, llama31(options), options);
 }
-export function applyLlama31RopePosIdsInplace(q: Tensor, k: Tensor, posIds: Tensor, options: Llama31RopeOptions = {}): void {
+export function applyLlama31RopePosIdsInplace(
+  q: Tensor,
+  k: Tensor,
+  posIds: Tensor,
+  options: Llama31RopeOptions = {},
+): void {
   launch("applyLlama31RopePosIdsInplace", q, k, true, { mode: 1, posIds }, llama31(options), options);
 }
 

@@ -22,7 +22,9 @@ export function expectRank(op: string, arg: string, t: Tensor, min: number, max 
 
 /** Dimension `dim` of `t` equals `size`; `what` names the size in the message. */
 export function expectDim(op: string, arg: string, t: Tensor, dim: number, size: number, what: string): void {
-  if (t.shape[dim] !== size) invalid(op, arg, `of size ${size} (${what}) in dimension ${dim}`, `=shape ${show(t.shape)}`);
+  if (t.shape[dim] !== size) {
+    invalid(op, arg, `of size ${size} (${what}) in dimension ${dim}`, `=shape ${show(t.shape)}`);
+  }
 }
 
 export function expectSameDtype(op: string, arg: string, t: Tensor, other: Tensor, otherArg: string): void {
@@ -53,11 +55,18 @@ export function rows(op: string, arg: string, t: Tensor): { rows: number; cols: 
   const r = t.rank;
   if (r === 0) invalid(op, arg, "at least 1-dimensional", `=shape ${show(t.shape)}`);
   const cols = t.shape[r - 1];
-  if (t.strides[r - 1] !== 1 && cols > 1) invalid(op, arg, "contiguous in its last dimension", `=strides ${show(t.strides)}`);
+  if (t.strides[r - 1] !== 1 && cols > 1) {
+    invalid(op, arg, "contiguous in its last dimension", `=strides ${show(t.strides)}`);
+  }
   if (r === 1) return { rows: 1, cols, stride: cols };
   for (let i = 0; i < r - 2; i++) {
     if (t.shape[i] > 1 && t.strides[i] !== t.strides[i + 1] * t.shape[i + 1]) {
-      invalid(op, arg, "collapsible into rows (leading dimensions contiguous with each other)", `=strides ${show(t.strides)}`);
+      invalid(
+        op,
+        arg,
+        "collapsible into rows (leading dimensions contiguous with each other)",
+        `=strides ${show(t.strides)}`,
+      );
     }
   }
   let n = 1;

@@ -74,7 +74,7 @@ function nanCode(f: MiniFloat): number {
 const maxFiniteCache = new Map<MiniFloatName, number>();
 function maxFiniteOf(format: MiniFloatName): number {
   let m = maxFiniteCache.get(format);
-  if (m === undefined) maxFiniteCache.set(format, (m = decodeMiniFloat(format, maxCode(FORMATS[format]))));
+  if (m === undefined) maxFiniteCache.set(format, m = decodeMiniFloat(format, maxCode(FORMATS[format])));
   return m;
 }
 

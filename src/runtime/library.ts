@@ -126,7 +126,9 @@ export function loadLibrary(options: LoadOptions = {}): Native {
     if (code === 0) current = attempt(defaultLibraryPath(), true);
     else tried.push(`build on demand (${args.join(" ")}) exited with code ${code}`);
   } else if (!current) {
-    tried.push(hash === undefined ? "build on demand (no cuda/ sources beside this module)" : "build on demand (disabled)");
+    tried.push(
+      hash === undefined ? "build on demand (no cuda/ sources beside this module)" : "build on demand (disabled)",
+    );
   }
   if (!current) {
     throw new FlashInferError(

@@ -3,7 +3,7 @@ import { invalid } from "./errors.ts";
 import { check, native } from "./library.ts";
 import { isDeno } from "./platform.ts";
 import { Resource } from "./resource.ts";
-import { type StreamLike, streamHandle } from "./stream.ts";
+import { streamHandle, type StreamLike } from "./stream.ts";
 
 const ptrOut = new BigUint64Array(1);
 
@@ -14,7 +14,9 @@ export class DeviceBuffer extends Resource {
 
   constructor(bytes: number) {
     super("device buffer");
-    if (!Number.isSafeInteger(bytes) || bytes < 0) invalid("allocate device memory", "bytes", "a non-negative integer", bytes);
+    if (!Number.isSafeInteger(bytes) || bytes < 0) {
+      invalid("allocate device memory", "bytes", "a non-negative integer", bytes);
+    }
     check(native().fi_malloc(BigInt(bytes), ptrOut), `cudaMalloc(${bytes} bytes)`);
     this.#ptr = ptrOut[0];
     this.bytes = bytes;
@@ -56,7 +58,9 @@ export class PinnedBuffer extends Resource {
 
   constructor(bytes: number) {
     super("pinned host buffer");
-    if (!Number.isSafeInteger(bytes) || bytes < 0) invalid("allocate pinned memory", "bytes", "a non-negative integer", bytes);
+    if (!Number.isSafeInteger(bytes) || bytes < 0) {
+      invalid("allocate pinned memory", "bytes", "a non-negative integer", bytes);
+    }
     check(native().fi_host_alloc(BigInt(bytes), ptrOut), `cudaMallocHost(${bytes} bytes)`);
     this.#ptr = ptrOut[0];
     this.size = bytes;

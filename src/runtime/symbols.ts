@@ -18,8 +18,8 @@ export interface SymbolSpec {
 export const symbols = {
   // ---- library ----
   fi_abi_version: { parameters: [], result: "i32" },
-  fi_source_hash: { parameters: ["buffer" /* uint8_t* buf */, "usize" /* size_t n */], result: "i32" },
-  fi_last_error: { parameters: ["buffer" /* uint8_t* buf */, "usize" /* size_t n */], result: "i32" },
+  fi_source_hash: { parameters: ["buffer", /* uint8_t* buf */ "usize" /* size_t n */], result: "i32" },
+  fi_last_error: { parameters: ["buffer", /* uint8_t* buf */ "usize" /* size_t n */], result: "i32" },
 
   // ---- device ----
   fi_device_count: { parameters: ["buffer" /* int32_t* out [1] */], result: "i32" },
@@ -38,20 +38,20 @@ export const symbols = {
   fi_device_synchronize: { parameters: [], result: "i32" },
 
   // ---- memory ----
-  fi_malloc: { parameters: ["u64" /* uint64_t bytes */, "buffer" /* uint64_t* out_ptr [1] */], result: "i32" },
+  fi_malloc: { parameters: ["u64", /* uint64_t bytes */ "buffer" /* uint64_t* out_ptr [1] */], result: "i32" },
   fi_free: { parameters: ["u64" /* device ptr */], result: "i32" },
-  fi_host_alloc: { parameters: ["u64" /* uint64_t bytes */, "buffer" /* uint64_t* out_ptr [1] */], result: "i32" },
+  fi_host_alloc: { parameters: ["u64", /* uint64_t bytes */ "buffer" /* uint64_t* out_ptr [1] */], result: "i32" },
   fi_host_free: { parameters: ["u64" /* pinned host ptr */], result: "i32" },
   fi_copy_h2d: {
-    parameters: ["u64" /* device dst */, "buffer" /* const uint8_t* src */, "u64" /* bytes */, "u64" /* stream */],
+    parameters: ["u64", /* device dst */ "buffer", /* const uint8_t* src */ "u64", /* bytes */ "u64" /* stream */],
     result: "i32",
   },
   fi_copy_d2h: {
-    parameters: ["buffer" /* uint8_t* dst */, "u64" /* device src */, "u64" /* bytes */, "u64" /* stream */],
+    parameters: ["buffer", /* uint8_t* dst */ "u64", /* device src */ "u64", /* bytes */ "u64" /* stream */],
     result: "i32",
   },
   fi_copy_async: {
-    parameters: ["u64" /* dst */, "u64" /* src */, "u64" /* bytes */, "u64" /* stream */],
+    parameters: ["u64", /* dst */ "u64", /* src */ "u64", /* bytes */ "u64" /* stream */],
     result: "i32",
   },
   fi_copy_2d_async: {
@@ -67,7 +67,7 @@ export const symbols = {
     result: "i32",
   },
   fi_memset_async: {
-    parameters: ["u64" /* dst */, "i32" /* byte value */, "u64" /* bytes */, "u64" /* stream */],
+    parameters: ["u64", /* dst */ "i32", /* byte value */ "u64", /* bytes */ "u64" /* stream */],
     result: "i32",
   },
 
@@ -81,18 +81,18 @@ export const symbols = {
     result: "i32",
     nonblocking: true,
   },
-  fi_stream_query: { parameters: ["u64" /* stream */, "buffer" /* int32_t* out_done [1] */], result: "i32" },
+  fi_stream_query: { parameters: ["u64", /* stream */ "buffer" /* int32_t* out_done [1] */], result: "i32" },
   fi_event_create: { parameters: ["buffer" /* uint64_t* out [1] */], result: "i32" },
   fi_event_destroy: { parameters: ["u64" /* event */], result: "i32" },
-  fi_event_record: { parameters: ["u64" /* event */, "u64" /* stream */], result: "i32" },
+  fi_event_record: { parameters: ["u64", /* event */ "u64" /* stream */], result: "i32" },
   fi_event_synchronize: { parameters: ["u64" /* event */], result: "i32" },
   fi_event_elapsed_ms: {
-    parameters: ["u64" /* start event */, "u64" /* end event */, "buffer" /* float* out_ms [1] */],
+    parameters: ["u64", /* start event */ "u64", /* end event */ "buffer" /* float* out_ms [1] */],
     result: "i32",
   },
   fi_graph_begin_capture: { parameters: ["u64" /* stream */], result: "i32" },
-  fi_graph_end_capture: { parameters: ["u64" /* stream */, "buffer" /* uint64_t* out_exec [1] */], result: "i32" },
-  fi_graph_launch: { parameters: ["u64" /* graph exec */, "u64" /* stream */], result: "i32" },
+  fi_graph_end_capture: { parameters: ["u64", /* stream */ "buffer" /* uint64_t* out_exec [1] */], result: "i32" },
+  fi_graph_launch: { parameters: ["u64", /* graph exec */ "u64" /* stream */], result: "i32" },
   fi_graph_destroy: { parameters: ["u64" /* graph exec */], result: "i32" },
 
   // ---- ops: norms ----
@@ -164,13 +164,13 @@ export const symbols = {
 
   // ---- ops: rotary embedding ----
   fi_apply_rope: {
-    parameters: ["buffer" /* const fi_rope_params* (src/ops/rope.ts writes it) */, "u64" /* stream */],
+    parameters: ["buffer", /* const fi_rope_params* (src/ops/rope.ts writes it) */ "u64" /* stream */],
     result: "i32",
   },
 
   // ---- attention: batch decode, merge states, paged KV cache ----
   fi_batch_decode_run: {
-    parameters: ["buffer" /* const fi_decode_params* (src/attention/decode.ts writes it) */, "u64" /* stream */],
+    parameters: ["buffer", /* const fi_decode_params* (src/attention/decode.ts writes it) */ "u64" /* stream */],
     result: "i32",
   },
   fi_merge_states: {
@@ -244,7 +244,10 @@ export const symbols = {
 
   // ---- attention: prefill ----
   fi_prefill_run: {
-    parameters: ["buffer" /* const fi_prefill_params* (src/attention/prefill_launch.ts writes it) */, "u64" /* stream */],
+    parameters: [
+      "buffer", /* const fi_prefill_params* (src/attention/prefill_launch.ts writes it) */
+      "u64", /* stream */
+    ],
     result: "i32",
   },
   fi_prefill_tile_q: {
@@ -260,12 +263,12 @@ export const symbols = {
     result: "i32", // log2 of the heads packed per tile
   },
   fi_prefill_fp8_compiled: {
-    parameters: ["i32" /* head_dim_qk */, "i32" /* head_dim_vo */],
+    parameters: ["i32", /* head_dim_qk */ "i32" /* head_dim_vo */],
     result: "i32", // 1 when fp8 KV is compiled for these head dims
   },
   // ---- sampling ----
   fi_sampling_run: {
-    parameters: ["buffer" /* fi_sampling_params* (src/sampling/params.ts writes it) */, "u64" /* stream */],
+    parameters: ["buffer", /* fi_sampling_params* (src/sampling/params.ts writes it) */ "u64" /* stream */],
     result: "i32",
   },
   fi_chain_speculative_sampling: {

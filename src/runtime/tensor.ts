@@ -2,11 +2,11 @@
  * Tensor: a device pointer, a dtype, a shape and strides (in elements). Small on purpose: made empty,
  * from host values, from raw bytes or from an external pointer; viewed; copied back to the host.
  */
-import { decode, DTYPE_BYTES, type DType, encode, isDType, rawArray, type RawArray } from "./dtype.ts";
+import { decode, type DType, DTYPE_BYTES, encode, isDType, type RawArray, rawArray } from "./dtype.ts";
 import { FlashInferError, invalid, show } from "./errors.ts";
 import { check, native } from "./library.ts";
 import { copyDeviceToHost, copyHostToDevice, DeviceBuffer } from "./memory.ts";
-import { type StreamLike, streamHandle } from "./stream.ts";
+import { streamHandle, type StreamLike } from "./stream.ts";
 
 export type Shape = readonly number[];
 
@@ -65,7 +65,9 @@ export class Tensor implements Disposable {
   /** An uninitialized tensor in fresh device memory. */
   static empty(shape: Shape, dtype: DType): Tensor {
     checkShape("allocate a tensor", shape);
-    if (!isDType(dtype)) invalid("allocate a tensor", "dtype", "one of f32, f16, bf16, e4m3, e5m2, i32, i64, u8", dtype);
+    if (!isDType(dtype)) {
+      invalid("allocate a tensor", "dtype", "one of f32, f16, bf16, e4m3, e5m2, i32, i64, u8", dtype);
+    }
     const buffer = new DeviceBuffer(numelOf(shape) * DTYPE_BYTES[dtype]);
     return new Tensor(dtype, shape, contiguousStrides(shape), buffer, 0n, true);
   }
@@ -74,7 +76,12 @@ export class Tensor implements Disposable {
   static fromArray(values: ArrayLike<number>, shape: Shape, dtype: DType): Tensor {
     checkShape("make a tensor from an array", shape);
     if (values.length !== numelOf(shape)) {
-      invalid("make a tensor from an array", "values", `of length ${numelOf(shape)} for shape ${show(shape)}`, `=${values.length}`);
+      invalid(
+        "make a tensor from an array",
+        "values",
+        `of length ${numelOf(shape)} for shape ${show(shape)}`,
+        `=${values.length}`,
+      );
     }
     return Tensor.fromRaw(encode(dtype, values), shape, dtype);
   }
@@ -84,7 +91,12 @@ export class Tensor implements Disposable {
     const t = Tensor.empty(shape, dtype);
     if (raw.byteLength !== t.nbytes) {
       t.dispose();
-      invalid("make a tensor from raw data", "raw", `${t.nbytes} bytes for shape ${show(shape)} of ${dtype}`, `=${raw.byteLength} bytes`);
+      invalid(
+        "make a tensor from raw data",
+        "raw",
+        `${t.nbytes} bytes for shape ${show(shape)} of ${dtype}`,
+        `=${raw.byteLength} bytes`,
+      );
     }
     copyHostToDevice(t.ptr, raw);
     return t;
@@ -142,15 +154,22 @@ export class Tensor implements Disposable {
   /** A contiguous view with another shape of the same element count. */
   reshape(shape: Shape): Tensor {
     checkShape("reshape a tensor", shape);
-    if (numelOf(shape) !== this.numel) invalid("reshape a tensor", "shape", `${this.numel} elements like ${show(this.shape)}`, shape);
+    if (numelOf(shape) !== this.numel) {
+      invalid("reshape a tensor", "shape", `${this.numel} elements like ${show(this.shape)}`, shape);
+    }
     if (!this.isContiguous()) invalid("reshape a tensor", "tensor", "contiguous", `=strides ${show(this.strides)}`);
     return new Tensor(this.dtype, shape, contiguousStrides(shape), this.#buffer, this.#offset);
   }
 
   /** The view of `length` entries of dimension `dim` from `start`. */
   narrow(dim: number, start: number, length: number): Tensor {
-    if (!Number.isInteger(dim) || dim < 0 || dim >= this.rank) invalid("narrow a tensor", "dim", `in [0, ${this.rank})`, dim);
-    if (!Number.isInteger(start) || !Number.isInteger(length) || start < 0 || length < 0 || start + length > this.shape[dim]) {
+    if (!Number.isInteger(dim) || dim < 0 || dim >= this.rank) {
+      invalid("narrow a tensor", "dim", `in [0, ${this.rank})`, dim);
+    }
+    if (
+      !Number.isInteger(start) || !Number.isInteger(length) || start < 0 || length < 0 ||
+      start + length > this.shape[dim]
+    ) {
       invalid("narrow a tensor", "start + length", `within [0, ${this.shape[dim]}]`, `=${start} + ${length}`);
     }
     const shape = [...this.shape];
@@ -162,7 +181,13 @@ export class Tensor implements Disposable {
   /** The view of index `index` of dimension `dim`, with that dimension removed. */
   select(dim: number, index: number): Tensor {
     const t = this.narrow(dim, index, 1);
-    return new Tensor(this.dtype, t.shape.filter((_, i) => i !== dim), t.strides.filter((_, i) => i !== dim), this.#buffer, t.#offset);
+    return new Tensor(
+      this.dtype,
+      t.shape.filter((_, i) => i !== dim),
+      t.strides.filter((_, i) => i !== dim),
+      this.#buffer,
+      t.#offset,
+    );
   }
 
   /** Copies to the host as raw element bits (Float32Array for f32, Uint16Array for f16 and bf16, ...). */
@@ -190,14 +215,26 @@ export class Tensor implements Disposable {
     if (this.numel === 0) return out;
     const bytes = DTYPE_BYTES[this.dtype];
     const rowShape = this.shape.slice(1);
-    const rowContiguous = this.rank >= 1 && contiguousStrides(rowShape).every((s, i) => rowShape[i] === 1 || this.strides[i + 1] === s);
+    const rowContiguous = this.rank >= 1 &&
+      contiguousStrides(rowShape).every((s, i) => rowShape[i] === 1 || this.strides[i + 1] === s);
     if (!rowContiguous) {
       out.dispose();
-      throw new FlashInferError("UNSUPPORTED", `Cannot copy a tensor with strides ${show(this.strides)}: only views whose rows are contiguous`);
+      throw new FlashInferError(
+        "UNSUPPORTED",
+        `Cannot copy a tensor with strides ${show(this.strides)}: only views whose rows are contiguous`,
+      );
     }
     const rowBytes = numelOf(rowShape) * bytes;
     check(
-      native().fi_copy_2d_async(out.ptr, BigInt(rowBytes), this.ptr, BigInt(this.strides[0] * bytes), BigInt(rowBytes), BigInt(this.shape[0]), streamHandle(stream)),
+      native().fi_copy_2d_async(
+        out.ptr,
+        BigInt(rowBytes),
+        this.ptr,
+        BigInt(this.strides[0] * bytes),
+        BigInt(rowBytes),
+        BigInt(this.shape[0]),
+        streamHandle(stream),
+      ),
       "cudaMemcpy2DAsync",
     );
     return out;

@@ -7,7 +7,9 @@ export class Workspace implements Disposable {
 
   /** A workspace of `bytes` bytes (FlashInfer's default float workspace is 128 MiB). */
   constructor(bytes: number = 128 * 1024 * 1024) {
-    if (!Number.isSafeInteger(bytes) || bytes <= 0) invalid("allocate a workspace", "bytes", "a positive integer", bytes);
+    if (!Number.isSafeInteger(bytes) || bytes <= 0) {
+      invalid("allocate a workspace", "bytes", "a positive integer", bytes);
+    }
     this.#buffer = new DeviceBuffer(bytes);
   }
 

@@ -69,7 +69,9 @@ export class LogitsPipe {
     const seen = new Set<StepName>();
     steps.forEach((s, i) => {
       const name = s?.name;
-      if (!(name in TRANSITIONS)) invalid(OP, `steps[${i}]`, "one of Temperature(), Softmax(), TopK(), TopP(), MinP(), Sample()", s);
+      if (!(name in TRANSITIONS)) {
+        invalid(OP, `steps[${i}]`, "one of Temperature(), Softmax(), TopK(), TopP(), MinP(), Sample()", s);
+      }
       if (kind === "tokens") invalid(OP, `steps[${i}]`, "absent: Sample() must be the last step", name);
       const next = TRANSITIONS[name][kind];
       if (next === undefined) {
@@ -83,7 +85,14 @@ export class LogitsPipe {
       seen.add(name);
       kind = next;
     });
-    if (seen.has("MinP") && (kind as string) !== "tokens") invalid(OP, "steps", "ending in Sample() when MinP is used", steps.map((s) => s.name));
+    if (seen.has("MinP") && (kind as string) !== "tokens") {
+      invalid(
+        OP,
+        "steps",
+        "ending in Sample() when MinP is used",
+        steps.map((s) => s.name),
+      );
+    }
     if (seen.has("Temperature") && !seen.has("Softmax") && !seen.has("Sample")) {
       invalid(OP, "steps", "followed by Softmax() or Sample() when Temperature() is used", steps.map((s) => s.name));
     }
@@ -107,7 +116,11 @@ export class LogitsPipe {
     let kind: TensorKind = this.inputType;
     for (const s of this.steps) {
       if (s.name === "Temperature") continue; // folded into the softmax
-      const kernel = s.name === "Softmax" ? "softmax" : s.name === "TopK" ? (kind === "logits" ? "topKMaskLogits" : "topKRenormProbs") : "topPRenormProbs";
+      const kernel = s.name === "Softmax"
+        ? "softmax"
+        : s.name === "TopK"
+        ? (kind === "logits" ? "topKMaskLogits" : "topKRenormProbs")
+        : "topPRenormProbs";
       out.push({ kernel, step: s.name, kind });
       kind = TRANSITIONS[s.name][kind] as TensorKind;
     }

@@ -23,9 +23,9 @@ import { expectShape, expectTensor, rows } from "../runtime/check.ts";
 import { DTYPE_CODE } from "../runtime/dtype.ts";
 import { invalid } from "../runtime/errors.ts";
 import { check, native } from "../runtime/library.ts";
-import { type StreamLike, streamHandle } from "../runtime/stream.ts";
+import { streamHandle, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
-import { encodeSamplingParams, Filter, type SamplingParams, SamplingOp } from "./params.ts";
+import { encodeSamplingParams, Filter, SamplingOp, type SamplingParams } from "./params.ts";
 
 /** A per-row parameter: one number for every row, a host array (checked) or a device tensor. */
 export type RowParam = number | ArrayLike<number> | Tensor;
@@ -81,7 +81,8 @@ function flush(up: Uploads): void {
 }
 
 function isArrayLike(v: unknown): v is ArrayLike<number> {
-  return typeof v === "object" && v !== null && typeof (v as ArrayLike<number>).length === "number" && !(v instanceof Tensor);
+  return typeof v === "object" && v !== null && typeof (v as ArrayLike<number>).length === "number" &&
+    !(v instanceof Tensor);
 }
 
 /** The [batch, d] input as rows, f32, last dimension contiguous. */
@@ -94,12 +95,19 @@ function inputRows(op: string, arg: string, t: unknown): { rows: number; d: numb
   return { rows: r.rows, d: r.cols, stride: r.stride, t };
 }
 
-function indicesOf(op: string, options: SamplingOptions, rowsIn: number, up: Uploads): { batch?: number; ptr?: bigint; dtype: number } {
+function indicesOf(
+  op: string,
+  options: SamplingOptions,
+  rowsIn: number,
+  up: Uploads,
+): { batch?: number; ptr?: bigint; dtype: number } {
   const ix = options.indices;
   if (ix === undefined) return { dtype: DTYPE_CODE.i32 };
   if (ix instanceof Tensor) {
     expectTensor(op, "indices", ix, ["i32", "i64"]);
-    if (ix.rank !== 1 || !ix.isContiguous()) invalid(op, "indices", "a contiguous 1-dimensional tensor", `=shape [${ix.shape.join(", ")}]`);
+    if (ix.rank !== 1 || !ix.isContiguous()) {
+      invalid(op, "indices", "a contiguous 1-dimensional tensor", `=shape [${ix.shape.join(", ")}]`);
+    }
     return { batch: ix.shape[0], ptr: ix.ptr, dtype: DTYPE_CODE[ix.dtype] };
   }
   if (!isArrayLike(ix)) invalid(op, "indices", "a host array or an i32/i64 tensor", ix);
@@ -127,7 +135,14 @@ const PARAM_RULES: Record<ParamKind, { dtype: "i32" | "f32"; ok: (v: number) => 
 };
 
 /** A scalar (returned as `value`) or a per-row device array (returned as `ptr`). */
-function rowParam(op: string, arg: string, kind: ParamKind, v: unknown, batch: number, up: Uploads): { value: number; ptr?: bigint } {
+function rowParam(
+  op: string,
+  arg: string,
+  kind: ParamKind,
+  v: unknown,
+  batch: number,
+  up: Uploads,
+): { value: number; ptr?: bigint } {
   const rule = PARAM_RULES[kind];
   if (typeof v === "number") {
     if (!rule.ok(v)) invalid(op, arg, rule.expectation, v);
@@ -145,14 +160,21 @@ function rowParam(op: string, arg: string, kind: ParamKind, v: unknown, batch: n
   const host = Array.from(v);
   const r: { value: number; ptr?: bigint } = { value: 1 };
   up.pending.push(() => {
-    const t = rule.dtype === "i32" ? Tensor.fromRaw(Int32Array.from(host), [batch], "i32") : Tensor.fromArray(host, [batch], "f32");
+    const t = rule.dtype === "i32"
+      ? Tensor.fromRaw(Int32Array.from(host), [batch], "i32")
+      : Tensor.fromArray(host, [batch], "f32");
     up.temps.push(t);
     r.ptr = t.ptr;
   });
   return r;
 }
 
-function randomState(op: string, arg: string, v: RandomState | undefined, fallback: () => bigint): { value: bigint; ptr?: bigint } {
+function randomState(
+  op: string,
+  arg: string,
+  v: RandomState | undefined,
+  fallback: () => bigint,
+): { value: bigint; ptr?: bigint } {
   if (v === undefined) return { value: fallback() };
   if (typeof v === "bigint") {
     if (v < 0n || v >= 1n << 64n) invalid(op, arg, "in [0, 2^64)", v);
@@ -170,7 +192,8 @@ function randomState(op: string, arg: string, v: RandomState | undefined, fallba
   return invalid(op, arg, "a number, a bigint or an i64 tensor of one element", v);
 }
 
-const randomSeed = () => BigInt(Math.floor(Math.random() * 2 ** 32)) << 20n ^ BigInt(Math.floor(Math.random() * 2 ** 32));
+const randomSeed = () =>
+  BigInt(Math.floor(Math.random() * 2 ** 32)) << 20n ^ BigInt(Math.floor(Math.random() * 2 ** 32));
 
 function checkOutput(op: string, arg: string, t: unknown, shape: number[], dtype: "i32" | "u8" | "f32"): void {
   if (t === undefined) return;
@@ -179,7 +202,13 @@ function checkOutput(op: string, arg: string, t: unknown, shape: number[], dtype
   if (!t.isContiguous()) invalid(op, arg, "contiguous", "=a strided view");
 }
 
-function outputTensor(op: string, arg: string, t: Tensor | undefined, shape: number[], dtype: "i32" | "u8" | "f32"): Tensor {
+function outputTensor(
+  op: string,
+  arg: string,
+  t: Tensor | undefined,
+  shape: number[],
+  dtype: "i32" | "u8" | "f32",
+): Tensor {
   checkOutput(op, arg, t, shape, dtype);
   return t ?? Tensor.empty(shape, dtype);
 }
@@ -208,11 +237,19 @@ export function runSampler(
     const ix = indicesOf(op, options, x.rows, up);
     const batch = ix.batch ?? x.rows;
     let filter = 0;
-    const k = filters.topK === undefined ? { value: 1 } : (filter |= Filter.topK, rowParam(op, "topK", "k", filters.topK, batch, up));
-    const p = filters.topP === undefined ? { value: 1 } : (filter |= Filter.topP, rowParam(op, "topP", "p", filters.topP, batch, up));
-    const m = filters.minP === undefined ? { value: 0 } : (filter |= Filter.minP, rowParam(op, "minP", "minP", filters.minP, batch, up));
+    const k = filters.topK === undefined
+      ? { value: 1 }
+      : (filter |= Filter.topK, rowParam(op, "topK", "k", filters.topK, batch, up));
+    const p = filters.topP === undefined
+      ? { value: 1 }
+      : (filter |= Filter.topP, rowParam(op, "topP", "p", filters.topP, batch, up));
+    const m = filters.minP === undefined
+      ? { value: 0 }
+      : (filter |= Filter.minP, rowParam(op, "minP", "minP", filters.minP, batch, up));
     const order = filters.order ?? "top_k_first";
-    if (order !== "top_k_first" && order !== "joint") invalid(op, "filterApplyOrder", '"top_k_first" or "joint"', order);
+    if (order !== "top_k_first" && order !== "joint") {
+      invalid(op, "filterApplyOrder", '"top_k_first" or "joint"', order);
+    }
     if (order === "top_k_first") filter |= Filter.topKFirst;
     if (!(filter & (Filter.topK | Filter.topP | Filter.minP))) filter = 0;
     const t = logits && options.temperature !== undefined
@@ -231,11 +268,34 @@ export function runSampler(
     const out = outputTensor(op, "out", options.out, [batch], "i32");
     const valid = options.valid, dbg = options.debugRounds;
     launch(op, {
-      input: x.t.ptr, output: out.ptr, valid: valid?.ptr, indices: ix.ptr, topKArr: k.ptr, topPArr: p.ptr, minPArr: m.ptr,
-      temperatureArr: t.ptr, seedPtr: seed.ptr, offsetPtr: offset.ptr, debugRounds: dbg?.ptr, inStride: x.stride, outStride: 0,
-      batch, d: x.d, rowsIn: x.rows, op: SamplingOp.sample, filter, inputLogits: logits, indicesDtype: ix.dtype, topK: k.value,
-      topP: p.value, minP: m.value, temperature: t.value, seed: seed.value, offset: offset.value,
-      offsetStep: offset.ptr === undefined ? 0n : BigInt(step), cluster,
+      input: x.t.ptr,
+      output: out.ptr,
+      valid: valid?.ptr,
+      indices: ix.ptr,
+      topKArr: k.ptr,
+      topPArr: p.ptr,
+      minPArr: m.ptr,
+      temperatureArr: t.ptr,
+      seedPtr: seed.ptr,
+      offsetPtr: offset.ptr,
+      debugRounds: dbg?.ptr,
+      inStride: x.stride,
+      outStride: 0,
+      batch,
+      d: x.d,
+      rowsIn: x.rows,
+      op: SamplingOp.sample,
+      filter,
+      inputLogits: logits,
+      indicesDtype: ix.dtype,
+      topK: k.value,
+      topP: p.value,
+      minP: m.value,
+      temperature: t.value,
+      seed: seed.value,
+      offset: offset.value,
+      offsetStep: offset.ptr === undefined ? 0n : BigInt(step),
+      cluster,
     }, options.stream);
     return out;
   } finally {
@@ -269,13 +329,35 @@ export function minPSamplingFromProbs(probs: Tensor, minP: RowParam, options: Sa
   return runSampler("minPSamplingFromProbs", probs, false, { minP }, options);
 }
 
-export function topKTopPSamplingFromProbs(probs: Tensor, topK: RowParam, topP: RowParam, options: TopKTopPOptions = {}): Tensor {
-  return runSampler("topKTopPSamplingFromProbs", probs, false, { topK, topP, order: options.filterApplyOrder }, options);
+export function topKTopPSamplingFromProbs(
+  probs: Tensor,
+  topK: RowParam,
+  topP: RowParam,
+  options: TopKTopPOptions = {},
+): Tensor {
+  return runSampler(
+    "topKTopPSamplingFromProbs",
+    probs,
+    false,
+    { topK, topP, order: options.filterApplyOrder },
+    options,
+  );
 }
 
 /** softmax(logits / temperature), then top-k and top-p, fused in one kernel. */
-export function topKTopPSamplingFromLogits(logits: Tensor, topK: RowParam, topP: RowParam, options: LogitsSamplingOptions = {}): Tensor {
-  return runSampler("topKTopPSamplingFromLogits", logits, true, { topK, topP, order: options.filterApplyOrder }, options);
+export function topKTopPSamplingFromLogits(
+  logits: Tensor,
+  topK: RowParam,
+  topP: RowParam,
+  options: LogitsSamplingOptions = {},
+): Tensor {
+  return runSampler(
+    "topKTopPSamplingFromLogits",
+    logits,
+    true,
+    { topK, topP, order: options.filterApplyOrder },
+    options,
+  );
 }
 
 export interface RowOpOptions {
@@ -303,7 +385,9 @@ export function runRowOp(
   const up = newUploads();
   try {
     const q = param ? rowParam(op, param.arg, param.kind, param.value, x.rows, up) : { value: 1 };
-    const t = options.temperature !== undefined ? rowParam(op, "temperature", "temperature", options.temperature, x.rows, up) : { value: 1 };
+    const t = options.temperature !== undefined
+      ? rowParam(op, "temperature", "temperature", options.temperature, x.rows, up)
+      : { value: 1 };
     const cluster = options.ctasPerRow ?? 0;
     if (![0, 1, 2, 4, 8].includes(cluster)) invalid(op, "ctasPerRow", "1, 2, 4 or 8", cluster);
     if (options.out !== undefined) {
@@ -319,10 +403,30 @@ export function runRowOp(
     const valid = options.valid, dbg = options.debugRounds;
     const isK = param?.kind === "k";
     launch(op, {
-      input: x.t.ptr, output: out.ptr, valid: valid?.ptr, topKArr: isK ? q.ptr : undefined, topPArr: isK ? undefined : q.ptr,
-      temperatureArr: t.ptr, debugRounds: dbg?.ptr, inStride: x.stride, outStride: o.stride, batch: x.rows, d: x.d, rowsIn: x.rows,
-      op: kind, filter, inputLogits: logits, indicesDtype: DTYPE_CODE.i32, topK: isK ? q.value : 1, topP: isK ? 1 : q.value,
-      minP: 0, temperature: t.value, seed: 0n, offset: 0n, offsetStep: 0n, cluster,
+      input: x.t.ptr,
+      output: out.ptr,
+      valid: valid?.ptr,
+      topKArr: isK ? q.ptr : undefined,
+      topPArr: isK ? undefined : q.ptr,
+      temperatureArr: t.ptr,
+      debugRounds: dbg?.ptr,
+      inStride: x.stride,
+      outStride: o.stride,
+      batch: x.rows,
+      d: x.d,
+      rowsIn: x.rows,
+      op: kind,
+      filter,
+      inputLogits: logits,
+      indicesDtype: DTYPE_CODE.i32,
+      topK: isK ? q.value : 1,
+      topP: isK ? 1 : q.value,
+      minP: 0,
+      temperature: t.value,
+      seed: 0n,
+      offset: 0n,
+      offsetStep: 0n,
+      cluster,
     }, options.stream);
     return out;
   } finally {
@@ -342,17 +446,29 @@ export function softmax(logits: Tensor, options: SoftmaxOptions = {}): Tensor {
 
 /** Keeps the top-k probabilities of each row (ties at the k-th kept), renormalized; others 0. */
 export function topKRenormProbs(probs: Tensor, topK: RowParam, options: RowOpOptions = {}): Tensor {
-  return runRowOp("topKRenormProbs", "probs", probs, SamplingOp.renorm, false, Filter.topK, { kind: "k", arg: "topK", value: topK }, options);
+  return runRowOp("topKRenormProbs", "probs", probs, SamplingOp.renorm, false, Filter.topK, {
+    kind: "k",
+    arg: "topK",
+    value: topK,
+  }, options);
 }
 
 /** Keeps the top-p nucleus of each row, renormalized; others 0. */
 export function topPRenormProbs(probs: Tensor, topP: RowParam, options: RowOpOptions = {}): Tensor {
-  return runRowOp("topPRenormProbs", "probs", probs, SamplingOp.renorm, false, Filter.topP, { kind: "p", arg: "topP", value: topP }, options);
+  return runRowOp("topPRenormProbs", "probs", probs, SamplingOp.renorm, false, Filter.topP, {
+    kind: "p",
+    arg: "topP",
+    value: topP,
+  }, options);
 }
 
 /** Keeps the top-k logits of each row and sets the rest to -inf. */
 export function topKMaskLogits(logits: Tensor, topK: RowParam, options: RowOpOptions = {}): Tensor {
-  return runRowOp("topKMaskLogits", "logits", logits, SamplingOp.mask, true, Filter.topK, { kind: "k", arg: "topK", value: topK }, options);
+  return runRowOp("topKMaskLogits", "logits", logits, SamplingOp.mask, true, Filter.topK, {
+    kind: "k",
+    arg: "topK",
+    value: topK,
+  }, options);
 }
 
 export interface ChainSpeculativeOptions {
@@ -386,12 +502,19 @@ export function chainSpeculativeSampling(
   expectTensor(op, "draftProbs", draftProbs, ["f32"]);
   expectTensor(op, "draftTokenIds", draftTokenIds, ["i32"]);
   expectTensor(op, "targetProbs", targetProbs, ["f32"]);
-  if (draftProbs.rank !== 3) invalid(op, "draftProbs", "3-dimensional [batch, n, vocab]", `=shape [${draftProbs.shape.join(", ")}]`);
+  if (draftProbs.rank !== 3) {
+    invalid(op, "draftProbs", "3-dimensional [batch, n, vocab]", `=shape [${draftProbs.shape.join(", ")}]`);
+  }
   const [batch, n, d] = draftProbs.shape;
   if (d < 1) invalid(op, "draftProbs", "at least 1 wide in its vocabulary dimension", d);
   expectShape(op, "draftTokenIds", draftTokenIds, [batch, n]);
   expectShape(op, "targetProbs", targetProbs, [batch, n + 1, d]);
-  for (const [name, t] of [["draftProbs", draftProbs], ["draftTokenIds", draftTokenIds], ["targetProbs", targetProbs]] as const) {
+  for (
+    const [name, t] of [["draftProbs", draftProbs], ["draftTokenIds", draftTokenIds], [
+      "targetProbs",
+      targetProbs,
+    ]] as const
+  ) {
     if (!t.isContiguous()) invalid(op, name, "contiguous", "=a strided view");
   }
   const seed = randomState(op, "seed", options.seed, randomSeed);
@@ -410,8 +533,21 @@ export function chainSpeculativeSampling(
   const emitted = counter("emittedDraftTokenNum", options.emittedDraftTokenNum);
   check(
     native().fi_chain_speculative_sampling(
-      draftProbs.ptr, draftTokenIds.ptr, targetProbs.ptr, out.ptr, accepted.ptr, emitted.ptr, batch, n, d, seed.value, offset.value,
-      seed.ptr ?? 0n, offset.ptr ?? 0n, offset.ptr === undefined ? 0n : BigInt(step), streamHandle(options.stream),
+      draftProbs.ptr,
+      draftTokenIds.ptr,
+      targetProbs.ptr,
+      out.ptr,
+      accepted.ptr,
+      emitted.ptr,
+      batch,
+      n,
+      d,
+      seed.value,
+      offset.value,
+      seed.ptr ?? 0n,
+      offset.ptr ?? 0n,
+      offset.ptr === undefined ? 0n : BigInt(step),
+      streamHandle(options.stream),
     ),
     op,
   );

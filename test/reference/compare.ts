@@ -9,11 +9,19 @@ export const TOLERANCE: Record<string, number> = { f32: 1e-5, f16: 1e-3, bf16: 1
  * ‖out − ref‖ / ‖ref‖ within the dtype's tolerance, every element finite (an unwritten, poisoned
  * element is NaN), and no element off by more than 10× the tolerance of the reference's scale.
  */
-export function assertClose(out: ArrayLike<number>, ref: ArrayLike<number>, dtype: DType, what: string, tol = TOLERANCE[dtype]): number {
+export function assertClose(
+  out: ArrayLike<number>,
+  ref: ArrayLike<number>,
+  dtype: DType,
+  what: string,
+  tol = TOLERANCE[dtype],
+): number {
   assert.equal(out.length, ref.length, `${what}: length`);
   let num = 0, den = 0;
   for (let i = 0; i < ref.length; i++) {
-    if (!Number.isFinite(out[i])) assert.fail(`${what}: element ${i} is ${out[i]} (reference ${ref[i]}): unwritten or overflowed`);
+    if (!Number.isFinite(out[i])) {
+      assert.fail(`${what}: element ${i} is ${out[i]} (reference ${ref[i]}): unwritten or overflowed`);
+    }
     num += (out[i] - ref[i]) ** 2;
     den += ref[i] ** 2;
   }

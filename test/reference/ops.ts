@@ -1,6 +1,13 @@
 /** float64 references for the norms, activations and RoPE (FlashInfer's definitions). */
 
-export function rmsnormRef(x: Float64Array, w: Float64Array, rows: number, hidden: number, eps: number, gemma: boolean): Float64Array {
+export function rmsnormRef(
+  x: Float64Array,
+  w: Float64Array,
+  rows: number,
+  hidden: number,
+  eps: number,
+  gemma: boolean,
+): Float64Array {
   const out = new Float64Array(rows * hidden);
   for (let r = 0; r < rows; r++) {
     let ss = 0;
@@ -11,7 +18,14 @@ export function rmsnormRef(x: Float64Array, w: Float64Array, rows: number, hidde
   return out;
 }
 
-export function layernormRef(x: Float64Array, gamma: Float64Array, beta: Float64Array, rows: number, hidden: number, eps: number): Float64Array {
+export function layernormRef(
+  x: Float64Array,
+  gamma: Float64Array,
+  beta: Float64Array,
+  rows: number,
+  hidden: number,
+  eps: number,
+): Float64Array {
   const out = new Float64Array(rows * hidden);
   for (let r = 0; r < rows; r++) {
     let mean = 0;
@@ -90,7 +104,14 @@ export function ropeFreq(
 }
 
 /** Rotates x [nnz, heads, dim] with positions pos[nnz]. */
-export function ropeRef(x: Float64Array, nnz: number, heads: number, dim: number, pos: ArrayLike<number>, o: RopeRefOptions): Float64Array {
+export function ropeRef(
+  x: Float64Array,
+  nnz: number,
+  heads: number,
+  dim: number,
+  pos: ArrayLike<number>,
+  o: RopeRefOptions,
+): Float64Array {
   const out = Float64Array.from(x);
   const half = o.rotaryDim / 2;
   for (let t = 0; t < nnz; t++) {

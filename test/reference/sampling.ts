@@ -27,7 +27,11 @@ function larger(w: ArrayLike<number>): { count: Float64Array; mass: Float64Array
  * The admissible mask. `slack` widens top-p's boundary test by that fraction of the total, and the
  * result says which tokens are ambiguous under it (f32 sums may round either way there).
  */
-export function admissible(w: ArrayLike<number>, f: FilterSpec, slack = 0): { keep: Uint8Array; ambiguous: Uint8Array } {
+export function admissible(
+  w: ArrayLike<number>,
+  f: FilterSpec,
+  slack = 0,
+): { keep: Uint8Array; ambiguous: Uint8Array } {
   const n = w.length;
   let total = 0, max = 0;
   for (let i = 0; i < n; i++) total += w[i], max = Math.max(max, w[i]);
