@@ -40,7 +40,14 @@ function commit(): string {
   return "unknown";
 }
 
-Device.require();
+try {
+  Device.require();
+} catch (e) {
+  // The report needs a GPU; say why plainly instead of a stack trace.
+  console.error(`bench/report.ts: ${(e as Error).message}`);
+  if (isDeno) g.Deno.exit(1);
+  g.process.exit(1);
+}
 const dev = Device.current();
 using stream = new Stream();
 const copy = copyBandwidth(stream);
