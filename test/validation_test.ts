@@ -4,7 +4,8 @@ import { fusedAddRmsnorm, layernorm, rmsnorm } from "../src/ops/norm.ts";
 import { siluAndMul } from "../src/ops/activation.ts";
 import { applyRope, applyRopePosIds, applyRopeWithCosSinCache } from "../src/ops/rope.ts";
 import { Tensor } from "../src/runtime/tensor.ts";
-import { assertThrowsCode, test } from "./harness.ts";
+import { Stream } from "../src/runtime/stream.ts";
+import { assert, assertThrowsCode, test } from "./harness.ts";
 
 let addr = 0x100000n;
 const fake = (shape: number[], dtype: Parameters<typeof Tensor.fromPointer>[2]) =>
@@ -178,4 +179,15 @@ test("validation: tensor constructors", () => {
     "INVALID_ARGUMENT",
     /'shape' must be 24 elements like \[4, 6\]/,
   );
+});
+
+test("streams: the default stream survives dispose; a wrapped one is refused after dispose", () => {
+  Stream.default.dispose();
+  assert.equal(Stream.default.handle, 0n);
+  const wrapped = Stream.fromPointer(0x1234n);
+  assert.equal(wrapped.handle, 0x1234n);
+  wrapped.dispose();
+  wrapped.dispose();
+  assertThrowsCode(() => wrapped.handle, "DISPOSED", /Cannot use the stream as it was disposed/);
+  assertThrowsCode(() => Stream.fromPointer(-1n), "INVALID_ARGUMENT", /'handle' must be a non-negative bigint/);
 });

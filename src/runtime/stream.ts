@@ -64,6 +64,12 @@ export class Stream extends Resource {
     while (!this.query()) await new Promise((resolve) => setTimeout(resolve, 0));
   }
 
+  /** Disposing the shared default stream does nothing: it belongs to every caller. */
+  override dispose(): void {
+    if (this === Stream.default) return;
+    super.dispose();
+  }
+
   protected release(): void {
     if (this.#owned) native().fi_stream_destroy(this.#handle);
   }
