@@ -12,9 +12,12 @@
 
 #include <cuda_fp8.h>
 
-#include "mma.cuh"
+#include "../attention/mma.cuh"
+#include "../vec.cuh"
 
 namespace fi::prefill {
+
+using namespace fi::attn;  // the tensor-core and cp.async building blocks shared with decode
 
 struct PrefillArgs {
   const void* q;
@@ -85,21 +88,6 @@ __device__ __forceinline__ void fp8x16_to(const uint8_t* src, T* dst0, T* dst1) 
 
 constexpr float kLog2e = 1.4426950408889634f;
 
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T>
-__device__ __forceinline__ T from_f(float x);
-template <>
-__device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-
-template <int D>
-__device__ __forceinline__ int swz(int row, int chunk) {
-  // 16-byte chunks of a row, XOR-swizzled by the row's low 3 bits: ldmatrix's 8 row addresses then
-  // hit 8 different bank groups.
-  return row * D + ((chunk ^ (row & 7)) << 3);
-}
 
 // Pairwise (tree) max / sum of one row half (elements 2h, 2h + 1 of each n8 block): short
 // dependency chains, since only two warps per scheduler hide latency.
@@ -140,9 +128,9 @@ __device__ __noinline__ void rope_tile(T* tile, int rows, int pos0, int row_shif
     sincosf(float(pos0 + (r >> row_shift)) * freq, &sn, &cs);
     T* p1 = tile + swz<D>(r, i >> 3) + (i & 7);
     T* p2 = tile + swz<D>(r, (i + HALF) >> 3) + (i & 7);
-    const float x1 = to_f(*p1), x2 = to_f(*p2);
-    *p1 = from_f<T>(x1 * cs - x2 * sn);
-    *p2 = from_f<T>(x2 * cs + x1 * sn);
+    const float x1 = to_float(*p1), x2 = to_float(*p2);
+    *p1 = from_float<T>(x1 * cs - x2 * sn);
+    *p2 = from_float<T>(x2 * cs + x1 * sn);
   }
 }
 
@@ -226,7 +214,7 @@ __global__ void __launch_bounds__(128, MIN_BLOCKS)
     const bool ok = (r >> pack_shift) < q_rows;
     const T* src = ok ? q_base + (int64_t)(r >> pack_shift) * a.q_stride_n + (int64_t)(r & (pack - 1)) * a.q_stride_h + c * 8
                       : q_base;
-    cp_async16(smem_addr(sQ + swz<DQK>(r, c)), src, ok);
+    cp_async_16(smem_addr(sQ + swz<DQK>(r, c)), src, ok);
   }
 
   const bool paged = a.paged != 0;
@@ -265,12 +253,12 @@ __global__ void __launch_bounds__(128, MIN_BLOCKS)
       for (int id = tid; id < BLOCK_N * FQK; id += Cfg::kThreads) {
         const int r = id / FQK, c = id % FQK;
         const int64_t ko = koff[r];
-        cp_async16(smem_addr(dk + r * DQK + c * 16), ko >= 0 ? k_base + ko + c * 16 : k_base, ko >= 0);
+        cp_async_16(smem_addr(dk + r * DQK + c * 16), ko >= 0 ? k_base + ko + c * 16 : k_base, ko >= 0);
       }
       for (int id = tid; id < BLOCK_N * FVO; id += Cfg::kThreads) {
         const int r = id / FVO, c = id % FVO;
         const int64_t vo = voff[r];
-        cp_async16(smem_addr(dv + r * DVO + c * 16), vo >= 0 ? v_base + vo + c * 16 : v_base, vo >= 0);
+        cp_async_16(smem_addr(dv + r * DVO + c * 16), vo >= 0 ? v_base + vo + c * 16 : v_base, vo >= 0);
       }
       return;
     }
@@ -289,8 +277,8 @@ __global__ void __launch_bounds__(128, MIN_BLOCKS)
       const int r = r0 + i * ROWS_PER_PASS;
       if (BLOCK_N % ROWS_PER_PASS != 0 && r >= BLOCK_N) break;
       const int64_t ko = koff[r], vo = voff[r];
-      if (c < CQK) cp_async16(smem_addr(dk + swz<DQK>(r, c)), ko >= 0 ? k_base + ko + c * 8 : k_base, ko >= 0);
-      if (c < CVO) cp_async16(smem_addr(dv + swz<DVO>(r, c)), vo >= 0 ? v_base + vo + c * 8 : v_base, vo >= 0);
+      if (c < CQK) cp_async_16(smem_addr(dk + swz<DQK>(r, c)), ko >= 0 ? k_base + ko + c * 8 : k_base, ko >= 0);
+      if (c < CVO) cp_async_16(smem_addr(dv + swz<DVO>(r, c)), vo >= 0 ? v_base + vo + c * 8 : v_base, vo >= 0);
     }
   };
 
@@ -375,15 +363,15 @@ __global__ void __launch_bounds__(128, MIN_BLOCKS)
       uint32_t qa[MMA_Q][4];
 #pragma unroll
       for (int mq = 0; mq < MMA_Q; mq++)
-        ldsm_x4(qa[mq], sQ_addr + q_lane[kk % 4] + (kk / 4) * 128 + mq * 16 * DQK * ES);
+        ldmatrix_x4(qa[mq], sQ_addr + q_lane[kk % 4] + (kk / 4) * 128 + mq * 16 * DQK * ES);
 #pragma unroll
       for (int nn = 0; nn < BLOCK_N / 16; nn++) {
         uint32_t kb[4];
-        ldsm_x4(kb, tK + k_lane[kk % 4] + (kk / 4) * 128 + nn * 16 * DQK * ES);
+        ldmatrix_x4(kb, tK + k_lane[kk % 4] + (kk / 4) * 128 + nn * 16 * DQK * ES);
 #pragma unroll
         for (int mq = 0; mq < MMA_Q; mq++) {
-          mma16816<T>(s[mq][2 * nn], qa[mq], kb);
-          mma16816<T>(s[mq][2 * nn + 1], qa[mq], kb + 2);
+          mma_16816<T>(s[mq][2 * nn], qa[mq], kb);
+          mma_16816<T>(s[mq][2 * nn + 1], qa[mq], kb + 2);
         }
       }
     }
@@ -487,11 +475,11 @@ __global__ void __launch_bounds__(128, MIN_BLOCKS)
 #pragma unroll
       for (int dn = 0; dn < DVO / 16; dn++) {
         uint32_t vb[4];
-        ldsm_x4_trans(vb, tV + v_lane[dn % 4] + (dn / 4) * 128 + kk * 16 * DVO * ES);
+        ldmatrix_x4_trans(vb, tV + v_lane[dn % 4] + (dn / 4) * 128 + kk * 16 * DVO * ES);
 #pragma unroll
         for (int mq = 0; mq < MMA_Q; mq++) {
-          mma16816<T>(o[mq][2 * dn], pa[mq], vb);
-          mma16816<T>(o[mq][2 * dn + 1], pa[mq], vb + 2);
+          mma_16816<T>(o[mq][2 * dn], pa[mq], vb);
+          mma_16816<T>(o[mq][2 * dn + 1], pa[mq], vb + 2);
         }
       }
     }
