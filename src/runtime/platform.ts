@@ -19,8 +19,15 @@ export function env(name: string): string | undefined {
   }
 }
 
-/** The package root: the folder holding mod.ts, build.ts, cuda/ and build/. */
-export const packageRoot: string = fileURLToPath(new URL("../../", import.meta.url));
+const rootUrl = new URL("../../", import.meta.url);
+/**
+ * The package root: the folder holding mod.ts, build.ts, cuda/ and build/. Imported from a registry
+ * (JSR: an https: URL) the code has no folder of its own, so a per-user cache folder stands in:
+ * put a library built elsewhere in its build/lib/, or point FLASHINFER_TS_LIB at one.
+ */
+export const packageRoot: string = rootUrl.protocol === "file:"
+  ? fileURLToPath(rootUrl)
+  : join(env("XDG_CACHE_HOME") ?? join(env("HOME") ?? ".", ".cache"), "flashinfer-ts");
 
 export function libraryFileName(): string {
   const os = isDeno ? g.Deno.build.os : g.process?.platform;
