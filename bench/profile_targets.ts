@@ -26,7 +26,7 @@ for (const kvDtype of ["bf16", "e4m3"] as const) {
   using cache = Tensor.empty([pages, 2, page, 8, 128], kvDtype).fillBytes(0x31);
   using decode = new BatchDecodeWithPagedKvCache(workspace);
   decode.plan(indptr, indices, last, 32, 8, 128, page, { qDtype: "bf16", kvDtype, stream });
-  using out = decode.run(q, cache, { stream });
+  using _out = decode.run(q, cache, { stream });
   stream.synchronize();
 }
 
@@ -35,7 +35,7 @@ const vocab = 128256;
 const logits = new Float32Array(128 * vocab).map(() => 3 * Math.sqrt(-2 * Math.log(Math.random() + 1e-12)) * Math.cos(6.283 * Math.random()));
 using lt = Tensor.fromRaw(logits, [128, vocab], "f32");
 using probs = softmax(lt, { stream });
-using tokens = topPSamplingFromProbs(probs, 0.9, { seed: 1, stream });
+using _tokens = topPSamplingFromProbs(probs, 0.9, { seed: 1, stream });
 stream.synchronize();
 
 // Prefill: 4 requests of 4096 tokens, causal.
