@@ -32,7 +32,9 @@ for (const kvDtype of ["bf16", "e4m3"] as const) {
 
 // Sampling: top-p 0.9 at B128 over softmax(randn * 3).
 const vocab = 128256;
-const logits = new Float32Array(128 * vocab).map(() => 3 * Math.sqrt(-2 * Math.log(Math.random() + 1e-12)) * Math.cos(6.283 * Math.random()));
+const logits = new Float32Array(128 * vocab).map(() =>
+  3 * Math.sqrt(-2 * Math.log(Math.random() + 1e-12)) * Math.cos(6.283 * Math.random())
+);
 using lt = Tensor.fromRaw(logits, [128, vocab], "f32");
 using probs = softmax(lt, { stream });
 using _tokens = topPSamplingFromProbs(probs, 0.9, { seed: 1, stream });
