@@ -147,6 +147,19 @@ __global__ void __launch_bounds__(1024) layernorm_kernel(T* __restrict__ out, in
 
 // ---- rows wider than the register path holds: stream the row twice (three times for LayerNorm) ----
 
+// out = in * rms, weighted (KIND as above), streaming the row from memory again.
+template <typename T, int VEC, int KIND>
+__device__ __forceinline__ void write_normed_row(T* out, const T* in, const T* w, float rms, const NormShape& s) {
+  for (int j = threadIdx.x; j < s.nvec; j += blockDim.x) {
+    Vec<T, VEC> v, wv, o;
+    v.load(in + j * VEC);
+    wv.load(w + j * VEC);
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) o.set(e, apply_weight<KIND>(v.f(e) * rms, wv.f(e)));
+    o.store(out + j * VEC);
+  }
+}
+
 template <typename T, int VEC, int KIND>
 __global__ void __launch_bounds__(1024) rmsnorm_wide_kernel(T* __restrict__ out, int64_t out_stride,
                                                             const T* __restrict__ x, int64_t x_stride,
@@ -164,15 +177,7 @@ __global__ void __launch_bounds__(1024) rmsnorm_wide_kernel(T* __restrict__ out,
     for (int e = 0; e < VEC; ++e) sum_sq += v.f(e) * v.f(e);
   }
   const float rms = rsqrtf(block_sum(sum_sq, scratch) / s.hidden + s.eps);
-  T* orow = out + row * out_stride;
-  for (int j = threadIdx.x; j < s.nvec; j += blockDim.x) {
-    Vec<T, VEC> v, wv, o;
-    v.load(xr + j * VEC);
-    wv.load(w + j * VEC);
-#pragma unroll
-    for (int e = 0; e < VEC; ++e) o.set(e, apply_weight<KIND>(v.f(e) * rms, wv.f(e)));
-    o.store(orow + j * VEC);
-  }
+  write_normed_row<T, VEC, KIND>(out + row * out_stride, xr, w, rms, s);
 }
 
 // The second pass reads the stored (rounded) residual: wide rows normalize the rounded sum.
@@ -200,14 +205,7 @@ __global__ void __launch_bounds__(1024) fused_add_rmsnorm_wide_kernel(T* __restr
     r.store(rr + j * VEC);
   }
   const float rms = rsqrtf(block_sum(sum_sq, scratch) / s.hidden + s.eps);
-  for (int j = threadIdx.x; j < s.nvec; j += blockDim.x) {
-    Vec<T, VEC> r, wv, o;
-    r.load(rr + j * VEC);
-    wv.load(w + j * VEC);
-#pragma unroll
-    for (int e = 0; e < VEC; ++e) o.set(e, apply_weight<KIND>(r.f(e) * rms, wv.f(e)));
-    o.store(xr + j * VEC);
-  }
+  write_normed_row<T, VEC, KIND>(xr, rr, w, rms, s);
 }
 
 template <typename T, typename W, int VEC>
