@@ -28,8 +28,12 @@ import { checkPageTable, type KvCacheView, kvCacheView, type KvLayout, type Page
 import { ITEM_INTS, type Schedule, scheduleDecode } from "./scheduler.ts";
 import { alibiSlopes, type ResolvedVariant, resolveVariant, type VariantOptions } from "./variants.ts";
 
-/** Resident decode CTAs per SM (shared memory bound; see decode_smem_bytes in decode.cuh). */
-export function decodeCtasPerSm(headDim: number): number {
+/**
+ * Resident decode CTAs per SM (shared memory and register bound; see decode_smem_bytes and
+ * decode_min_ctas in decode.cuh): fp8 KV at head dim 128 fits 3.
+ */
+export function decodeCtasPerSm(headDim: number, kvDtype?: DType): number {
+  if (headDim === 128 && (kvDtype === "e4m3" || kvDtype === "e5m2")) return 3;
   return headDim <= 128 ? 2 : 1;
 }
 
@@ -261,7 +265,7 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     const numSms = this.#numSms ?? (this.#deviceSms ??= Device.current().smCount);
     const group = numQoHeads / numKvHeads;
     const ctasPerItem = numKvHeads * Math.ceil(group / 16);
-    const ctasPerSm = decodeCtasPerSm(headDim);
+    const ctasPerSm = decodeCtasPerSm(headDim, kvDtype);
     const graphCap = Math.max(this.maxBatchSize, Math.floor((numSms * ctasPerSm) / ctasPerItem));
 
     // Lay out the workspace first, sized by the most items a plan can make (graph mode: from the maxima,

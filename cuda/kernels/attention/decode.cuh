@@ -58,30 +58,76 @@ template <typename T, typename TKV, int D>
 constexpr int decode_smem_bytes() {
   constexpr bool FP8 = sizeof(TKV) == 1;
   constexpr int stage = kDecodeTile * D * int(sizeof(TKV));
-  constexpr int pipe = 16 * D * 2 + 2 * decode_stages<D, FP8>() * stage + (FP8 ? 2 * kDecodeTile * D * 2 : 0);
-  constexpr int merge = 16 * D * 2 + 4 * 16 * D * 4 + 2 * 4 * 16 * 4;
+  constexpr int pipe = 16 * D * 2 + 2 * decode_stages<D, FP8>() * stage;
+  constexpr int merge = 16 * D * 2 + 4 * 16 * (D + (FP8 ? 4 : 0)) * 4 + 2 * 4 * 16 * 4;
   return pipe > merge ? pipe : merge;
 }
 
-// 8 consecutive fp8 values (one 8-byte word) to 8 T, as two 16-byte-aligned halves of a uint4.
-template <typename T, typename TKV>
-__device__ __forceinline__ uint4 fp8x8_to(uint2 w) {
-  constexpr __nv_fp8_interpretation_t kind = __is_same(TKV, __nv_fp8_e4m3) ? __NV_E4M3 : __NV_E5M2;
-  uint4 r;
-  uint32_t* out = reinterpret_cast<uint32_t*>(&r);
-  const uint32_t words[2] = {w.x, w.y};
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    const __nv_fp8x2_storage_t pair = (words[i / 2] >> ((i % 2) * 16)) & 0xffff;
-    __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(pair, kind);
-    if constexpr (__is_same(T, __half)) {
-      out[i] = uint32_t(h.x) | (uint32_t(h.y) << 16);
-    } else {
-      const float2 f = __half22float2(*reinterpret_cast<__half2*>(&h));
-      out[i] = pack2<T>(f.x, f.y);
-    }
+// ---- fp8 KV: fragments straight from the raw fp8 tile, converted in registers ----
+// The K tile's dims and the V tile's tokens/dims are read in permuted orders so that each thread's mma
+// fragment bytes are contiguous in shared memory (one 16-byte load covers 4 k-steps):
+// - Q K^T sums over the head dim, so any permutation of it is fine when q uses the same one: k-step kk,
+//   thread quad c, fragment element e (0,1: b0; 2,3: b1) is dim fp8_qk_dim(kk, c) + e.
+// - P V: B fragment column n (= lane / 4) of output block jb is dim fp8_pv_dim(jb, n), so a thread reads
+//   D/8 consecutive bytes of each of its 4 token rows; the outputs are un-permuted in the final merge.
+template <int D>
+__device__ __forceinline__ int fp8_qk_dim(int kk, int c) {
+  return 16 * (c + 4 * (kk >> 2)) + 4 * (kk & 3);
+}
+template <int D>
+__device__ __forceinline__ int fp8_pv_dim(int jb, int n) {
+  return D == 64 ? 8 * n + jb : 128 * (jb >> 4) + 16 * n + (jb & 15);
+}
+// 16-byte chunk swizzles of the raw fp8 rows, chosen so the fragment loads below are bank-conflict free
+// (K: a quad reads chunks c + 4j of rows g, g + 1; V: rows 2c, 2c + 2, .. at chunk n).
+template <int D>
+__device__ __forceinline__ int fp8_k_chunk(int row, int chunk) {
+  return D >= 128 ? chunk ^ ((row & 1) << 2) : chunk;
+}
+template <int D>
+__device__ __forceinline__ int fp8_v_chunk(int row, int chunk) {
+  return chunk ^ (((row >> 1) & (D >= 128 ? 3 : 1)) << 1);
+}
+
+// Four fp8 values (one word) to two f16x2: bytes (0, 1) -> lo, (2, 3) -> hi; one cvt per pair.
+template <typename TKV>
+__device__ __forceinline__ void fp8x4_to_half2x2(uint32_t w, uint32_t& lo, uint32_t& hi) {
+  if constexpr (__is_same(TKV, __nv_fp8_e4m3)) {
+    asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n cvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
+        : "=r"(lo), "=r"(hi)
+        : "r"(w));
+  } else {
+    asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e5m2x2 %0, l;\n cvt.rn.f16x2.e5m2x2 %1, h;\n}\n"
+        : "=r"(lo), "=r"(hi)
+        : "r"(w));
   }
-  return r;
+}
+
+// O[jb .. jb+3] += P V for 4 output blocks from one word of each of the thread's 4 V rows (tokens 2c,
+// 2c + 1, 2c + 8, 2c + 9): byte i of each word is block jb + i. Pairs of rows interleave by byte
+// permutes into the (k, k + 1) pairs the B fragment holds.
+template <typename TKV>
+__device__ __forceinline__ void fp8_pv4(float (*o)[4], const uint32_t* pa, uint32_t w0, uint32_t w1, uint32_t w2,
+                                        uint32_t w3) {
+  uint32_t b0[4], b1[4];
+  fp8x4_to_half2x2<TKV>(__byte_perm(w0, w1, 0x5140), b0[0], b0[1]);
+  fp8x4_to_half2x2<TKV>(__byte_perm(w0, w1, 0x7362), b0[2], b0[3]);
+  fp8x4_to_half2x2<TKV>(__byte_perm(w2, w3, 0x5140), b1[0], b1[1]);
+  fp8x4_to_half2x2<TKV>(__byte_perm(w2, w3, 0x7362), b1[2], b1[3]);
+#pragma unroll
+  for (int i = 0; i < 4; i++) mma_16816<__half>(o[i], pa, b0[i], b1[i]);
+}
+
+// Rotates one f16x2 of K (dims i, i + 1 of the lower half) with its partner (dims i + D/2, i + D/2 + 1).
+__device__ __forceinline__ void rope_half2_pair(uint32_t& lo, uint32_t& hi, int i, float pos, float rcp_scale,
+                                                float log2_rcp_theta, int d) {
+  const float2 x1 = __half22float2(*reinterpret_cast<const __half2*>(&lo));
+  const float2 x2 = __half22float2(*reinterpret_cast<const __half2*>(&hi));
+  float s0, c0, s1, c1;
+  sincosf(pos * (rcp_scale * exp2f(log2_rcp_theta * float(2 * i) / float(d))), &s0, &c0);
+  sincosf(pos * (rcp_scale * exp2f(log2_rcp_theta * float(2 * (i + 1)) / float(d))), &s1, &c1);
+  lo = pack2<__half>(x1.x * c0 - x2.x * s0, x1.y * c1 - x2.y * s1);
+  hi = pack2<__half>(x2.x * c0 + x1.x * s0, x2.y * c1 + x1.y * s1);
 }
 
 // Rotates the 8 elements of chunk c (dims 8c..8c+7) with their partners in chunk c + D/16 at `pos`.
@@ -101,8 +147,14 @@ __device__ __forceinline__ void rope_chunk_pair(T* row, int c, float pos, const 
   }
 }
 
+// fp8 KV at D = 128 keeps 3 CTAs an SM (168 registers, 70 KB of shared memory each).
+template <typename TKV, int D>
+constexpr int decode_min_ctas() {
+  return sizeof(TKV) == 1 && D == 128 ? 3 : 1;
+}
+
 template <typename T, typename TKV, int D>
-__global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const DecodeArgs a) {
+__global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>()) batch_decode_kernel(const DecodeArgs a) {
   constexpr bool FP8 = sizeof(TKV) == 1;
   // Tensor-core type: the q dtype, or fp16 for fp8 KV (fp8 -> fp16 is one cvt per pair; q is
   // converted once per CTA; P in [0, 1] and fp32 accumulators keep the result at q's precision).
@@ -122,8 +174,6 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
   TC* sq = reinterpret_cast<TC*>(smem);
   uint8_t* sk = smem + 16 * D * 2;
   uint8_t* sv = sk + STAGES * STAGE_BYTES;
-  TC* kc = reinterpret_cast<TC*>(sv + STAGES * STAGE_BYTES);  // fp8: converted tiles
-  TC* vc = kc + TILE * D;
 
   // blockIdx.x: kv head (x head group), fastest, so the CTAs of one item run together and read
   // neighbouring bytes of the same pages (NHD rows interleave heads); blockIdx.y: the work item.
@@ -187,9 +237,10 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
       const bool valid = pos < kv_end && pages[i] >= 0;
       const int slot = shift >= 0 ? pos & ((1 << shift) - 1) : pos % a.page_size;
       const int64_t off = valid ? int64_t(pages[i]) * a.kv_sp + int64_t(slot) * a.kv_ss : 0;
-      const int dst = FP8 ? r * ROW_BYTES + lc * 16 : swz<D>(r, lc) * 2;
-      cp_async_16(sk + stage * STAGE_BYTES + dst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid);
-      cp_async_16(sv + stage * STAGE_BYTES + dst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid);
+      const int kdst = FP8 ? r * ROW_BYTES + fp8_k_chunk<D>(r, lc) * 16 : swz<D>(r, lc) * 2;
+      const int vdst = FP8 ? r * ROW_BYTES + fp8_v_chunk<D>(r, lc) * 16 : kdst;
+      cp_async_16(sk + stage * STAGE_BYTES + kdst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid);
+      cp_async_16(sv + stage * STAGE_BYTES + vdst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid);
     }
   };
 
@@ -219,10 +270,22 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
   // Head dims up to 128 keep q's tensor-core fragments in registers for the whole loop.
   constexpr bool QREG = D <= 128;
   uint32_t qfrag[QREG ? D / 16 : 1][4];
+  const int g = lane >> 2, quad = lane & 3;
+  // fp8: q's fragments in the permuted dim order of the K fragments (fp8_qk_dim).
+  auto fp8_q_frag = [&](int kk, uint32_t* qa) {
+    const int dim = fp8_qk_dim<D>(kk, quad);
+    const uint2 lo = *reinterpret_cast<const uint2*>(sq + swz<D>(g, dim >> 3) + (dim & 7));
+    const uint2 hi = *reinterpret_cast<const uint2*>(sq + swz<D>(g + 8, dim >> 3) + (dim & 7));
+    qa[0] = lo.x, qa[1] = hi.x, qa[2] = lo.y, qa[3] = hi.y;
+  };
   if constexpr (QREG) {
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
-      ldmatrix_x4(qfrag[kk], sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, kk * 2 + (lane >> 4)));
+      if constexpr (FP8) {
+        fp8_q_frag(kk, qfrag[kk]);
+      } else {
+        ldmatrix_x4(qfrag[kk], sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, kk * 2 + (lane >> 4)));
+      }
     }
   }
   for (int t = 0; t < ntiles; t++) {
@@ -237,44 +300,85 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
 
     const int stage = t % STAGES;
     const int tile_pos = kv_start + t * TILE;
-    TC* ks = FP8 ? kc : reinterpret_cast<TC*>(sk + stage * STAGE_BYTES);
-    TC* vs = FP8 ? vc : reinterpret_cast<TC*>(sv + stage * STAGE_BYTES);
-    if constexpr (FP8) {
-      // 16 fp8 values (one raw chunk) become two 16-byte chunks of T.
-      for (int idx = lane; idx < 16 * CH; idx += 32) {
-        const int r = wrow + idx / CH, c = idx % CH;
-        const uint4 kr = *reinterpret_cast<const uint4*>(sk + stage * STAGE_BYTES + r * ROW_BYTES + c * 16);
-        const uint4 vr = *reinterpret_cast<const uint4*>(sv + stage * STAGE_BYTES + r * ROW_BYTES + c * 16);
-        *reinterpret_cast<uint4*>(kc + swz<D>(r, 2 * c)) = fp8x8_to<TC, TKV>(make_uint2(kr.x, kr.y));
-        *reinterpret_cast<uint4*>(kc + swz<D>(r, 2 * c + 1)) = fp8x8_to<TC, TKV>(make_uint2(kr.z, kr.w));
-        *reinterpret_cast<uint4*>(vc + swz<D>(r, 2 * c)) = fp8x8_to<TC, TKV>(make_uint2(vr.x, vr.y));
-        *reinterpret_cast<uint4*>(vc + swz<D>(r, 2 * c + 1)) = fp8x8_to<TC, TKV>(make_uint2(vr.z, vr.w));
-      }
-      __syncwarp();
-    }
-    if (a.rope) {
-      for (int idx = lane; idx < 16 * (D / 16); idx += 32) {
-        const int r = wrow + idx / (D / 16), c = idx % (D / 16);
-        rope_chunk_pair<TC, D>(ks + r * D, c, float(tile_pos + r), a, r);
-      }
-      __syncwarp();
-    }
-
     // S = Q K^T for this warp's 16 tokens: rows = q heads, columns = tokens.
     float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+    if constexpr (FP8) {
+      // Each quad's K bytes of rows g and g + 8 are 16-byte chunks quad + 4j (j < D/64): chunk j covers
+      // k-steps 4j .. 4j+3. Chunks j and j + NJ/2 hold RoPE partner dims (d, d + D/2), so they are
+      // converted together; for D = 64 the partner is in lane ^ 2.
+      constexpr int NJ = D / 64, G = NJ > 1 ? 2 : 1, HALF = NJ > 1 ? NJ / 2 : 1;
+      const uint8_t* kt = sk + stage * STAGE_BYTES;
 #pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-      uint32_t kb[4];
-      uint32_t qtmp[4];
-      uint32_t* qa = qtmp;
-      if constexpr (QREG) {
-        qa = qfrag[kk];
-      } else {
-        ldmatrix_x4(qtmp, sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, kk * 2 + (lane >> 4)));
+      for (int nb = 0; nb < 2; nb++) {
+        const int r = wrow + nb * 8 + g;
+        const float pos = float(tile_pos + r);
+#pragma unroll
+        for (int jp = 0; jp < HALF; jp++) {
+          uint32_t kh[G][8];
+#pragma unroll
+          for (int gi = 0; gi < G; gi++) {
+            const int chunk = quad + 4 * (jp + gi * HALF);
+            const uint4 raw = *reinterpret_cast<const uint4*>(kt + r * ROW_BYTES + fp8_k_chunk<D>(r, chunk) * 16);
+            fp8x4_to_half2x2<TKV>(raw.x, kh[gi][0], kh[gi][1]);
+            fp8x4_to_half2x2<TKV>(raw.y, kh[gi][2], kh[gi][3]);
+            fp8x4_to_half2x2<TKV>(raw.z, kh[gi][4], kh[gi][5]);
+            fp8x4_to_half2x2<TKV>(raw.w, kh[gi][6], kh[gi][7]);
+          }
+          if (a.rope) {
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+              if constexpr (G == 2) {
+                rope_half2_pair(kh[0][k], kh[1][k], 16 * (quad + 4 * jp) + 2 * k, pos, a.rope_rcp_scale,
+                                a.rope_log2_rcp_theta, D);
+              } else {
+                const uint32_t mine = kh[0][k], other = __shfl_xor_sync(0xffffffffu, mine, 2);
+                const bool low = quad < 2;
+                uint32_t lo = low ? mine : other, hi = low ? other : mine;
+                rope_half2_pair(lo, hi, 16 * (quad & 1) + 2 * k, pos, a.rope_rcp_scale, a.rope_log2_rcp_theta, D);
+                kh[0][k] = low ? lo : hi;
+              }
+            }
+          }
+#pragma unroll
+          for (int gi = 0; gi < G; gi++) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+              const int kk = 4 * (jp + gi * HALF) + i;
+              uint32_t qtmp[4];
+              const uint32_t* qa = qtmp;
+              if constexpr (QREG) {
+                qa = qfrag[kk];
+              } else {
+                fp8_q_frag(kk, qtmp);
+              }
+              mma_16816<__half>(s[nb], qa, kh[gi][2 * i], kh[gi][2 * i + 1]);
+            }
+          }
+        }
       }
-      ldmatrix_x4(kb, ks + swz<D>(wrow + (lane & 7) + (lane >> 4) * 8, kk * 2 + ((lane >> 3) & 1)));
-      mma_16816<TC>(s[0], qa, kb[0], kb[1]);
-      mma_16816<TC>(s[1], qa, kb[2], kb[3]);
+    } else {
+      TC* ks = reinterpret_cast<TC*>(sk + stage * STAGE_BYTES);
+      if (a.rope) {
+        for (int idx = lane; idx < 16 * (D / 16); idx += 32) {
+          const int r = wrow + idx / (D / 16), c = idx % (D / 16);
+          rope_chunk_pair<TC, D>(ks + r * D, c, float(tile_pos + r), a, r);
+        }
+        __syncwarp();
+      }
+#pragma unroll
+      for (int kk = 0; kk < D / 16; kk++) {
+        uint32_t kb[4];
+        uint32_t qtmp[4];
+        uint32_t* qa = qtmp;
+        if constexpr (QREG) {
+          qa = qfrag[kk];
+        } else {
+          ldmatrix_x4(qtmp, sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, kk * 2 + (lane >> 4)));
+        }
+        ldmatrix_x4(kb, ks + swz<D>(wrow + (lane & 7) + (lane >> 4) * 8, kk * 2 + ((lane >> 3) & 1)));
+        mma_16816<TC>(s[0], qa, kb[0], kb[1]);
+        mma_16816<TC>(s[1], qa, kb[2], kb[3]);
+      }
     }
 
     // Logits (scale, soft cap, ALiBi), masking, and the online softmax update.
@@ -319,14 +423,45 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
     // O += P V: P (16 heads x 16 tokens) from registers, V (16 tokens x D) by transposed ldmatrix.
     uint32_t pa[4] = {pack2<TC>(s[0][0], s[0][1]), pack2<TC>(s[0][2], s[0][3]), pack2<TC>(s[1][0], s[1][1]),
                       pack2<TC>(s[1][2], s[1][3])};
+    if constexpr (FP8) {
+      // This thread's V rows (tokens 2c, 2c + 1, 2c + 8, 2c + 9 of the warp's 16) at dims fp8_pv_dim(., g).
+      const uint8_t* vt = sv + stage * STAGE_BYTES;
+      const int r0 = wrow + 2 * quad;
+      const int rr[4] = {r0, r0 + 1, r0 + 8, r0 + 9};
+      if constexpr (D == 64) {
+        uint2 w[4];
 #pragma unroll
-    for (int j = 0; j < D / 16; j++) {
-      uint32_t vb[4];
-      ldmatrix_x4_trans(vb, vs + swz<D>(wrow + (lane & 7) + ((lane >> 3) & 1) * 8, 2 * j + (lane >> 4)));
-      mma_16816<TC>(o[2 * j], pa, vb[0], vb[1]);
-      mma_16816<TC>(o[2 * j + 1], pa, vb[2], vb[3]);
+        for (int k = 0; k < 4; k++) {
+          w[k] = *reinterpret_cast<const uint2*>(vt + rr[k] * ROW_BYTES + fp8_v_chunk<D>(rr[k], g >> 1) * 16 +
+                                                 (g & 1) * 8);
+        }
+        fp8_pv4<TKV>(o, pa, w[0].x, w[1].x, w[2].x, w[3].x);
+        fp8_pv4<TKV>(o + 4, pa, w[0].y, w[1].y, w[2].y, w[3].y);
+      } else {
+#pragma unroll
+        for (int jv = 0; jv < D / 128; jv++) {
+          uint4 w[4];
+#pragma unroll
+          for (int k = 0; k < 4; k++) {
+            w[k] = *reinterpret_cast<const uint4*>(vt + rr[k] * ROW_BYTES + fp8_v_chunk<D>(rr[k], g + 8 * jv) * 16);
+          }
+          fp8_pv4<TKV>(o + 16 * jv, pa, w[0].x, w[1].x, w[2].x, w[3].x);
+          fp8_pv4<TKV>(o + 16 * jv + 4, pa, w[0].y, w[1].y, w[2].y, w[3].y);
+          fp8_pv4<TKV>(o + 16 * jv + 8, pa, w[0].z, w[1].z, w[2].z, w[3].z);
+          fp8_pv4<TKV>(o + 16 * jv + 12, pa, w[0].w, w[1].w, w[2].w, w[3].w);
+        }
+      }
+    } else {
+      TC* vs = reinterpret_cast<TC*>(sv + stage * STAGE_BYTES);
+#pragma unroll
+      for (int j = 0; j < D / 16; j++) {
+        uint32_t vb[4];
+        ldmatrix_x4_trans(vb, vs + swz<D>(wrow + (lane & 7) + ((lane >> 3) & 1) * 8, 2 * j + (lane >> 4)));
+        mma_16816<TC>(o[2 * j], pa, vb[0], vb[1]);
+        mma_16816<TC>(o[2 * j + 1], pa, vb[2], vb[3]);
+      }
     }
-    __syncwarp();  // this warp's rows of the stage (and fp8 buffers) are refilled next iteration
+    __syncwarp();  // this warp's rows of the stage are refilled next iteration
   }
   cp_async_wait<0>();
   __syncthreads();
@@ -337,15 +472,28 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
     d[r] += __shfl_xor_sync(0xffffffffu, d[r], 1);
     d[r] += __shfl_xor_sync(0xffffffffu, d[r], 2);
   }
-  float* so = reinterpret_cast<float*>(smem + 16 * D * 2);  // [NW][16][D]
-  float* sm = so + NW * 16 * D;                             // [NW][16]
+  constexpr int SO = FP8 ? D + 4 : D;  // fp8: padded rows, its scattered stores hit 4 banks, not 1
+  float* so = reinterpret_cast<float*>(smem + 16 * D * 2);  // [NW][16][SO]
+  float* sm = so + NW * 16 * SO;                            // [NW][16]
   float* sd = sm + NW * 16;                                 // [NW][16]
   {
     const int r0 = lane >> 2, c0 = (lane & 3) * 2;
+    if constexpr (FP8) {
 #pragma unroll
-    for (int j = 0; j < D / 8; j++) {
-      *reinterpret_cast<float2*>(so + (warp * 16 + r0) * D + j * 8 + c0) = make_float2(o[j][0], o[j][1]);
-      *reinterpret_cast<float2*>(so + (warp * 16 + r0 + 8) * D + j * 8 + c0) = make_float2(o[j][2], o[j][3]);
+      for (int j = 0; j < D / 8; j++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const int dim = fp8_pv_dim<D>(j, c0 + e);
+          so[(warp * 16 + r0) * SO + dim] = o[j][e];
+          so[(warp * 16 + r0 + 8) * SO + dim] = o[j][2 + e];
+        }
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < D / 8; j++) {
+        *reinterpret_cast<float2*>(so + (warp * 16 + r0) * D + j * 8 + c0) = make_float2(o[j][0], o[j][1]);
+        *reinterpret_cast<float2*>(so + (warp * 16 + r0 + 8) * D + j * 8 + c0) = make_float2(o[j][2], o[j][3]);
+      }
     }
     if ((lane & 3) == 0) {
       sm[warp * 16 + r0] = m[0], sd[warp * 16 + r0] = d[0];
@@ -364,7 +512,7 @@ __global__ void __launch_bounds__(kDecodeThreads) batch_decode_kernel(const Deco
 #pragma unroll
       for (int w = 0; w < NW; w++) {
         const float f = exp2f(sm[w * 16 + r] - mx);
-        const float4 x = *reinterpret_cast<const float4*>(so + (w * 16 + r) * D + c);
+        const float4 x = *reinterpret_cast<const float4*>(so + (w * 16 + r) * SO + c);
         dsum += sd[w * 16 + r] * f;
         acc.x += x.x * f, acc.y += x.y * f, acc.z += x.z * f, acc.w += x.w * f;
       }
