@@ -289,11 +289,13 @@ CASES.push({
 });
 // fp8 KV reads its fragments in permuted dim / token orders and applies RoPE in registers: every head
 // dim with RoPE, wide and narrow GQA groups, split and unsplit batches.
-for (const [kv, d, heads, batch, pageSize, layout, q] of [
-  ["e4m3", 128, [32, 8], 256, 16, "NHD", "bf16"],
-  ["e5m2", 64, [8, 8], 9, 16, "NHD", "bf16"],
-  ["e4m3", 256, [32, 4], 5, 16, "HND", "f16"],
-] as [DType, number, [number, number], number, number, KvLayout, DType][]) {
+for (
+  const [kv, d, heads, batch, pageSize, layout, q] of [
+    ["e4m3", 128, [32, 8], 256, 16, "NHD", "bf16"],
+    ["e5m2", 64, [8, 8], 9, 16, "NHD", "bf16"],
+    ["e4m3", 256, [32, 4], 5, 16, "HND", "f16"],
+  ] as [DType, number, [number, number], number, number, KvLayout, DType][]
+) {
   CASES.push({
     name: `${q} q, ${kv} kv B${batch} H${heads[0]}/${heads[1]} D${d} page ${pageSize} ${layout}`,
     batch,
@@ -308,12 +310,14 @@ for (const [kv, d, heads, batch, pageSize, layout, q] of [
     maxLen: 4096,
   });
 }
-for (const [kv, d, heads, pageSize, layout] of [
-  ["e4m3", 128, [32, 8], 16, "NHD"],
-  ["e5m2", 128, [32, 8], 16, "HND"],
-  ["e5m2", 64, [28, 4], 1, "HND"],
-  ["e4m3", 256, [16, 2], 16, "NHD"],
-] as [DType, number, [number, number], number, KvLayout][]) {
+for (
+  const [kv, d, heads, pageSize, layout] of [
+    ["e4m3", 128, [32, 8], 16, "NHD"],
+    ["e5m2", 128, [32, 8], 16, "HND"],
+    ["e5m2", 64, [28, 4], 1, "HND"],
+    ["e4m3", 256, [16, 2], 16, "NHD"],
+  ] as [DType, number, [number, number], number, KvLayout][]
+) {
   CASES.push({
     name: `ROPE_LLAMA ${kv} kv B5 H${heads[0]}/${heads[1]} D${d} page ${pageSize} ${layout}`,
     batch: 5,

@@ -160,6 +160,7 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
   readonly #numSms: number | undefined;
   #deviceSms: number | undefined;
   #seqLens: Int32Array | undefined;
+  #mergeTable = new Int32Array(0); // the scheduler's scratch, reused so that plan does not allocate
   #plan: Plan | undefined;
   #pinned: [PinnedBuffer | undefined, PinnedBuffer | undefined] = [undefined, undefined];
   #events: [Event | undefined, Event | undefined] = [undefined, undefined];
@@ -311,7 +312,8 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     }
     const views = this.#viewsFor(slot, pinned, layout, numQoHeads);
     const itemCap = views.items.length / ITEM_INTS;
-    const sched = fixed ?? scheduleDecode(input, { items: views.items });
+    if (this.#mergeTable.length < 2 * batch) this.#mergeTable = new Int32Array(2 * batch);
+    const sched = fixed ?? scheduleDecode(input, { items: views.items, mergeTable: this.#mergeTable });
     if (sched.numItems > 65535) {
       invalid(op, "indptr", "a plan of at most 65535 work items (requests and chunks)", `=${sched.numItems} items`);
     }

@@ -1,7 +1,7 @@
 /**
  * The page-index check that every plan runs over indices[0, n): the largest index and whether any is
- * negative. It is O(pages) on the host, so it uses a 100-byte WebAssembly SIMD kernel (i32x4 max/min,
- * about 3x faster than the best plain-JS loop), with the JS loop as the fallback where WebAssembly SIMD
+ * negative. It is O(pages) on the host, so it uses a 100-byte WebAssembly SIMD kernel (one unsigned
+ * i32x4 max, about 5x faster than the best plain-JS loop), with the JS loop as the fallback where WebAssembly SIMD
  * is unavailable.
  */
 
@@ -43,23 +43,24 @@ function section(id: number, body: number[]): number[] {
 
 /**
  * (func (export "scan") (param $n i32)) over i32s at byte 32 of the exported memory ($n a multiple of
- * 4): stores i32x4 lane maxima (from -1) at byte 0 and lane minima (from 0) at byte 16.
+ * 16): stores the i32x4 lane maxima, compared unsigned (from 0), at byte 0. Unsigned, a negative index
+ * is larger than any valid one, so one max finds both faults. Four loads per iteration.
  */
 // deno-fmt-ignore
 const CODE = [
-  0x02, 0x02, 0x7f, 0x02, 0x7b, // locals: p, end (i32); mx, mn (v128)
+  0x02, 0x02, 0x7f, 0x01, 0x7b, // locals: p, end (i32); mx (v128)
   0x20, 0x00, 0x41, 0x02, 0x74, 0x41, 0x20, 0x6a, 0x21, 0x02, // end = n * 4 + 32
   0x41, 0x20, 0x21, 0x01, // p = 32
-  0x41, 0x7f, 0xfd, 0x11, 0x21, 0x03, // mx = i32x4.splat(-1)
-  0x41, 0x00, 0xfd, 0x11, 0x21, 0x04, // mn = i32x4.splat(0)
+  0x41, 0x00, 0xfd, 0x11, 0x21, 0x03, // mx = i32x4.splat(0)
   0x02, 0x40, 0x03, 0x40, // block, loop
   0x20, 0x01, 0x20, 0x02, 0x4f, 0x0d, 0x01, // br_if (p >= end) out
-  0x20, 0x03, 0x20, 0x01, 0xfd, 0x00, 0x04, 0x00, 0xfd, 0xb8, 0x01, 0x21, 0x03, // mx = max_s(mx, v128.load p)
-  0x20, 0x04, 0x20, 0x01, 0xfd, 0x00, 0x04, 0x00, 0xfd, 0xb6, 0x01, 0x21, 0x04, // mn = min_s(mn, v128.load p)
-  0x20, 0x01, 0x41, 0x10, 0x6a, 0x21, 0x01, // p += 16
+  0x20, 0x03, // mx
+  0x20, 0x01, 0xfd, 0x00, 0x04, 0x00, 0x20, 0x01, 0xfd, 0x00, 0x04, 0x10, 0xfd, 0xb9, 0x01, // max_u(p[0], p[16])
+  0x20, 0x01, 0xfd, 0x00, 0x04, 0x20, 0x20, 0x01, 0xfd, 0x00, 0x04, 0x30, 0xfd, 0xb9, 0x01, // max_u(p[32], p[48])
+  0xfd, 0xb9, 0x01, 0xfd, 0xb9, 0x01, 0x21, 0x03, // mx = max_u(mx, both)
+  0x20, 0x01, 0x41, 0xc0, 0x00, 0x6a, 0x21, 0x01, // p += 64
   0x0c, 0x00, 0x0b, 0x0b, // br loop; end; end
   0x41, 0x00, 0x20, 0x03, 0xfd, 0x0b, 0x04, 0x00, // v128.store 0 mx
-  0x41, 0x10, 0x20, 0x04, 0xfd, 0x0b, 0x04, 0x00, // v128.store 16 mn
   0x0b,
 ];
 
@@ -95,7 +96,7 @@ export function scanIndices(a: Int32Array, n: number): IndexScan {
   if (n < 4096) return scanIndicesJs(a, n);
   if (kernel === undefined) kernel = load();
   if (!kernel) return scanIndicesJs(a, n);
-  const padded = (n + 3) & ~3;
+  const padded = (n + 15) & ~15;
   const need = 32 + padded * 4;
   if (kernel.memory.buffer.byteLength < need) {
     kernel.memory.grow(Math.ceil((need - kernel.memory.buffer.byteLength) / 65536));
@@ -103,7 +104,9 @@ export function scanIndices(a: Int32Array, n: number): IndexScan {
   }
   const v = kernel.view;
   v.set(n === a.length ? a : a.subarray(0, n), 8);
-  for (let i = n; i < padded; i++) v[8 + i] = 0; // zeros change neither the max (>= 0 here) nor the sign
+  for (let i = n; i < padded; i++) v[8 + i] = 0; // zeros change no unsigned max
   kernel.scan(padded);
-  return { max: Math.max(v[0], v[1], v[2], v[3]), negative: Math.min(v[4], v[5], v[6], v[7]) < 0 };
+  const mx = Math.max(v[0] >>> 0, v[1] >>> 0, v[2] >>> 0, v[3] >>> 0);
+  // A negative index is an error the caller reports: the exact signed maximum then comes from the JS loop.
+  return mx >= 0x80000000 ? scanIndicesJs(a, n) : { max: mx, negative: false };
 }
