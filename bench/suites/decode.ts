@@ -15,6 +15,7 @@ import { checkPageTable } from "../../src/attention/paged_kv_cache.ts";
 import { scheduleDecode } from "../../src/attention/scheduler.ts";
 import { timeKernel } from "../timing.ts";
 import { check, native } from "../../src/runtime/library.ts";
+import { env } from "../../src/runtime/platform.ts";
 import type { Row, Suite } from "./types.ts";
 
 const HQO = 32, HKV = 8, D = 128, PS = 16;
@@ -78,7 +79,9 @@ export const decodeSuite: Suite = {
       [1, 4096, false, { fixedSplitSize: 512 }],
     ];
     const bf16Us = new Map<string, number>(); // by shape, for the fp8 rows' ratio
-    for (const dtype of ["bf16", "e4m3", "e5m2"] as DType[]) {
+    // FI_BENCH_DECODE_DTYPES=e4m3 times only those KV dtypes (A/B runs of a kernel variant).
+    const dtypes = (env("FI_BENCH_DECODE_DTYPES") ?? "bf16,e4m3,e5m2").split(",") as DType[];
+    for (const dtype of dtypes) {
       for (const [batch, len, shuffle, extra] of shapes) {
         if (dtype !== "bf16" && (batch === 1 || shuffle || extra)) continue;
         const kvBytes = dtype === "bf16" ? 2 : 1;
