@@ -1,6 +1,13 @@
 /** The decode scheduler: pure host logic, no GPU. */
 import { assert, test } from "./harness.ts";
-import { chooseSplitSize, countItems, DECODE_TILE, ITEM_INTS, scheduleDecode } from "../src/attention/scheduler.ts";
+import {
+  chooseSplitSize,
+  countItems,
+  DECODE_TILE,
+  ITEM_INTS,
+  scheduleDecode,
+  waveBalanceChunks,
+} from "../src/attention/scheduler.ts";
 
 const base = { ctasPerItem: 8, numSms: 132, ctasPerSm: 2 };
 
@@ -85,4 +92,23 @@ test("scheduler: countItems and chooseSplitSize edge cases", () => {
   const empty = scheduleDecode({ seqLens: new Int32Array([0, 5]), pageBase: pageBase(2), ...base });
   assert.equal(empty.numItems, 2);
   assert.equal(empty.items[2], 0, "an empty request gets an empty item (output 0, lse -inf)");
+});
+
+test("scheduler: a batch with a nearly empty last wave is split to even the waves out", () => {
+  // fp8 KV at head dim 128 runs 3 CTAs an SM: 64 requests x 8 CTAs on 396 slots is 1.29 waves.
+  const fp8 = { ctasPerItem: 8, numSms: 132, ctasPerSm: 3 };
+  assert.equal(waveBalanceChunks(64, 8, 132, 3), 3);
+  const s = scheduleDecode({ seqLens: lens(64, 2048), pageBase: pageBase(64), ...fp8 });
+  assert.equal(s.splitSize, 704);
+  assert.equal(s.numItems, 64 * 3);
+  assert.equal(s.anySplit, true);
+  checkCoverage(lens(64, 2048), s);
+  const mixed = new Int32Array(64).map((_, i) => 1 + ((i * 977) % 3000));
+  checkCoverage(mixed, scheduleDecode({ seqLens: mixed, pageBase: pageBase(64), ...fp8 }));
+  const off = scheduleDecode({ seqLens: lens(64, 2048), pageBase: pageBase(64), ...fp8, balanceWaves: false });
+  assert.equal(off.numItems, 64);
+  // Full enough waves, many waves, or under one wave: no split (bf16 at 2 CTAs an SM included).
+  for (const [b, perSm] of [[64, 2], [128, 3], [256, 3], [256, 2], [17, 2], [33, 2]]) {
+    assert.equal(waveBalanceChunks(b, 8, 132, perSm), 1, `B${b} at ${perSm} CTAs an SM`);
+  }
 });

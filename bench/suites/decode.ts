@@ -19,6 +19,8 @@ import { env } from "../../src/runtime/platform.ts";
 import type { Row, Suite } from "./types.ts";
 
 const HQO = 32, HKV = 8, D = 128, PS = 16;
+/** Pages of random bits generated on the host; larger caches repeat them (far beyond the L2 still). */
+const BLOCK = 512;
 
 function randomBits(n: number, bytes: 1 | 2): Uint16Array | Uint8Array {
   // Moderate-magnitude random floats as raw bits: exponent near 1 so softmax stays well conditioned.
@@ -63,44 +65,59 @@ export const decodeSuite: Suite = {
   name: "decode",
   run(stream: Stream): Row[] {
     const rows: Row[] = [];
+    // Rows are logged as they come, so a run cut short still shows what it measured.
+    const add = (r: Row) => {
+      rows.push(r);
+      console.error(`${r.op} | ${r.shape} | ${r.us.toFixed(2)} µs | ${r.note ?? ""}`);
+    };
     using ws = new Workspace(256 << 20);
     type Extra = { disableSplitKv?: boolean; fixedSplitSize?: number };
-    const shapes: [number, number, boolean, Extra?][] = [
-      [16, 4096, false],
-      [64, 2048, false],
-      [128, 8192, false],
-      [256, 1024, false],
-      [1, 4096, false],
-      [64, 2048, true],
-      // Scheduler alternatives at the split-sensitive shapes.
-      [16, 4096, false, { disableSplitKv: true }],
-      [16, 4096, false, { fixedSplitSize: 1024 }],
-      [1, 4096, false, { fixedSplitSize: 256 }],
-      [1, 4096, false, { fixedSplitSize: 512 }],
-    ];
-    const bf16Us = new Map<string, number>(); // by shape, for the fp8 rows' ratio
+    type Job = [DType, number, number, boolean, Extra?];
+    const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
     // FI_BENCH_DECODE_DTYPES=e4m3 times only those KV dtypes (A/B runs of a kernel variant).
     const dtypes = (env("FI_BENCH_DECODE_DTYPES") ?? "bf16,e4m3,e5m2").split(",") as DType[];
-    for (const dtype of dtypes) {
-      for (const [batch, len, shuffle, extra] of shapes) {
-        if (dtype !== "bf16" && (batch === 1 || shuffle || extra)) continue;
+    const has = (d: DType) => dtypes.includes(d);
+    const fp8Extras: Job[] = [
+      ["e4m3", 64, 2048, false, { disableSplitKv: true }],
+      ["e4m3", 16, 4096, false, { fixedSplitSize: 2048 }],
+    ];
+    // The target shapes first (bf16, then fp8), explorations last.
+    const jobs: Job[] = [
+      ...(has("bf16") ? [...main, [1, 4096]].map(([b, l]): Job => ["bf16", b, l, false]) : []),
+      ...dtypes.filter((d) => d !== "bf16").flatMap((d) => main.map(([b, l]): Job => [d, b, l, false])),
+      // fp8 scheduler alternatives: no wave-balance split at B64, the 2-CTA split size at B16.
+      ...(has("e4m3") ? fp8Extras : []),
+      ...(has("bf16")
+        ? [
+          [64, 2048, true],
+          // Scheduler alternatives at the split-sensitive shapes.
+          [16, 4096, false, { disableSplitKv: true }],
+          [16, 4096, false, { fixedSplitSize: 1024 }],
+          [1, 4096, false, { fixedSplitSize: 256 }],
+          [1, 4096, false, { fixedSplitSize: 512 }],
+        ].map(([b, l, sh, x]) => ["bf16", b, l, sh, x] as Job)
+        : []),
+    ];
+    const bf16Us = new Map<string, number>(); // by shape, for the fp8 rows' ratio
+    for (const [dtype, batch, len, shuffle, extra] of jobs) {
+      {
         const kvBytes = dtype === "bf16" ? 2 : 1;
         const pagesNeeded = batch * Math.ceil(len / PS);
         // At least 1 GiB of cache so runs do not hit L2; small shapes rotate over page ranges.
         const minPages = Math.ceil((1 << 30) / (2 * PS * HKV * D * kvBytes));
         const pages = Math.max(pagesNeeded, batch === 1 ? minPages : 0);
-        using cache = Tensor.fromRaw(randomBits(Math.min(pages, 4096) * 2 * PS * HKV * D, kvBytes as 1 | 2), [
-          Math.min(pages, 4096),
+        using cache = Tensor.fromRaw(randomBits(Math.min(pages, BLOCK) * 2 * PS * HKV * D, kvBytes as 1 | 2), [
+          Math.min(pages, BLOCK),
           2,
           PS,
           HKV,
           D,
         ], dtype);
         // Larger caches tile the random block (generating GBs of random bits on the host is slow).
-        const big = pages > 4096 ? Tensor.empty([pages, 2, PS, HKV, D], dtype) : undefined;
+        const big = pages > BLOCK ? Tensor.empty([pages, 2, PS, HKV, D], dtype) : undefined;
         if (big) {
-          for (let p = 0; p < pages; p += 4096) {
-            const n = Math.min(4096, pages - p);
+          for (let p = 0; p < pages; p += BLOCK) {
+            const n = Math.min(BLOCK, pages - p);
             using dst = big.narrow(0, p, n);
             using src = cache.narrow(0, 0, n);
             copyRows(dst, src, stream);
@@ -132,7 +149,7 @@ export const decodeSuite: Suite = {
         if (dtype === "bf16" && !shuffle && !extra) bf16Us.set(shape, us);
         const ratio = bf16Us.has(shape) ? ` ${(us / bf16Us.get(shape)!).toFixed(3)}x bf16;` : "";
         const s = wrappers[0].schedule!;
-        rows.push({
+        add({
           op: `batchDecode ${dtype === "bf16" ? "bf16" : `bf16 q / ${dtype} kv`}`,
           shape: `${shape} H32/8 D128 p16${shuffle ? " shuffled pages" : ""}${
             extra ? " " + JSON.stringify(extra) : ""
@@ -140,7 +157,7 @@ export const decodeSuite: Suite = {
           us,
           bytes,
           note: `${
-            dtype === "bf16" ? (shuffle || extra ? "exploration" : TARGETS[shape]) : `${ratio} target <= 0.6x bf16 time`
+            shuffle || extra ? "exploration" : dtype === "bf16" ? TARGETS[shape] : `${ratio} target <= 0.6x bf16 time`
           } (split ${s.splitSize}, items ${s.numItems}${batch === 1 ? ", CUDA graph" : ""})`,
         });
         wrappers.forEach((w) => w.dispose());
@@ -160,7 +177,7 @@ export const decodeSuite: Suite = {
             times.push((performance.now() - t0) * 1e3);
           }
           times.sort((a, b) => a - b);
-          rows.push({
+          add({
             op: `batchDecode plan (host)${checkIndices ? "" : ", checkIndices false"}`,
             shape: `B256 L${len} p16`,
             us: times[times.length >> 1],
@@ -192,7 +209,7 @@ export const decodeSuite: Suite = {
           for (let i = 0; i < 200; i++) f();
           const t0 = performance.now();
           for (let i = 0; i < 1000; i++) f();
-          rows.push({
+          add({
             op: `  plan part: ${name} (host)`,
             shape: name.startsWith("copy") ? `${(uploadBytes / 1024).toFixed(0)} KB` : `B256 L${len} p16`,
             us: performance.now() - t0,

@@ -25,7 +25,7 @@ import { Tensor } from "../runtime/tensor.ts";
 import { Workspace } from "../runtime/workspace.ts";
 import { requireCompiledDecode } from "./compiled.ts";
 import { checkPageTable, type KvCacheView, kvCacheView, type KvLayout, type PagedKvCache } from "./paged_kv_cache.ts";
-import { ITEM_INTS, type Schedule, scheduleDecode } from "./scheduler.ts";
+import { ITEM_INTS, type Schedule, scheduleDecode, waveBalanceChunks } from "./scheduler.ts";
 import { alibiSlopes, type ResolvedVariant, resolveVariant, type VariantOptions } from "./variants.ts";
 
 /**
@@ -280,6 +280,8 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       ctasPerSm,
       fixedSplitSize: options.fixedSplitSize,
       disableSplitKv: options.disableSplitKv,
+      // A captured grid has a fixed item count: no wave balancing there.
+      balanceWaves: !this.useCudaGraph,
     };
     let fixed: Schedule | undefined;
     let layout: WorkspaceLayout;
@@ -289,8 +291,10 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       fixed = scheduleDecode(input); // rare: the item count is known only after splitting
       layout = layoutFor(fixed.numItems, batch, pages, numQoHeads, headDim, ctasPerItem);
     } else {
+      // A split for wave balance makes at most `chunks` items a request.
+      const chunks = options.disableSplitKv ? 1 : waveBalanceChunks(batch, ctasPerItem, numSms, ctasPerSm);
       layout = layoutFor(
-        Math.max(batch, Math.floor((numSms * ctasPerSm) / ctasPerItem)),
+        Math.max(batch * chunks, Math.floor((numSms * ctasPerSm) / ctasPerItem)),
         batch,
         pages,
         numQoHeads,

@@ -4,7 +4,10 @@
  * - a batch that already fills the SMs (batch x CTAs per item >= SMs) is not split;
  * - otherwise the smallest chunk (a multiple of the 64-token tile) is chosen whose item count still
  *   fits one wave of `numSms * ctasPerSm` CTAs, and split requests get partial rows that the last of
- *   their chunks combines by their LSE.
+ *   their chunks combines by their LSE;
+ * - except that a batch of 1-3 waves whose last wave is at most half full (e.g. 512 CTAs on 396 slots:
+ *   the second wave runs 116 CTAs on an idle GPU) splits each request into n <= 4 chunks when that
+ *   evens the waves out by 15% or more (waveBalanceChunks).
  */
 
 /**
@@ -30,6 +33,8 @@ export interface ScheduleInput {
   /** Split every request into chunks of this many tokens (rounded up to the tile). */
   fixedSplitSize?: number;
   disableSplitKv?: boolean;
+  /** Split requests of a batch that fills the GPU to even out its waves (default true). */
+  balanceWaves?: boolean;
 }
 
 export interface Schedule {
@@ -56,6 +61,23 @@ export function countItems(lens: ArrayLike<number>, chunk: number): number {
   return n;
 }
 
+/**
+ * Chunks per request (1: no split) that even out the waves of a batch that fills the GPU: with equal
+ * requests, n chunks each take ceil(n * ctas / slots) waves of 1/n the length. Considered only for 1-3
+ * waves whose last one is at most half full, and taken when it saves 15% or more.
+ */
+export function waveBalanceChunks(batch: number, ctasPerItem: number, numSms: number, ctasPerSm: number): number {
+  const slots = numSms * ctasPerSm, ctas = batch * ctasPerItem;
+  const waves = ctas / slots, frac = waves - Math.floor(waves);
+  if (waves < 1 || waves >= 3 || frac === 0 || frac > 0.5) return 1;
+  let best = 1, bestSpan = Math.ceil(waves);
+  for (let n = 2; n <= 4; n++) {
+    const span = Math.ceil((n * ctas) / slots) / n;
+    if (span < bestSpan) (best = n, bestSpan = span);
+  }
+  return bestSpan <= 0.85 * Math.ceil(waves) ? best : 1;
+}
+
 /** The chunk size in tokens (0 = no split) for the given per-request lengths. */
 export function chooseSplitSize(lens: ArrayLike<number>, input: Omit<ScheduleInput, "seqLens" | "pageBase">): number {
   const batch = lens.length;
@@ -66,7 +88,15 @@ export function chooseSplitSize(lens: ArrayLike<number>, input: Omit<ScheduleInp
     const c = ceilDiv(Math.max(1, input.fixedSplitSize), DECODE_TILE) * DECODE_TILE;
     return c >= maxLen ? 0 : c;
   }
-  if (batch * input.ctasPerItem >= input.numSms) return 0; // the batch fills the GPU
+  if (batch * input.ctasPerItem >= input.numSms) {
+    // The batch fills the GPU: split only to even out its waves.
+    const n = input.balanceWaves === false
+      ? 1
+      : waveBalanceChunks(batch, input.ctasPerItem, input.numSms, input.ctasPerSm);
+    if (n === 1) return 0;
+    const c = ceilDiv(ceilDiv(maxLen, n), DECODE_TILE) * DECODE_TILE;
+    return c >= maxLen ? 0 : c;
+  }
   const maxItems = Math.max(batch, Math.floor((input.numSms * input.ctasPerSm) / input.ctasPerItem));
   // Smallest tile multiple whose item count fits: binary search over tiles per chunk.
   let lo = 1, hi = Math.max(1, ceilDiv(maxLen, DECODE_TILE));
@@ -85,10 +115,15 @@ export function scheduleDecode(input: ScheduleInput, out?: { items?: Int32Array;
   const batch = seqLens.length;
   const window = input.windowLeft ?? -1;
   const startOf = (b: number) => (window >= 0 && seqLens[b] - 1 - window > 0 ? seqLens[b] - 1 - window : 0);
-  // Splitting is considered only for batches too small to fill the GPU (or a fixed split size), so the
-  // per-request lengths are materialized only then.
+  // Splitting is considered only for batches too small to fill the GPU, with badly filled waves, or a
+  // fixed split size, so the per-request lengths are materialized only then.
   let split = 0;
-  if (!input.disableSplitKv && (input.fixedSplitSize !== undefined || batch * input.ctasPerItem < input.numSms)) {
+  if (
+    !input.disableSplitKv &&
+    (input.fixedSplitSize !== undefined || batch * input.ctasPerItem < input.numSms ||
+      (input.balanceWaves !== false &&
+        waveBalanceChunks(batch, input.ctasPerItem, input.numSms, input.ctasPerSm) > 1))
+  ) {
     const lens = new Int32Array(batch);
     for (let b = 0; b < batch; b++) lens[b] = seqLens[b] - startOf(b);
     split = chooseSplitSize(lens, input);
