@@ -71,7 +71,7 @@ export const decodeSuite: Suite = {
       console.error(`${r.op} | ${r.shape} | ${r.us.toFixed(2)} µs | ${r.note ?? ""}`);
     };
     using ws = new Workspace(256 << 20);
-    type Extra = { disableSplitKv?: boolean; fixedSplitSize?: number };
+    type Extra = { disableSplitKv?: boolean; fixedSplitSize?: number; kvLayout?: "HND" };
     type Job = [DType, number, number, boolean, Extra?];
     const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
     // FI_BENCH_DECODE_DTYPES=e4m3 times only those KV dtypes (A/B runs of a kernel variant).
@@ -80,12 +80,14 @@ export const decodeSuite: Suite = {
     const fp8Extras: Job[] = [
       ["e4m3", 64, 2048, false, { disableSplitKv: true }],
       ["e4m3", 16, 4096, false, { fixedSplitSize: 2048 }],
+      // Each head's tokens contiguous (HND) against NHD's 128-byte rows interleaved by head.
+      ["e4m3", 128, 8192, false, { kvLayout: "HND" }],
     ];
     // The target shapes first (bf16, then fp8), explorations last.
     const jobs: Job[] = [
       ...(has("bf16") ? [...main, [1, 4096]].map(([b, l]): Job => ["bf16", b, l, false]) : []),
       ...dtypes.filter((d) => d !== "bf16").flatMap((d) => main.map(([b, l]): Job => [d, b, l, false])),
-      // fp8 scheduler alternatives: no wave-balance split at B64, the 2-CTA split size at B16.
+      // fp8 alternatives: no wave-balance split at B64, the 2-CTA split size at B16, HND.
       ...(has("e4m3") ? fp8Extras : []),
       ...(has("bf16")
         ? [
@@ -106,15 +108,15 @@ export const decodeSuite: Suite = {
         // At least 1 GiB of cache so runs do not hit L2; small shapes rotate over page ranges.
         const minPages = Math.ceil((1 << 30) / (2 * PS * HKV * D * kvBytes));
         const pages = Math.max(pagesNeeded, batch === 1 ? minPages : 0);
+        const { kvLayout, ...planExtra } = extra ?? {};
+        const inner = kvLayout === "HND" ? [HKV, PS, D] : [PS, HKV, D]; // a page's K (or V) half
         using cache = Tensor.fromRaw(randomBits(Math.min(pages, BLOCK) * 2 * PS * HKV * D, kvBytes as 1 | 2), [
           Math.min(pages, BLOCK),
           2,
-          PS,
-          HKV,
-          D,
+          ...inner,
         ], dtype);
         // Larger caches tile the random block (generating GBs of random bits on the host is slow).
-        const big = pages > BLOCK ? Tensor.empty([pages, 2, PS, HKV, D], dtype) : undefined;
+        const big = pages > BLOCK ? Tensor.empty([pages, 2, ...inner], dtype) : undefined;
         if (big) {
           for (let p = 0; p < pages; p += BLOCK) {
             const n = Math.min(BLOCK, pages - p);
@@ -126,9 +128,14 @@ export const decodeSuite: Suite = {
         const kv = big ?? cache;
         const rot = batch === 1 ? 16 : 1;
         const wrappers = Array.from({ length: rot }, (_, r) => {
-          const w = new BatchDecodeWithPagedKvCache(rot > 1 ? new Workspace(16 << 20) : ws);
+          const w = new BatchDecodeWithPagedKvCache(rot > 1 ? new Workspace(16 << 20) : ws, { kvLayout });
           const t = table(batch, len, pages, r * pagesNeeded, shuffle);
-          w.plan(t.indptr, t.indices, t.last, HQO, HKV, D, PS, { qDtype: "bf16", kvDtype: dtype, stream, ...extra });
+          w.plan(t.indptr, t.indices, t.last, HQO, HKV, D, PS, {
+            qDtype: "bf16",
+            kvDtype: dtype,
+            stream,
+            ...planExtra,
+          });
           return w;
         });
         using q = Tensor.fromRaw(randomBits(batch * HQO * D, 2), [batch, HQO, D], "bf16");
@@ -165,7 +172,7 @@ export const decodeSuite: Suite = {
       }
     }
     // Plan host time at B = 256 (L 1024, page 16): median of many plans, performance.now.
-    {
+    if (env("FI_BENCH_DECODE_NO_PLAN") !== "1") {
       using w = new BatchDecodeWithPagedKvCache(ws);
       for (const len of [1024, 8192]) {
         const t = table(256, len, 1 << 30);
