@@ -103,43 +103,6 @@ __device__ __forceinline__ void fp8x4_to_half2x2(uint32_t w, uint32_t& lo, uint3
   }
 }
 
-// fp8 -> f16 conversion of K and V: false: cvt (one instruction a pair, on the conversion pipe); true:
-// integer bit moves (a few ALU instructions a pair) that leave e4m3 values scaled by 2^-8, made up for in
-// the logit scale (K) or the output scale (V). The two pipes differ in throughput.
-constexpr bool kFp8KBitMoves = false, kFp8VBitMoves = false;
-
-template <typename TKV>
-constexpr float fp8_v_out_scale() {
-  return kFp8VBitMoves && __is_same(TKV, __nv_fp8_e4m3) ? 256.f : 1.f;
-}
-template <typename TKV>
-constexpr float fp8_k_logit_scale() {
-  return kFp8KBitMoves && __is_same(TKV, __nv_fp8_e4m3) ? 256.f : 1.f;
-}
-
-// The fp8 values in the high bytes of the two 16-bit lanes of u (low bytes ignored) as f16x2: e5m2 is
-// the top byte of an f16; e4m3 moves its exponent and mantissa down one bit (an f16 2^-8 times its value,
-// exact, subnormals included; its NaN 0x7f reads as 480 * 2^-8).
-template <typename TKV>
-__device__ __forceinline__ uint32_t fp8_hi_bytes_to_half2(uint32_t u) {
-  if constexpr (__is_same(TKV, __nv_fp8_e4m3)) {
-    return (u & 0x80008000u) | ((u >> 1) & 0x3F803F80u);
-  } else {
-    return u & 0xFF00FF00u;
-  }
-}
-
-// Four K values (one word) to two f16x2, bytes (0, 1) -> lo, (2, 3) -> hi, by cvt or bit moves.
-template <typename TKV>
-__device__ __forceinline__ void fp8_k_to_half2x2(uint32_t w, uint32_t& lo, uint32_t& hi) {
-  if constexpr (kFp8KBitMoves) {
-    lo = fp8_hi_bytes_to_half2<TKV>(__byte_perm(w, w, 0x1000));
-    hi = fp8_hi_bytes_to_half2<TKV>(__byte_perm(w, w, 0x3222));
-  } else {
-    fp8x4_to_half2x2<TKV>(w, lo, hi);
-  }
-}
-
 // O[jb .. jb+3] += P V for 4 output blocks from one word of each of the thread's 4 V rows (tokens 2c,
 // 2c + 1, 2c + 8, 2c + 9): byte i of each word is block jb + i. Pairs of rows interleave by byte
 // permutes into the (k, k + 1) pairs the B fragment holds.
@@ -147,19 +110,10 @@ template <typename TKV>
 __device__ __forceinline__ void fp8_pv4(float (*o)[4], const uint32_t* pa, uint32_t w0, uint32_t w1, uint32_t w2,
                                         uint32_t w3) {
   uint32_t b0[4], b1[4];
-  if constexpr (kFp8VBitMoves) {
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const uint32_t sel = 0x4000u | (0x1111u * i);  // byte i of the first word to byte 1, of the second to 3
-      b0[i] = fp8_hi_bytes_to_half2<TKV>(__byte_perm(w0, w1, sel));
-      b1[i] = fp8_hi_bytes_to_half2<TKV>(__byte_perm(w2, w3, sel));
-    }
-  } else {
-    fp8x4_to_half2x2<TKV>(__byte_perm(w0, w1, 0x5140), b0[0], b0[1]);
-    fp8x4_to_half2x2<TKV>(__byte_perm(w0, w1, 0x7362), b0[2], b0[3]);
-    fp8x4_to_half2x2<TKV>(__byte_perm(w2, w3, 0x5140), b1[0], b1[1]);
-    fp8x4_to_half2x2<TKV>(__byte_perm(w2, w3, 0x7362), b1[2], b1[3]);
-  }
+  fp8x4_to_half2x2<TKV>(__byte_perm(w0, w1, 0x5140), b0[0], b0[1]);
+  fp8x4_to_half2x2<TKV>(__byte_perm(w0, w1, 0x7362), b0[2], b0[3]);
+  fp8x4_to_half2x2<TKV>(__byte_perm(w2, w3, 0x5140), b1[0], b1[1]);
+  fp8x4_to_half2x2<TKV>(__byte_perm(w2, w3, 0x7362), b1[2], b1[3]);
 #pragma unroll
   for (int i = 0; i < 4; i++) mma_16816<__half>(o[i], pa, b0[i], b1[i]);
 }
@@ -369,10 +323,10 @@ __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>()) bat
           for (int gi = 0; gi < G; gi++) {
             const int chunk = quad + 4 * (jp + gi * HALF);
             const uint4 raw = *reinterpret_cast<const uint4*>(kt + r * ROW_BYTES + fp8_k_chunk<D>(r, chunk) * 16);
-            fp8_k_to_half2x2<TKV>(raw.x, kh[gi][0], kh[gi][1]);
-            fp8_k_to_half2x2<TKV>(raw.y, kh[gi][2], kh[gi][3]);
-            fp8_k_to_half2x2<TKV>(raw.z, kh[gi][4], kh[gi][5]);
-            fp8_k_to_half2x2<TKV>(raw.w, kh[gi][6], kh[gi][7]);
+            fp8x4_to_half2x2<TKV>(raw.x, kh[gi][0], kh[gi][1]);
+            fp8x4_to_half2x2<TKV>(raw.y, kh[gi][2], kh[gi][3]);
+            fp8x4_to_half2x2<TKV>(raw.z, kh[gi][4], kh[gi][5]);
+            fp8x4_to_half2x2<TKV>(raw.w, kh[gi][6], kh[gi][7]);
           }
           if (a.rope) {
 #pragma unroll
@@ -437,7 +391,7 @@ __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>()) bat
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int pos = tile_pos + wrow + n * 8 + (lane & 3) * 2 + (e & 1);
-        float x = s[n][e] * (a.qk_scale * fp8_k_logit_scale<TKV>());
+        float x = s[n][e] * a.qk_scale;
         if (a.soft_cap > 0.f) x = a.soft_cap * tanhf(x / a.soft_cap);
         x += slope[e >> 1] * (float(pos) - q_pos);
         s[n][e] = pos < kv_end ? x * kLog2e : -INFINITY;
@@ -567,7 +521,7 @@ __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>()) bat
         acc.x += x.x * f, acc.y += x.y * f, acc.z += x.z * f, acc.w += x.w * f;
       }
     }
-    const float inv = dsum > 0.f ? a.v_scale * fp8_v_out_scale<TKV>() / dsum : 0.f;
+    const float inv = dsum > 0.f ? a.v_scale / dsum : 0.f;
     acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
     const float lse = dsum > 0.f ? mx + __log2f(dsum) : -INFINITY;
     const int qh = qh0 + r;
