@@ -949,7 +949,12 @@ function runMixed(c: MixedCase): void {
   // captured q / out / lse keep the first plan's row count; rows past the second plan's are unused.
   const rows = qo[qo.length - 1];
   const qo2 = offsets(c.replan.qoLens);
-  const cache2 = mixedCache(c, c.replan.kvLens);
+  // (as many pages as the first plan's cache: the capture checks the cache against that plan)
+  const cache2 = mixedCache(
+    c,
+    c.replan.kvLens,
+    cache.k.shape[0] - c.replan.kvLens.length * Math.max(1, ...c.replan.kvLens.map((n) => Math.ceil(n / c.ps))),
+  );
   using k2 = cache2.k;
   using v2 = cache2.v;
   const qfull = new Float64Array(rows * hq * D);

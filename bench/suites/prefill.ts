@@ -121,6 +121,41 @@ export const batchAttentionSuite: Suite = {
         us: timeKernel(stream, () => attention.run(q, [k, v], { out, lse, stream }), { warmup: 2, iters: 10 }),
       });
     }
+    // Each half alone through the fused launch: what the two queues cost without the other.
+    {
+      using attention = new BatchAttention({ workspace: ws });
+      attention.plan(qo.subarray(0, 2), kvLens.subarray(0, 1), table.subarray(0, maxBlocks), hq, hkv, d, d, {
+        qDtype: "bf16",
+        pageSize: ps,
+        causal: true,
+      });
+      rows.push({
+        op: `BatchAttention prefill part alone (${attention.path})`,
+        shape: `1x${chunk} prefill, 32/8 hd128 p16`,
+        flops: 4 * hq * d * chunk * chunk / 2,
+        note: "exploration",
+        us: timeKernel(stream, () => attention.run(q.narrow(0, 0, chunk), [k, v], { stream }), {
+          warmup: 2,
+          iters: 10,
+        }),
+      });
+      const dq = new Int32Array(decodes + 1).map((_, i) => i);
+      attention.plan(dq, kvLens.subarray(1), table.subarray(maxBlocks), hq, hkv, d, d, {
+        qDtype: "bf16",
+        pageSize: ps,
+        causal: true,
+      });
+      rows.push({
+        op: `BatchAttention decode part alone (${attention.path})`,
+        shape: `${decodes}x${ctx} decode, 32/8 hd128 p16`,
+        bytes: 2 * 2 * hkv * d * decodes * ctx,
+        note: "exploration",
+        us: timeKernel(stream, () => attention.run(q.narrow(0, chunk, decodes), [k, v], { stream }), {
+          warmup: 2,
+          iters: 10,
+        }),
+      });
+    }
     // The same work through our own prefill and decode wrappers, one launch after the other.
     using pws = new Workspace(16 << 20), dws = new Workspace(64 << 20);
     using prefill = new BatchPrefillWithPagedKvCache(pws, "NHD");

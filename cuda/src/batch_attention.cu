@@ -19,8 +19,8 @@ struct Fused {
   static constexpr auto kernel = batch_attention_kernel<T, D, 2, 64>;
 
   // Resident CTAs of the whole GPU (the persistent grid), computed once per configuration.
-  static int32_t resident(int* ctas) {
-    static int cached = 0;
+  static int32_t resident(int* ctas, int* num_sms = nullptr) {
+    static int cached = 0, cached_sms = 0;
     if (cached == 0) {
       FI_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
       int dev = 0, sms = 0, per_sm = 0;
@@ -29,16 +29,18 @@ struct Fused {
       FI_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128, kSmem));
       if (per_sm < 1) return set_error(FI_ERR_UNSUPPORTED, "batch attention: the kernel does not fit an SM");
       cached = sms * per_sm;
+      cached_sms = sms;
     }
     *ctas = cached;
+    if (num_sms) *num_sms = cached_sms;
     return FI_OK;
   }
 
   static int32_t run(const prefill::PrefillArgs& p, int prefill_packs, const DecodeArgs& d, int decode_width,
                      int* state, cudaStream_t s) {
-    int ctas = 0;
-    if (const int32_t st = resident(&ctas); st != FI_OK) return st;
-    kernel<<<ctas, 128, kSmem, s>>>(p, d, MixedQueue{state, prefill_packs, decode_width});
+    int ctas = 0, sms = 0;
+    if (const int32_t st = resident(&ctas, &sms); st != FI_OK) return st;
+    kernel<<<ctas, 128, kSmem, s>>>(p, d, MixedQueue{state, prefill_packs, decode_width, sms});
     FI_CHECK_LAUNCH("batch_attention");
     return FI_OK;
   }

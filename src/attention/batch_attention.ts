@@ -100,6 +100,8 @@ interface Layout {
 }
 
 const align256 = (n: number) => Math.ceil(n / 256) * 256;
+/** int32s of the launch's queue state (kQueueInts in cuda/kernels/attention/batch_attention.cuh). */
+const QUEUE_INTS = 8 + 256;
 
 function layoutOf(c: Capacity): Layout {
   let at = 0;
@@ -108,7 +110,7 @@ function layoutOf(c: Capacity): Layout {
     at = align256(at + bytes);
     return start;
   };
-  const queue = take(32);
+  const queue = take(4 * QUEUE_INTS);
   const qoIndptr = take(4 * (c.batch + 1));
   const kvIndptr = take(4 * (c.batch + 1));
   const kvLens = take(4 * c.batch);
@@ -315,7 +317,7 @@ export class BatchAttention implements Disposable {
     }
     const bytes = this.#pinned.bytes;
     const i32 = (offset: number, n: number) => new Int32Array(bytes.buffer, bytes.byteOffset + offset, n);
-    i32(L.queue, 8).set([0, 0, 0, m.numWork, m.numItems, m.prefillFirst, 0, 0]);
+    i32(L.queue, QUEUE_INTS).fill(0).set([0, 0, 0, m.numWork, m.numItems, m.prefillFirst]);
     i32(L.qoIndptr, batch + 1).set(qo);
     i32(L.kvIndptr, batch + 1).set(indptr);
     i32(L.kvLens, batch).set(kvLens);

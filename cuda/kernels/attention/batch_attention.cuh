@@ -14,21 +14,36 @@ namespace fi::attn {
 
 // The queue state lives in device memory, written by plan, so a captured launch replays any later
 // plan of the same workspace: [0..2] the next prefill CTA, the next decode CTA and the CTAs done
-// (zero between runs), [3] prefill work entries, [4] decode items, [5] CTAs that start on prefill.
-constexpr int kQueueInts = 8;
+// (zero between runs), [3] prefill work entries, [4] decode items, [5] CTAs that start on prefill,
+// [8 + s] CTAs that arrived on SM s so far (zero between runs).
+constexpr int kMaxSms = 256;
+constexpr int kQueueInts = 8 + kMaxSms;
 struct MixedQueue {
   int* state;
   int prefill_packs;  // head packs per prefill work entry (fastest in the prefill queue)
   int decode_width;   // CTAs per decode item: kv heads x head groups (fastest in the decode queue)
+  int num_sms;
 };
+
+// Which queue this CTA starts on. The k-th CTA to arrive on SM s is number k * num_sms + s, and
+// the first state[5] numbers start on prefill: with half of them, every SM holds one CTA of each kind
+// (block indices say nothing about placement, so the SM id decides).
+__device__ __forceinline__ int first_queue(const MixedQueue& q) {
+  unsigned sm;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+  if (sm >= unsigned(kMaxSms)) return blockIdx.x & 1;
+  const int k = atomicAdd(q.state + 8 + sm, 1);
+  return k * q.num_sms + int(sm) < q.state[5] ? 0 : 1;
+}
 
 template <typename T, int D, int MMA_Q, int BLOCK_N>
 __global__ void __launch_bounds__(128, 2)
     batch_attention_kernel(const __grid_constant__ prefill::PrefillArgs p, const __grid_constant__ DecodeArgs d,
                            const __grid_constant__ MixedQueue q) {
-  __shared__ int next;
+  __shared__ int next, first, last_out;
   const int prefill_work = q.state[3], decode_items = q.state[4];
-  const int first = int(blockIdx.x) < q.state[5] ? 0 : 1;
+  if (threadIdx.x == 0) first = first_queue(q);
+  __syncthreads();
   for (int pass = 0; pass < 2; pass++) {
     const int kind = first ^ pass;
     const int total = kind == 0 ? prefill_work * q.prefill_packs : decode_items * q.decode_width;
@@ -50,11 +65,12 @@ __global__ void __launch_bounds__(128, 2)
   // every other CTA has made its last queue update before it counted itself done.
   if (threadIdx.x == 0) {
     __threadfence();
-    if (atomicAdd(q.state + 2, 1) == int(gridDim.x) - 1) {
-      atomicExch(q.state + 0, 0);
-      atomicExch(q.state + 1, 0);
-      atomicExch(q.state + 2, 0);
-    }
+    last_out = atomicAdd(q.state + 2, 1) == int(gridDim.x) - 1;
+  }
+  __syncthreads();
+  if (last_out) {
+    for (int i = threadIdx.x; i < kMaxSms; i += blockDim.x) q.state[8 + i] = 0;
+    if (threadIdx.x < 3) q.state[threadIdx.x] = 0;
   }
 }
 
