@@ -134,7 +134,12 @@ export const batchAttentionSuite: Suite = {
         shape: `1x${chunk} prefill, 32/8 hd128 p16`,
         flops: 4 * hq * d * chunk * chunk / 2,
         note: "exploration",
-        us: timeKernel(stream, () => attention.run(q.narrow(0, 0, chunk), [k, v], { stream }), {
+        us: timeKernel(stream, () =>
+          attention.run(q.narrow(0, 0, chunk), [k, v], {
+            out: out.narrow(0, 0, chunk),
+            lse: lse.narrow(0, 0, chunk),
+            stream,
+          }), {
           warmup: 2,
           iters: 10,
         }),
@@ -150,7 +155,12 @@ export const batchAttentionSuite: Suite = {
         shape: `${decodes}x${ctx} decode, 32/8 hd128 p16`,
         bytes: 2 * 2 * hkv * d * decodes * ctx,
         note: "exploration",
-        us: timeKernel(stream, () => attention.run(q.narrow(0, chunk, decodes), [k, v], { stream }), {
+        us: timeKernel(stream, () =>
+          attention.run(q.narrow(0, chunk, decodes), [k, v], {
+            out: out.narrow(0, chunk, decodes),
+            lse: lse.narrow(0, chunk, decodes),
+            stream,
+          }), {
           warmup: 2,
           iters: 10,
         }),
