@@ -1021,7 +1021,7 @@ gpuTest("BatchAttention: fused launch, decode only with split KV (run twice: cou
   });
 });
 
-gpuTest("BatchAttention: fused launch, prefill only; ALiBi takes the prefill kernel", () => {
+gpuTest("BatchAttention: prefill only and ALiBi take the prefill kernel", () => {
   runMixed({
     dtype: "bf16",
     d: 128,
@@ -1030,7 +1030,7 @@ gpuTest("BatchAttention: fused launch, prefill only; ALiBi takes the prefill ker
     ps: 16,
     layout: "NHD",
     causal: true,
-    path: "fused",
+    path: "prefill",
     qoLens: [300, 17],
     kvLens: [300, 500],
   });

@@ -2,9 +2,9 @@
  * BatchAttention: the unified API for a batch that mixes prefill and decode requests over a paged KV
  * cache, in one launch and CUDA-graph safe (plan uploads the tables; run only launches).
  *
- * The fused path (head dims 64 / 128, fp16 / bf16 q and KV, no fused RoPE or ALiBi) is one persistent
- * kernel with two queues: the query tiles of the prefill requests (heaviest first) and the split-KV
- * work items of the one-token (decode) requests. Part of the resident CTAs start on each queue, so the
+ * The fused path (batches with one-token requests; head dims 64 / 128, fp16 / bf16 q and KV, no fused
+ * RoPE or ALiBi) is one persistent kernel with two queues: the query tiles of the prefill requests
+ * (heaviest first) and the split-KV work items of the one-token (decode) requests. Part of the resident CTAs start on each queue, so the
  * tensor-core-bound prefill and the bandwidth-bound decode run side by side on every SM
  * (src/attention/batch_attention_plan.ts, cuda/kernels/attention/batch_attention.cuh). Other
  * configurations run every request on the batch prefill kernel in one launch.
@@ -201,7 +201,11 @@ export class BatchAttention implements Disposable {
       indices.set(kvBlockTable.subarray(b * maxBlocks, b * maxBlocks + indptr[b + 1] - indptr[b]), indptr[b]);
     }
     const variant = resolveVariant(op, headDimQk, options);
-    const fusable = headDimQk === headDimVo && kvDtype === qDtype && variant.posEncoding === 0 &&
+    // A batch with no one-token request runs faster on the plain prefill kernel (the fused kernel's
+    // prefill part carries the decode part's registers).
+    let decodes = 0;
+    for (let b = 0; b < batch; b++) if (qoOffsets[b + 1] - qoOffsets[b] === 1) decodes++;
+    const fusable = decodes > 0 && headDimQk === headDimVo && kvDtype === qDtype && variant.posEncoding === 0 &&
       BATCH_ATTENTION_FUSED.dtypes.includes(qDtype) && BATCH_ATTENTION_FUSED.headDims.includes(headDimQk);
     if (!fusable) {
       this.#fused = undefined;
