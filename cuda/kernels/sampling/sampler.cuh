@@ -8,6 +8,8 @@
 //     bracket is wide), keeps the bracket's own min and max to snap onto real values, and stops
 //     when the bracket holds a single distinct value. Once the weights above `lo` fit in shared
 //     memory they are compacted there during a round, and later rounds and the draw read only them;
+//     rounds on that list are histogram rounds (kBins bins of the bracket's float keys, integer
+//     counts and masses), which resolve a bracket of two binades in about two rounds;
 //  3. the draw is an exponential race: argmax over admissible i of w_i / E_i with E_i = -log U_i and
 //     U_i from Philox(seed, offset, row, i). That is an exact sample of w restricted to the set,
 //     needs no normalizer and no scan, and gives the same token whatever order the elements are
@@ -39,10 +41,13 @@ enum FilterBits { kTopK = 1, kTopP = 2, kMinP = 4, kTopKFirst = 8 };
 constexpr int kBins = 256;  // histogram rounds split the bracket into this many key ranges
 
 // A histogram round's bins: double-buffered because cluster peers read them (see hist_round).
+// Masses are fixed point (w / hi * 2^24, so integer sums: exact in any order) in two 32-bit words:
+// a 64-bit shared atomicAdd is a compare-and-swap spin loop (ATOMS.CAST.SPIN.64) that serializes
+// on hot bins, while 32-bit ATOMS.ADD is native; the low word's returned value gives the carry.
 struct HistSmem {
   unsigned cnt[2][kBins];
-  unsigned long long mass[2][kBins];  // fixed point: w / hi * 2^40, so integer sums (exact, any order)
-  unsigned tot_cnt[kBins];            // the cluster's totals
+  unsigned mass_lo[2][kBins], mass_hi[2][kBins];
+  unsigned tot_cnt[kBins];  // the cluster's totals
   unsigned long long tot_mass[kBins];
   float res[5];  // the scan's verdict: bin, count and mass above it, count and mass with it
 };
@@ -147,7 +152,7 @@ struct Threshold {
   float S;   // its mass
 };
 
-constexpr float kMassScale = 1099511627776.f;  // 2^40
+constexpr float kMassScale = 16777216.f;  // 2^24: a weight's rounding error is float's own
 
 // One histogram round on the compacted list, for a bracket (lo, hi] with lo >= 0. The bins are
 // ranges of the float's bit pattern (monotone in the value for w >= 0), 2^shift keys wide, so a
@@ -165,13 +170,15 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
   const uint32_t range = top - base;  // keys base..top
   int shift = 0;
   while ((range >> shift) >= uint32_t(kBins)) ++shift;
-  for (int i = threadIdx.x; i < kBins; i += kThreads) h.cnt[ph][i] = 0u, h.mass[ph][i] = 0ull;
+  for (int i = threadIdx.x; i < kBins; i += kThreads) h.cnt[ph][i] = 0u, h.mass_lo[ph][i] = 0u, h.mass_hi[ph][i] = 0u;
   __syncthreads();
   for_each_listed(c, sm, [&](float w, int) {
     if (w > lo && w <= hi) {
       const int b = int((__float_as_uint(w) - base) >> shift);
+      const unsigned q = __float2uint_rn(__fdiv_rn(w, hi) * kMassScale);  // <= 2^24
       atomicAdd(&h.cnt[ph][b], 1u);
-      atomicAdd(&h.mass[ph][b], __float2ull_rn(__fdiv_rn(w, hi) * kMassScale));
+      const unsigned old = atomicAdd(&h.mass_lo[ph][b], q);
+      if (old + q < old) atomicAdd(&h.mass_hi[ph][b], 1u);  // the low word wrapped
     }
   });
   if constexpr (CL > 1) {
@@ -187,10 +194,11 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
 #pragma unroll
       for (int q = 0; q < CL; ++q) {
         n += *cluster.map_shared_rank(&h.cnt[ph][i], q);
-        m += *cluster.map_shared_rank(&h.mass[ph][i], q);
+        m += (static_cast<unsigned long long>(*cluster.map_shared_rank(&h.mass_hi[ph][i], q)) << 32) |
+             *cluster.map_shared_rank(&h.mass_lo[ph][i], q);
       }
     } else {
-      n = h.cnt[ph][i], m = h.mass[ph][i];
+      n = h.cnt[ph][i], m = (static_cast<unsigned long long>(h.mass_hi[ph][i]) << 32) | h.mass_lo[ph][i];
     }
     h.tot_cnt[i] = n, h.tot_mass[i] = m;
   }
@@ -294,13 +302,14 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
     const bool speculate = !c.compacted && !compact_now;
     const float append_lo = compact_now ? lo : t[1];
     int my_n = 0;           // this warp's entries (the same in every lane)
-    float overflow = 0.f;   // this lane saw its warp's segment full
-    // acc: counts[kPivots], sums[kPivots], count_in, sum_in | min_in | max_in
-    float acc[2 * kPivots + 4];
+    // acc: counts[kPivots], sums[kPivots], count_in, sum_in | min_in | max_in, overflow (this lane
+    // saw its warp's segment full; reduced with the rest so every CTA of a cluster agrees)
+    float acc[2 * kPivots + 5];
 #pragma unroll
     for (int j = 0; j < 2 * kPivots + 2; ++j) acc[j] = 0.f;
     acc[2 * kPivots + 2] = INFINITY;
     acc[2 * kPivots + 3] = -INFINITY;
+    acc[2 * kPivots + 4] = 0.f;
     const int lane = threadIdx.x & 31;
     for_each_weight(c, sm, [&](float w, int idx) {
       if (compact_now || speculate) {  // warp-aggregated append into the warp's own segment
@@ -312,7 +321,7 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
             c.list_w[(threadIdx.x >> 5) * c.seg_cap + pos] = w;
             c.list_i[(threadIdx.x >> 5) * c.seg_cap + pos] = idx;
           } else {
-            overflow = 1.f;
+            acc[2 * kPivots + 4] = 1.f;
           }
         }
         my_n += __popc(mask);
@@ -332,14 +341,11 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
         }
       }
     });
-    row_reduce<CL, 2 * kPivots + 2, 1, 1>(acc, sm.red);
+    if ((compact_now || speculate) && (threadIdx.x & 31) == 0) sm.warp_n[threadIdx.x >> 5] = my_n;
+    row_reduce<CL, 2 * kPivots + 2, 1, 2>(acc, sm.red);  // its barriers also publish warp_n
     bool listed = false;  // the list holds every weight above append_lo
     if (compact_now || speculate) {
-      if ((threadIdx.x & 31) == 0) sm.warp_n[threadIdx.x >> 5] = my_n;
-      // every CTA of the cluster must agree: fold the overflow flags into a reduction
-      float f[1] = {overflow};
-      row_reduce<CL, 0, 0, 1>(f, sm.red);
-      listed = f[0] == 0.f;
+      listed = acc[2 * kPivots + 4] == 0.f;
       if (compact_now) c.compacted = listed;
     }
     const float cnt_in = acc[2 * kPivots], min_in = acc[2 * kPivots + 2], max_in = acc[2 * kPivots + 3];
