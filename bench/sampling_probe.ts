@@ -1,7 +1,8 @@
 /**
  * Where a filtered sampler's time goes (diagnostic, not part of the report): the same timing as the
  * sampling suite (CUDA graph of 20 launches over inputs larger than L2), for configurations that
- * isolate passes and rounds: CTAs per row at B1, k = vocab (stats pass + global race, no rounds),
+ * isolate passes and rounds: CTAs per row at B1, min-p (two passes, no rounds), k = vocab (the whole
+ * row admissible: the search runs down to the smallest weight, speculative lists overflow),
  * and several top-p values at B128.
  *
  *   deno run -A bench/sampling_probe.ts
@@ -46,7 +47,7 @@ for (const cl of [1, 2, 4, 8, 16]) {
 for (const batch of [1, 128]) {
   probes.push({ name: "minP 0.1 (2 passes, 0 rounds)", batch, run: (x, o) => minPSamplingFromProbs(x, 0.1, o) });
   probes.push({
-    name: `topK ${VOCAB} (stats + global race)`,
+    name: `topK ${VOCAB} (threshold at the row minimum)`,
     batch,
     run: (x, o) => topKSamplingFromProbs(x, VOCAB, o),
   });

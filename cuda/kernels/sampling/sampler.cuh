@@ -72,6 +72,8 @@ struct RowCtx {
   int list_cap;
   int seg_cap;  // list entries per warp
   bool compacted;
+  bool spec_failed;     // a speculative list overflowed: count on the row from then on
+  float compact_slack;  // compact when the weights above lo fill at most this share of the lists
   int hist_phase;  // which HistSmem buffer the next histogram round fills
   int global_passes, rounds;
 };
@@ -297,11 +299,13 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
     // Compact the weights above lo into shared memory once they fit. Before that, speculate: keep
     // those above the second pivot (14 binades below hi in a wide bracket); that list is used when
     // it did not overflow and the new lo lands at or above it, which saves a pass over the row.
-    // c_lo counts the whole cluster's weights above lo; each CTA holds its own slice's
-    const bool compact_now = !c.compacted && c_lo <= 0.75f * float(c.list_cap) * CL;  // slack: warps fill unevenly
-    const bool speculate = !c.compacted && !compact_now;
+    // c_lo counts the whole cluster's weights above lo; each CTA holds its own slice's. A row whose
+    // speculative list once overflowed stops speculating (its weights are spread too flat).
+    const bool compact_now = !c.compacted && c_lo <= c.compact_slack * float(c.list_cap) * CL;  // warps fill unevenly
+    const bool speculate = !c.compacted && !compact_now && !c.spec_failed;
+    const bool append = compact_now || speculate;
     const float append_lo = compact_now ? lo : t[1];
-    int my_n = 0;           // this warp's entries (the same in every lane)
+    int my_n = 0;  // this warp's entries (the same in every lane)
     // acc: counts[kPivots], sums[kPivots], count_in, sum_in | min_in | max_in, overflow (this lane
     // saw its warp's segment full; reduced with the rest so every CTA of a cluster agrees)
     float acc[2 * kPivots + 5];
@@ -310,44 +314,76 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
     acc[2 * kPivots + 2] = INFINITY;
     acc[2 * kPivots + 3] = -INFINITY;
     acc[2 * kPivots + 4] = 0.f;
-    const int lane = threadIdx.x & 31;
-    for_each_weight(c, sm, [&](float w, int idx) {
-      if (compact_now || speculate) {  // warp-aggregated append into the warp's own segment
-        const bool keep = w > append_lo;
+    auto count_in = [&](float w) {  // w in (lo, hi]
+      acc[2 * kPivots] += 1.f;
+      acc[2 * kPivots + 1] += w;
+      acc[2 * kPivots + 2] = fminf(acc[2 * kPivots + 2], w);
+      acc[2 * kPivots + 3] = fmaxf(acc[2 * kPivots + 3], w);
+    };
+    auto count_pivots = [&](float w) {
+      if (w > t[0]) {  // pivots ascend: below the first, none is passed
+#pragma unroll
+        for (int j = 0; j < kPivots; ++j) {
+          const bool gt = w > t[j];
+          acc[j] += gt ? 1.f : 0.f;
+          acc[kPivots + j] += gt ? w : 0.f;
+        }
+      }
+    };
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float* seg_w = c.list_w + warp * c.seg_cap;
+    int* seg_i = c.list_i + warp * c.seg_cap;
+    // The pass over the row appends what it keeps and counts only the rest: those lie at or below
+    // append_lo, so pass no pivot (compacting) or only the first (speculating). The kept weights
+    // are counted after the pass from the warp's own segment, which costs far fewer instructions
+    // than eight pivot tests on every weight of the row.
+    ++c.global_passes;
+    for_each_global(c, c.logits ? -INFINITY : 0.f, [&](float x, int idx) {
+      const float w = weight(c, x);
+      bool keep = false;
+      if (append) {  // warp-aggregated append into the warp's own segment
+        keep = w > append_lo;
         const unsigned mask = __ballot_sync(0xffffffffu, keep);
         if (keep) {
           const int pos = my_n + __popc(mask & ((1u << lane) - 1u));
           if (pos < c.seg_cap) {
-            c.list_w[(threadIdx.x >> 5) * c.seg_cap + pos] = w;
-            c.list_i[(threadIdx.x >> 5) * c.seg_cap + pos] = idx;
+            seg_w[pos] = w;
+            seg_i[pos] = idx;
           } else {
             acc[2 * kPivots + 4] = 1.f;
           }
         }
         my_n += __popc(mask);
       }
-      if (w > lo && w <= hi) {
-        acc[2 * kPivots] += 1.f;
-        acc[2 * kPivots + 1] += w;
-        acc[2 * kPivots + 2] = fminf(acc[2 * kPivots + 2], w);
-        acc[2 * kPivots + 3] = fmaxf(acc[2 * kPivots + 3], w);
-        if (w > t[0]) {  // pivots ascend: below the first, none is passed
-#pragma unroll
-          for (int j = 0; j < kPivots; ++j) {
-            const bool gt = w > t[j];
-            acc[j] += gt ? 1.f : 0.f;
-            acc[kPivots + j] += gt ? w : 0.f;
-          }
+      if (!keep && w > lo && w <= hi) {
+        count_in(w);
+        if (append) {
+          if (w > t[0]) acc[0] += 1.f, acc[kPivots] += w;
+        } else {
+          count_pivots(w);
         }
       }
     });
-    if ((compact_now || speculate) && (threadIdx.x & 31) == 0) sm.warp_n[threadIdx.x >> 5] = my_n;
-    row_reduce<CL, 2 * kPivots + 2, 1, 2>(acc, sm.red);  // its barriers also publish warp_n
-    bool listed = false;  // the list holds every weight above append_lo
-    if (compact_now || speculate) {
-      listed = acc[2 * kPivots + 4] == 0.f;
-      if (compact_now) c.compacted = listed;
+    if (append) {
+      __syncwarp();  // the segment was written by the warp's other lanes
+      const int n = min(my_n, c.seg_cap);
+      for (int i = lane; i < n; i += 32) {
+        const float w = seg_w[i];
+        if (w > lo && w <= hi) count_in(w), count_pivots(w);
+      }
+      if (lane == 0) sm.warp_n[warp] = my_n;
     }
+    row_reduce<CL, 2 * kPivots + 2, 1, 2>(acc, sm.red);  // its barriers also publish warp_n
+    if (append && acc[2 * kPivots + 4] != 0.f) {
+      // A segment overflowed: the counts miss the weights it dropped. Count this round again, with
+      // more slack for compacting, or without speculating on this row again.
+      if (compact_now) c.compact_slack *= 0.5f;
+      else c.spec_failed = true;
+      --round;
+      continue;
+    }
+    const bool listed = append;  // the list holds every weight above append_lo
+    if (compact_now) c.compacted = true;
     const float cnt_in = acc[2 * kPivots], min_in = acc[2 * kPivots + 2], max_in = acc[2 * kPivots + 3];
     if (cnt_in <= 1.f || min_in >= max_in) {  // one value left in the bracket: it is the threshold
       if (speculate && listed && lo >= append_lo) c.compacted = true;
@@ -545,6 +581,8 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   c.list_cap = int(p.list_cap);
   c.seg_cap = c.list_cap / (kThreads / 32);
   c.compacted = false;
+  c.spec_failed = false;
+  c.compact_slack = 0.75f;
   c.hist_phase = 0;
   c.global_passes = 1;
   c.rounds = 0;
