@@ -9,7 +9,9 @@
 //     when the bracket holds a single distinct value. Once the weights above `lo` fit in shared
 //     memory they are compacted there during a round, and later rounds and the draw read only them;
 //     rounds on that list are histogram rounds (kBins bins of the bracket's float keys, integer
-//     counts and masses), which resolve a bracket of two binades in about two rounds;
+//     counts and masses), which resolve a bracket of two binades in about two rounds. A round over
+//     the row tests the pivots only on the weights it does not store; the stored ones are counted
+//     afterwards from shared memory (the row pass was bound by instructions, not bytes);
 //  3. the draw is an exponential race: argmax over admissible i of w_i / E_i with E_i = -log U_i and
 //     U_i from Philox(seed, offset, row, i). That is an exact sample of w restricted to the set,
 //     needs no normalizer and no scan, and gives the same token whatever order the elements are
@@ -72,8 +74,6 @@ struct RowCtx {
   int list_cap;
   int seg_cap;  // list entries per warp
   bool compacted;
-  bool spec_failed;     // a speculative list overflowed: count on the row from then on
-  float compact_slack;  // compact when the weights above lo fill at most this share of the lists
   int hist_phase;  // which HistSmem buffer the next histogram round fills
   int global_passes, rounds;
 };
@@ -299,10 +299,9 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
     // Compact the weights above lo into shared memory once they fit. Before that, speculate: keep
     // those above the second pivot (14 binades below hi in a wide bracket); that list is used when
     // it did not overflow and the new lo lands at or above it, which saves a pass over the row.
-    // c_lo counts the whole cluster's weights above lo; each CTA holds its own slice's. A row whose
-    // speculative list once overflowed stops speculating (its weights are spread too flat).
-    const bool compact_now = !c.compacted && c_lo <= c.compact_slack * float(c.list_cap) * CL;  // warps fill unevenly
-    const bool speculate = !c.compacted && !compact_now && !c.spec_failed;
+    // c_lo counts the whole cluster's weights above lo; each CTA holds its own slice's.
+    const bool compact_now = !c.compacted && c_lo <= 0.75f * float(c.list_cap) * CL;  // slack: warps fill unevenly
+    const bool speculate = !c.compacted && !compact_now;
     const bool append = compact_now || speculate;
     const float append_lo = compact_now ? lo : t[1];
     int my_n = 0;  // this warp's entries (the same in every lane)
@@ -333,34 +332,35 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     float* seg_w = c.list_w + warp * c.seg_cap;
     int* seg_i = c.list_i + warp * c.seg_cap;
-    // The pass over the row appends what it keeps and counts only the rest: those lie at or below
-    // append_lo, so pass no pivot (compacting) or only the first (speculating). The kept weights
-    // are counted after the pass from the warp's own segment, which costs far fewer instructions
-    // than eight pivot tests on every weight of the row.
+    // The pass over the row counts only what it does not store: a weight at or below append_lo
+    // passes no pivot (compacting) or only the first (speculating). The stored weights are counted
+    // after the pass from the warp's own segment: far fewer instructions than eight pivot tests on
+    // every weight of the row. A weight that found its segment full is counted in the pass.
     ++c.global_passes;
     for_each_global(c, c.logits ? -INFINITY : 0.f, [&](float x, int idx) {
       const float w = weight(c, x);
-      bool keep = false;
+      bool stored = false;
       if (append) {  // warp-aggregated append into the warp's own segment
-        keep = w > append_lo;
+        const bool keep = w > append_lo;
         const unsigned mask = __ballot_sync(0xffffffffu, keep);
         if (keep) {
           const int pos = my_n + __popc(mask & ((1u << lane) - 1u));
           if (pos < c.seg_cap) {
             seg_w[pos] = w;
             seg_i[pos] = idx;
+            stored = true;
           } else {
             acc[2 * kPivots + 4] = 1.f;
           }
         }
         my_n += __popc(mask);
       }
-      if (!keep && w > lo && w <= hi) {
+      if (!stored && w > lo && w <= hi) {
         count_in(w);
-        if (append) {
-          if (w > t[0]) acc[0] += 1.f, acc[kPivots] += w;
-        } else {
+        if (!append || w > append_lo) {
           count_pivots(w);
+        } else if (w > t[0]) {
+          acc[0] += 1.f, acc[kPivots] += w;
         }
       }
     });
@@ -374,16 +374,8 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
       if (lane == 0) sm.warp_n[warp] = my_n;
     }
     row_reduce<CL, 2 * kPivots + 2, 1, 2>(acc, sm.red);  // its barriers also publish warp_n
-    if (append && acc[2 * kPivots + 4] != 0.f) {
-      // A segment overflowed: the counts miss the weights it dropped. Count this round again, with
-      // more slack for compacting, or without speculating on this row again.
-      if (compact_now) c.compact_slack *= 0.5f;
-      else c.spec_failed = true;
-      --round;
-      continue;
-    }
-    const bool listed = append;  // the list holds every weight above append_lo
-    if (compact_now) c.compacted = true;
+    const bool listed = append && acc[2 * kPivots + 4] == 0.f;  // the list holds every weight above append_lo
+    if (compact_now) c.compacted = listed;
     const float cnt_in = acc[2 * kPivots], min_in = acc[2 * kPivots + 2], max_in = acc[2 * kPivots + 3];
     if (cnt_in <= 1.f || min_in >= max_in) {  // one value left in the bracket: it is the threshold
       if (speculate && listed && lo >= append_lo) c.compacted = true;
@@ -581,8 +573,6 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   c.list_cap = int(p.list_cap);
   c.seg_cap = c.list_cap / (kThreads / 32);
   c.compacted = false;
-  c.spec_failed = false;
-  c.compact_slack = 0.75f;
   c.hist_phase = 0;
   c.global_passes = 1;
   c.rounds = 0;
