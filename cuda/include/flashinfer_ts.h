@@ -238,7 +238,7 @@ typedef struct fi_sampling_params {
   uint64_t seed, offset;
   int64_t offset_step;
   int64_t list_cap;          // set by the library
-  int64_t cluster;           // CTAs per row: 0 automatic, or 1, 2, 4, 8
+  int64_t cluster;           // CTAs per row: 0 automatic, or 1, 2, 4, 8, 16 (16: 8 where a GPC cannot hold it)
 } fi_sampling_params;
 // params: one fi_sampling_params as bytes.
 FI_API int32_t fi_sampling_run(uint8_t* params, uint64_t stream);
