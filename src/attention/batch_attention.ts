@@ -53,6 +53,11 @@ export interface BatchAttentionPlanOptions extends VariantOptions {
    * both kinds of work (default 0.5; each CTA turns to the other queue when its own runs dry).
    */
   prefillShare?: number;
+  /**
+   * Fused path: "mix" (default) puts one CTA of each kind on every SM; "partition" gives whole SMs to
+   * each queue, prefillShare of them to prefill.
+   */
+  placement?: "mix" | "partition";
   stream?: StreamLike;
 }
 
@@ -184,6 +189,10 @@ export class BatchAttention implements Disposable {
     const kvDtype = options.kvDtype ?? qDtype;
     const share = options.prefillShare ?? 0.5;
     if (typeof share !== "number" || !(share >= 0 && share <= 1)) invalid(op, "prefillShare", "in [0, 1]", share);
+    const placement = options.placement ?? "mix";
+    if (placement !== "mix" && placement !== "partition") {
+      invalid(op, "placement", `"mix" or "partition"`, placement);
+    }
     const maxBlocks = kvBlockTable.length / batch;
     const indptr = new Int32Array(batch + 1), last = new Int32Array(batch);
     for (let b = 0; b < batch; b++) {
@@ -222,6 +231,7 @@ export class BatchAttention implements Disposable {
       causal: options.causal ?? false,
       variant,
       share,
+      placement,
       stream: options.stream,
     });
   }
@@ -237,7 +247,13 @@ export class BatchAttention implements Disposable {
     headDim: number,
     pageSize: number,
     dtype: DType,
-    o: { causal: boolean; variant: ResolvedVariant; share: number; stream?: StreamLike },
+    o: {
+      causal: boolean;
+      variant: ResolvedVariant;
+      share: number;
+      placement: "mix" | "partition";
+      stream?: StreamLike;
+    },
   ): void {
     const batch = kvLens.length;
     if (!Number.isInteger(numQoHeads) || numQoHeads < 1 || numQoHeads > 65535) {
@@ -286,6 +302,7 @@ export class BatchAttention implements Disposable {
       residentCtas: resident,
       numSms,
       prefillShare: o.share,
+      placement: o.placement,
     });
     if (m.numItems > 2 ** 31 / 64) invalid(op, "qoOffsets", "fewer decode work items", m.numItems);
 
@@ -321,7 +338,7 @@ export class BatchAttention implements Disposable {
     }
     const bytes = this.#pinned.bytes;
     const i32 = (offset: number, n: number) => new Int32Array(bytes.buffer, bytes.byteOffset + offset, n);
-    i32(L.queue, QUEUE_INTS).fill(0).set([0, 0, 0, m.numWork, m.numItems, m.prefillFirst]);
+    i32(L.queue, QUEUE_INTS).fill(0).set([0, 0, 0, m.numWork, m.numItems, m.prefillFirst, m.placement]);
     i32(L.qoIndptr, batch + 1).set(qo);
     i32(L.kvIndptr, batch + 1).set(indptr);
     i32(L.kvLens, batch).set(kvLens);

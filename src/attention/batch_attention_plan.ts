@@ -26,8 +26,10 @@ export interface MixedInput {
   /** Resident CTAs of one launch (SMs x CTAs per SM). */
   residentCtas: number;
   numSms: number;
-  /** Fraction of the resident CTAs that start on the prefill queue when both queues have work. */
+  /** Fraction of the resident CTAs (mix) or of the SMs (partition) that start on the prefill queue. */
   prefillShare: number;
+  /** "mix": one CTA of each kind per SM; "partition": whole SMs per kind. */
+  placement?: "mix" | "partition";
 }
 
 export interface MixedPlan {
@@ -41,8 +43,10 @@ export interface MixedPlan {
   partialRows: number;
   /** Split-KV merge counters the kernel indexes by query row: rows x decodeCtasPerItem. */
   counterRows: number;
-  /** CTAs that start on the prefill queue. */
+  /** CTAs (mix) or SMs (partition) that start on the prefill queue. */
   prefillFirst: number;
+  /** 0: mix, 1: partition (the kernel's state[6]). */
+  placement: number;
   decodeRequests: number;
 }
 
@@ -80,11 +84,11 @@ export function planMixed(input: MixedInput): MixedPlan {
   const items = sched.items.subarray(0, sched.numItems * ITEM_INTS);
   for (let i = 0; i < sched.numItems; i++) items[i * ITEM_INTS] = rowOf[items[i * ITEM_INTS]];
 
+  const partition = input.placement === "partition";
+  const units = partition ? input.numSms : input.residentCtas;
   let prefillFirst = 0;
-  if (numWork > 0 && sched.numItems === 0) prefillFirst = input.residentCtas;
-  else if (numWork > 0) {
-    prefillFirst = Math.min(prefillCtas, Math.max(1, Math.round(input.residentCtas * input.prefillShare)));
-  }
+  if (numWork > 0 && sched.numItems === 0) prefillFirst = units;
+  else if (numWork > 0) prefillFirst = Math.min(prefillCtas, Math.max(1, Math.round(units * input.prefillShare)));
   return {
     work,
     numWork,
@@ -93,6 +97,7 @@ export function planMixed(input: MixedInput): MixedPlan {
     partialRows: sched.partialRows,
     counterRows: sched.anySplit ? qoIndptr[batch] : 0,
     prefillFirst,
+    placement: partition ? 1 : 0,
     decodeRequests: decodes,
   };
 }

@@ -14,8 +14,8 @@ namespace fi::attn {
 
 // The queue state lives in device memory, written by plan, so a captured launch replays any later
 // plan of the same workspace: [0..2] the next prefill CTA, the next decode CTA and the CTAs done
-// (zero between runs), [3] prefill work entries, [4] decode items, [5] CTAs that start on prefill,
-// [8 + s] CTAs that arrived on SM s so far (zero between runs).
+// (zero between runs), [3] prefill work entries, [4] decode items, [5] and [6] which CTAs start on
+// prefill (first_queue), [8 + s] CTAs that arrived on SM s so far (zero between runs).
 constexpr int kMaxSms = 256;
 constexpr int kQueueInts = 8 + kMaxSms;
 struct MixedQueue {
@@ -25,13 +25,15 @@ struct MixedQueue {
   int num_sms;
 };
 
-// Which queue this CTA starts on. The k-th CTA to arrive on SM s is number k * num_sms + s, and
-// the first state[5] numbers start on prefill: with half of them, every SM holds one CTA of each kind
-// (block indices say nothing about placement, so the SM id decides).
+// Which queue this CTA starts on, from the SM it landed on (block indices say nothing about
+// placement). state[6] == 0 (mix): the k-th CTA to arrive on SM s is number k * num_sms + s and the
+// first state[5] numbers start on prefill, so with half of them every SM holds one CTA of each kind.
+// state[6] == 1 (partition): every CTA on SMs [0, state[5]) starts on prefill, the rest on decode.
 __device__ __forceinline__ int first_queue(const MixedQueue& q) {
   unsigned sm;
   asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
   if (sm >= unsigned(kMaxSms)) return blockIdx.x & 1;
+  if (q.state[6] == 1) return int(sm) < q.state[5] ? 0 : 1;
   const int k = atomicAdd(q.state + 8 + sm, 1);
   return k * q.num_sms + int(sm) < q.state[5] ? 0 : 1;
 }
