@@ -4,10 +4,11 @@
  *
  * The fused path (batches with one-token requests; head dims 64 / 128, fp16 / bf16 q and KV, no fused
  * RoPE or ALiBi) is one persistent kernel with two queues: the query tiles of the prefill requests
- * (heaviest first) and the split-KV work items of the one-token (decode) requests. Part of the resident CTAs start on each queue, so the
- * tensor-core-bound prefill and the bandwidth-bound decode run side by side on every SM
- * (src/attention/batch_attention_plan.ts, cuda/kernels/attention/batch_attention.cuh). Other
- * configurations run every request on the batch prefill kernel in one launch.
+ * (heaviest first) and the split-KV work items of the one-token (decode) requests. By default half the
+ * SMs start on each queue and turn to the other when their own runs dry, so the tensor-core-bound
+ * prefill and the bandwidth-bound decode run at the same time (src/attention/batch_attention_plan.ts,
+ * cuda/kernels/attention/batch_attention.cuh). Other batches run every request on the batch prefill
+ * kernel in one launch.
  *
  * CUDA graphs: the queue sizes live in device memory and the tables keep their addresses while a plan
  * fits the capacity of the largest plan so far, so a captured run() replays any later plan that fits.
@@ -49,13 +50,14 @@ export interface BatchAttentionPlanOptions extends VariantOptions {
   pageSize?: number;
   causal?: boolean;
   /**
-   * Fused path: the fraction of the resident CTAs that start on the prefill queue when the batch has
-   * both kinds of work (default 0.5; each CTA turns to the other queue when its own runs dry).
+   * Fused path: the fraction of the SMs ("partition") or of the resident CTAs ("mix") that start on
+   * the prefill queue when the batch has both kinds of work (default 0.5; each CTA turns to the other
+   * queue when its own runs dry).
    */
   prefillShare?: number;
   /**
-   * Fused path: "mix" (default) puts one CTA of each kind on every SM; "partition" gives whole SMs to
-   * each queue, prefillShare of them to prefill.
+   * Fused path: "partition" (default) gives whole SMs to each queue, prefillShare of them to prefill;
+   * "mix" puts one CTA of each kind on every SM (measured slower: the two kinds contend inside an SM).
    */
   placement?: "mix" | "partition";
   stream?: StreamLike;
@@ -189,7 +191,7 @@ export class BatchAttention implements Disposable {
     const kvDtype = options.kvDtype ?? qDtype;
     const share = options.prefillShare ?? 0.5;
     if (typeof share !== "number" || !(share >= 0 && share <= 1)) invalid(op, "prefillShare", "in [0, 1]", share);
-    const placement = options.placement ?? "mix";
+    const placement = options.placement ?? "partition";
     if (placement !== "mix" && placement !== "partition") {
       invalid(op, "placement", `"mix" or "partition"`, placement);
     }

@@ -3,8 +3,8 @@
  *
  * A request with one query token goes to the decode queue (split-KV work items, as batch decode
  * plans them); every other request's query tiles go to the prefill queue, heaviest first. One
- * persistent launch drains both queues (cuda/kernels/attention/batch_attention.cuh): part of its CTAs
- * start on prefill and the rest on decode, so compute-bound and bandwidth-bound work share the SMs.
+ * persistent launch drains both queues (cuda/kernels/attention/batch_attention.cuh): part of its SMs
+ * start on prefill and the rest on decode, so compute-bound and bandwidth-bound work run at once.
  */
 import { prefillWork } from "./prefill_scheduler.ts";
 import { ITEM_INTS, scheduleDecode } from "./scheduler.ts";
