@@ -74,4 +74,15 @@ test("planMixed: a batch of one kind starts every CTA on its queue; big prefill 
   assert.equal(mixed.numItems, 2);
   assert.equal(mixed.partialRows, 0);
   assert.equal(mixed.prefillFirst, 132);
+  assert.equal(mixed.placement, 0);
+  // partition: the share counts SMs, not CTAs
+  const parted = planMixed({
+    ...base,
+    placement: "partition",
+    qoIndptr: new Int32Array([0, 4096, 4097, 4098]),
+    kvLens: new Int32Array([4096, 8192, 8192]),
+    pageIndptr: new Int32Array([0, 256, 768, 1280]),
+  });
+  assert.equal(parted.placement, 1);
+  assert.equal(parted.prefillFirst, 66);
 });
