@@ -831,66 +831,238 @@ gpuTest("batch prefill: tensors that disagree with the plan are refused", () => 
   );
 });
 
-gpuTest("BatchAttention: mixed prefill and decode requests over a block table, one launch", () => {
-  const dtype: DType = "bf16", D = 128, hq = 8, hkv = 2, ps = 16;
-  const qoLens = [1, 1, 37, 1, 200, 1], kvLens = qoLens.map((q) => q + randint(rng, 0, 400));
-  const B = qoLens.length;
-  const qo = new Int32Array(B + 1);
-  qoLens.forEach((n, b) => (qo[b + 1] = qo[b] + n));
-  const maxBlocks = Math.max(...kvLens.map((n) => Math.ceil(n / ps)));
-  const numPages = B * maxBlocks + 5;
+interface MixedCase {
+  dtype: DType;
+  d: number;
+  hq: number;
+  hkv: number;
+  ps: number;
+  layout: KvLayout;
+  causal: boolean;
+  qoLens: number[];
+  kvLens: number[];
+  variant?: { windowLeft?: number; logitsSoftCap?: number; posEncodingMode?: "ALIBI" };
+  /** The path plan must pick. */
+  path: "fused" | "prefill";
+  /** Run this many times (the fused launch must leave its queue and split counters at zero). */
+  runs?: number;
+  /** Capture one run in a CUDA graph, re-plan with these lengths (no larger), replay and compare. */
+  replan?: { qoLens: number[]; kvLens: number[] };
+}
+
+/** A paged cache holding each request's random K/V on shuffled pages, and its block table. */
+function mixedCache(c: MixedCase, kvLens: number[], extraPages = 5) {
+  const { dtype, d: D, hkv, ps } = c;
+  const B = kvLens.length;
+  const maxBlocks = Math.max(1, ...kvLens.map((n) => Math.ceil(n / ps)));
+  const numPages = B * maxBlocks + extraPages;
   const ids = Array.from({ length: numPages }, (_, i) => i).sort(() => rng() - 0.5);
   const table = new Int32Array(B * maxBlocks).fill(-1);
   const kc = new Float64Array(numPages * ps * hkv * D), vc = new Float64Array(numPages * ps * hkv * D);
   const ks: Float64Array[] = [], vs: Float64Array[] = [];
-  let at = 0;
+  const at = (id: number, s: number, h: number) =>
+    (c.layout === "NHD" ? (id * ps + s) * hkv + h : (id * hkv + h) * ps + s) * D;
+  let next = 0;
   for (let b = 0; b < B; b++) {
     const k = roundTo(dtype, randn(rng, kvLens[b] * hkv * D)), v = roundTo(dtype, randn(rng, kvLens[b] * hkv * D));
     ks.push(k);
     vs.push(v);
     for (let p = 0; p < Math.ceil(kvLens[b] / ps); p++) {
-      const id = ids[at++];
+      const id = ids[next++];
       table[b * maxBlocks + p] = id;
       for (let s = 0; s < ps && p * ps + s < kvLens[b]; s++) {
-        const src = (p * ps + s) * hkv * D, dst = (id * ps + s) * hkv * D;
-        kc.set(k.subarray(src, src + hkv * D), dst);
-        vc.set(v.subarray(src, src + hkv * D), dst);
+        for (let h = 0; h < hkv; h++) {
+          const src = ((p * ps + s) * hkv + h) * D;
+          kc.set(k.subarray(src, src + D), at(id, s, h));
+          vc.set(v.subarray(src, src + D), at(id, s, h));
+        }
       }
     }
   }
-  const q = randTensor([qo[B], hq, D], dtype);
-  using kt = Tensor.fromArray(kc, [numPages, ps, hkv, D], dtype);
-  using vt = Tensor.fromArray(vc, [numPages, ps, hkv, D], dtype);
-  using attention = new BatchAttention({ backend: "auto", workspace: new Workspace(8 << 20) });
-  attention.plan(qo, new Int32Array(kvLens), table, hq, hkv, D, D, {
-    qDtype: dtype,
-    kvDtype: dtype,
-    oDtype: dtype,
-    pageSize: ps,
-    causal: true,
-  });
-  using out = poisoned([qo[B], hq, D], dtype);
-  using lse = poisoned([qo[B], hq], "f32");
-  attention.run(q.t, [kt, vt], { out, lse });
-  const o = out.toArray(), l = lse.toArray();
-  for (let b = 0; b < B; b++) {
+  const shape = c.layout === "NHD" ? [numPages, ps, hkv, D] : [numPages, hkv, ps, D];
+  return { table, ks, vs, k: Tensor.fromArray(kc, shape, dtype), v: Tensor.fromArray(vc, shape, dtype) };
+}
+
+function checkMixed(
+  c: MixedCase,
+  qoLens: number[],
+  kvLens: number[],
+  qx: Float64Array,
+  cache: { ks: Float64Array[]; vs: Float64Array[] },
+  o: Float64Array,
+  l: Float64Array,
+  what: string,
+): void {
+  const { hq, hkv, d: D } = c;
+  let row = 0;
+  for (let b = 0; b < qoLens.length; b++) {
     const rows = sampleRows(qoLens[b], 24);
     const ref = attentionRef(
-      q.x.subarray(qo[b] * hq * D, qo[b + 1] * hq * D),
-      ks[b],
-      vs[b],
+      qx.subarray(row * hq * D, (row + qoLens[b]) * hq * D),
+      cache.ks[b],
+      cache.vs[b],
       qoLens[b],
       kvLens[b],
       hq,
       hkv,
       D,
       D,
-      { causal: true },
+      {
+        causal: c.causal,
+        windowLeft: c.variant?.windowLeft,
+        logitsSoftCap: c.variant?.logitsSoftCap,
+        alibi: c.variant?.posEncodingMode === "ALIBI",
+      },
       rows,
     );
-    check(o, l, ref, qo[b], rows, hq, D, dtype, `BatchAttention request ${b} (qo ${qoLens[b]}, kv ${kvLens[b]})`);
+    check(o, l, ref, row, rows, hq, D, c.dtype, `${what} request ${b} (qo ${qoLens[b]}, kv ${kvLens[b]})`);
+    row += qoLens[b];
+  }
+}
+
+function runMixed(c: MixedCase): void {
+  const { dtype, d: D, hq, hkv, ps } = c;
+  const offsets = (lens: number[]) => {
+    const qo = new Int32Array(lens.length + 1);
+    lens.forEach((n, b) => (qo[b + 1] = qo[b] + n));
+    return qo;
+  };
+  const qo = offsets(c.qoLens);
+  const cache = mixedCache(c, c.kvLens);
+  const q = randTensor([qo[qo.length - 1], hq, D], dtype);
+  using kt = cache.k;
+  using vt = cache.v;
+  using attention = new BatchAttention({ backend: "auto", workspace: new Workspace(16 << 20), kvLayout: c.layout });
+  const planOpts = { qDtype: dtype, kvDtype: dtype, oDtype: dtype, pageSize: ps, causal: c.causal, ...c.variant };
+  attention.plan(qo, new Int32Array(c.kvLens), cache.table, hq, hkv, D, D, planOpts);
+  assert.equal(attention.path, c.path);
+  const what = `BatchAttention ${c.path} ${dtype} hd${D} ${hq}/${hkv} p${ps} ${c.layout}${c.causal ? " causal" : ""}`;
+  for (let r = 0; r < (c.runs ?? 1); r++) {
+    using out = poisoned([qo[qo.length - 1], hq, D], dtype);
+    using lse = poisoned([qo[qo.length - 1], hq], "f32");
+    attention.run(q.t, [kt, vt], { out, lse });
+    checkMixed(c, c.qoLens, c.kvLens, q.x, cache, out.toArray(), lse.toArray(), `${what} run ${r}`);
   }
   q.t.dispose();
+  if (!c.replan) return;
+  // Graph: capture a run of the first plan, re-plan smaller lengths over another cache, replay. The
+  // captured q / out / lse keep the first plan's row count; rows past the second plan's are unused.
+  const rows = qo[qo.length - 1];
+  const qo2 = offsets(c.replan.qoLens);
+  // (as many pages as the first plan's cache: the capture checks the cache against that plan)
+  const cache2 = mixedCache(
+    c,
+    c.replan.kvLens,
+    cache.k.shape[0] - c.replan.kvLens.length * Math.max(1, ...c.replan.kvLens.map((n) => Math.ceil(n / c.ps))),
+  );
+  using k2 = cache2.k;
+  using v2 = cache2.v;
+  const qfull = new Float64Array(rows * hq * D);
+  qfull.set(roundTo(dtype, randn(rng, qo2[qo2.length - 1] * hq * D)));
+  using qbuf = Tensor.fromArray(qfull, [rows, hq, D], dtype);
+  using out = poisoned([rows, hq, D], dtype);
+  using lse = poisoned([rows, hq], "f32");
+  using stream = new Stream();
+  attention.plan(qo, new Int32Array(c.kvLens), cache.table, hq, hkv, D, D, { ...planOpts, stream });
+  using graph = CudaGraph.capture(stream, () => attention.run(qbuf, [k2, v2], { out, lse, stream }));
+  attention.plan(qo2, new Int32Array(c.replan.kvLens), cache2.table, hq, hkv, D, D, { ...planOpts, stream });
+  graph.replay(stream);
+  stream.synchronize();
+  checkMixed(c, c.replan.qoLens, c.replan.kvLens, qfull, cache2, out.toArray(), lse.toArray(), `${what} graph replay`);
+}
+
+gpuTest("BatchAttention: fused launch, bf16 hd128 GQA 8/2, causal, mixed prefill and decode, page 16", () => {
+  const qoLens = [1, 1, 37, 1, 200, 1, 130, 1];
+  runMixed({
+    dtype: "bf16",
+    d: 128,
+    hq: 8,
+    hkv: 2,
+    ps: 16,
+    layout: "NHD",
+    causal: true,
+    path: "fused",
+    runs: 2,
+    qoLens,
+    kvLens: qoLens.map((q) => q + randint(rng, 0, 600)),
+  });
+});
+
+gpuTest("BatchAttention: fused launch, fp16 hd64 4/4, HND, page 1, non-causal, soft cap and window", () => {
+  const qoLens = [3, 1, 1, 64, 1];
+  runMixed({
+    dtype: "f16",
+    d: 64,
+    hq: 4,
+    hkv: 4,
+    ps: 1,
+    layout: "HND",
+    causal: false,
+    path: "fused",
+    variant: { logitsSoftCap: 30, windowLeft: 90 },
+    qoLens,
+    kvLens: qoLens.map((q) => q + randint(rng, 0, 300)),
+  });
+});
+
+gpuTest("BatchAttention: fused launch, decode only with split KV (run twice: counters reset)", () => {
+  runMixed({
+    dtype: "bf16",
+    d: 128,
+    hq: 32,
+    hkv: 8,
+    ps: 16,
+    layout: "NHD",
+    causal: true,
+    path: "fused",
+    runs: 2,
+    qoLens: [1, 1, 1],
+    kvLens: [5000, 1, 2048],
+  });
+});
+
+gpuTest("BatchAttention: prefill only and ALiBi take the prefill kernel", () => {
+  runMixed({
+    dtype: "bf16",
+    d: 128,
+    hq: 8,
+    hkv: 8,
+    ps: 16,
+    layout: "NHD",
+    causal: true,
+    path: "prefill",
+    qoLens: [300, 17],
+    kvLens: [300, 500],
+  });
+  runMixed({
+    dtype: "f16",
+    d: 128,
+    hq: 8,
+    hkv: 2,
+    ps: 16,
+    layout: "NHD",
+    causal: true,
+    path: "prefill",
+    variant: { posEncodingMode: "ALIBI" },
+    qoLens: [1, 40, 1],
+    kvLens: [100, 60, 7],
+  });
+});
+
+gpuTest("BatchAttention: a captured run replays a later, smaller plan", () => {
+  runMixed({
+    dtype: "bf16",
+    d: 128,
+    hq: 8,
+    hkv: 2,
+    ps: 16,
+    layout: "NHD",
+    causal: true,
+    path: "fused",
+    qoLens: [1, 150, 1, 1],
+    kvLens: [900, 400, 3000, 17],
+    replan: { qoLens: [1, 1, 90], kvLens: [2500, 33, 300] },
+  });
 });
 
 test("BatchAttention: bad plans are refused before any native call", () => {

@@ -141,7 +141,7 @@ gpuTest("sampling: statistics of every sampler over >= 10^6 draws (vocab 111)", 
   );
 });
 
-gpuTest("sampling: statistics with a row split over a cluster of 8 CTAs (vocab 32000)", () => {
+gpuTest("sampling: statistics with a row split over a cluster of 4, 8 or 16 CTAs (vocab 32000)", () => {
   const d = 32000;
   const p = probRows(1, d, 4);
   using probs = Tensor.fromRaw(p, [1, d], "f32");
@@ -152,6 +152,13 @@ gpuTest("sampling: statistics with a row split over a cluster of 8 CTAs (vocab 3
     filtered(p, f),
     (ix, offset, valid) =>
       topKTopPSamplingFromProbs(probs, 40, 0.9, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 8 }),
+  );
+  checkStatistics(
+    "topKTopP cluster 16",
+    d,
+    filtered(p, f),
+    (ix, offset, valid) =>
+      topKTopPSamplingFromProbs(probs, 40, 0.9, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 16 }),
   );
   checkStatistics(
     "topP cluster 4",
@@ -291,6 +298,9 @@ gpuTest("sampling: the same seed and offset give the same tokens; device offsets
   using a = topPSamplingFromProbs(probs, 0.9, { seed: 1, offset: 2, ctasPerRow: 1 });
   using b = topPSamplingFromProbs(probs, 0.9, { seed: 1, offset: 2, ctasPerRow: 8 });
   assert.deepEqual(Array.from(a.toRaw() as Int32Array), Array.from(b.toRaw() as Int32Array));
+  using b16 = topKTopPSamplingFromProbs(probs, 100, 0.95, { seed: 1, offset: 2, ctasPerRow: 16 });
+  using a16 = topKTopPSamplingFromProbs(probs, 100, 0.95, { seed: 1, offset: 2, ctasPerRow: 1 });
+  assert.deepEqual(Array.from(a16.toRaw() as Int32Array), Array.from(b16.toRaw() as Int32Array));
   using a2 = samplingFromProbs(probs, { seed: 1, offset: 2, ctasPerRow: 1 });
   using b2 = samplingFromProbs(probs, { seed: 1, offset: 2, ctasPerRow: 8 });
   assert.deepEqual(Array.from(a2.toRaw() as Int32Array), Array.from(b2.toRaw() as Int32Array));

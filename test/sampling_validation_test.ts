@@ -112,6 +112,7 @@ test("sampling validation: seeds, offsets, outputs and options", () => {
     /'filterApplyOrder'/,
   );
   assertThrowsCode(() => samplingFromProbs(probs, { ctasPerRow: 3 }), BAD, /'ctasPerRow'/);
+  assertThrowsCode(() => samplingFromProbs(probs, { ctasPerRow: 32 }), BAD, /'ctasPerRow' must be 1, 2, 4, 8 or 16/);
   assertThrowsCode(
     () => samplingFromProbs(probs, { deterministic: "yes" as unknown as boolean }),
     BAD,

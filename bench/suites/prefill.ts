@@ -1,6 +1,7 @@
 /** Causal bf16 prefill at the issue's shapes: ragged and paged (page 16) batch prefill, TFLOP/s. */
 import { BatchPrefillWithPagedKvCache, BatchPrefillWithRaggedKvCache } from "../../src/attention/prefill.ts";
 import { BatchAttention } from "../../src/attention/batch_attention.ts";
+import { BatchDecodeWithPagedKvCache } from "../../src/attention/decode.ts";
 import { Tensor } from "../../src/runtime/tensor.ts";
 import type { Stream } from "../../src/runtime/stream.ts";
 import { Workspace } from "../../src/runtime/workspace.ts";
@@ -74,7 +75,11 @@ export const prefillSuite: Suite = {
   },
 };
 
-/** The issue's mixed batch through BatchAttention: 1 prefill chunk of 4096 + 128 decodes at 8192. */
+/**
+ * The issue's mixed batch through BatchAttention: 1 prefill chunk of 4096 + 128 decodes at 8192. Also
+ * timed: our own prefill and decode wrappers run one after the other (the bar the fused launch must
+ * beat), and other shares of CTAs starting on the prefill queue.
+ */
 export const batchAttentionSuite: Suite = {
   name: "batch_attention",
   run(stream: Stream): Row[] {
@@ -95,17 +100,117 @@ export const batchAttentionSuite: Suite = {
     using out = Tensor.empty([qo[B], hq, d], "bf16");
     using lse = Tensor.empty([qo[B], hq], "f32");
     using ws = new Workspace(16 << 20);
-    using attention = new BatchAttention({ workspace: ws });
-    attention.plan(qo, kvLens, table, hq, hkv, d, d, { qDtype: "bf16", pageSize: ps, causal: true });
     const flops = 4 * hq * d * (chunk * chunk / 2 + decodes * ctx);
     const bytes = 2 * 2 * hkv * d * (chunk + decodes * ctx);
-    return [{
-      op: "BatchAttention mixed bf16",
-      shape: `1x${chunk} prefill + ${decodes}x${ctx} decode, 32/8 hd128 p16`,
+    const shape = `1x${chunk} prefill + ${decodes}x${ctx} decode, 32/8 hd128 p16`;
+    const rows: Row[] = [];
+    const configs = [
+      { placement: "mix", share: 0.5 },
+      { placement: "partition", share: 0.3 },
+      { placement: "partition", share: 0.4 },
+      { placement: "partition", share: 0.5 },
+      { placement: "partition", share: 0.6 },
+    ] as const;
+    for (const { placement, share } of configs) {
+      using attention = new BatchAttention({ workspace: ws });
+      attention.plan(qo, kvLens, table, hq, hkv, d, d, {
+        qDtype: "bf16",
+        pageSize: ps,
+        causal: true,
+        prefillShare: share,
+        placement,
+      });
+      rows.push({
+        op: `BatchAttention mixed bf16 (${attention.path}, ${placement} ${share})`,
+        shape,
+        flops,
+        bytes,
+        note: placement === "mix" && share === 0.5
+          ? "target <= 1600 us (FlashInfer BatchAttention 1781 us)"
+          : "exploration",
+        us: timeKernel(stream, () => attention.run(q, [k, v], { out, lse, stream }), { warmup: 2, iters: 10 }),
+      });
+    }
+    // Each half alone through the fused launch: what the two queues cost without the other.
+    {
+      using attention = new BatchAttention({ workspace: ws });
+      attention.plan(qo.subarray(0, 2), kvLens.subarray(0, 1), table.subarray(0, maxBlocks), hq, hkv, d, d, {
+        qDtype: "bf16",
+        pageSize: ps,
+        causal: true,
+      });
+      rows.push({
+        op: `BatchAttention prefill part alone (${attention.path})`,
+        shape: `1x${chunk} prefill, 32/8 hd128 p16`,
+        flops: 4 * hq * d * chunk * chunk / 2,
+        note: "exploration",
+        us: timeKernel(stream, () =>
+          attention.run(q.narrow(0, 0, chunk), [k, v], {
+            out: out.narrow(0, 0, chunk),
+            lse: lse.narrow(0, 0, chunk),
+            stream,
+          }), {
+          warmup: 2,
+          iters: 10,
+        }),
+      });
+      const dq = new Int32Array(decodes + 1).map((_, i) => i);
+      attention.plan(dq, kvLens.subarray(1), table.subarray(maxBlocks), hq, hkv, d, d, {
+        qDtype: "bf16",
+        pageSize: ps,
+        causal: true,
+      });
+      rows.push({
+        op: `BatchAttention decode part alone (${attention.path})`,
+        shape: `${decodes}x${ctx} decode, 32/8 hd128 p16`,
+        bytes: 2 * 2 * hkv * d * decodes * ctx,
+        note: "exploration",
+        us: timeKernel(stream, () =>
+          attention.run(q.narrow(0, chunk, decodes), [k, v], {
+            out: out.narrow(0, chunk, decodes),
+            lse: lse.narrow(0, chunk, decodes),
+            stream,
+          }), {
+          warmup: 2,
+          iters: 10,
+        }),
+      });
+    }
+    // The same work through our own prefill and decode wrappers, one launch after the other.
+    using pws = new Workspace(16 << 20), dws = new Workspace(64 << 20);
+    using prefill = new BatchPrefillWithPagedKvCache(pws, "NHD");
+    const pPages = Math.ceil(chunk / ps);
+    prefill.plan(
+      new Int32Array([0, chunk]),
+      new Int32Array([0, pPages]),
+      table.subarray(0, pPages),
+      new Int32Array([ps]),
+      hq,
+      hkv,
+      d,
+      ps,
+      { qDtype: "bf16", causal: true },
+    );
+    using decode = new BatchDecodeWithPagedKvCache(dws, { kvLayout: "NHD" });
+    const dIndptr = new Int32Array(decodes + 1), dIndices = new Int32Array(decodes * maxBlocks);
+    for (let b = 0; b < decodes; b++) {
+      dIndptr[b + 1] = dIndptr[b] + maxBlocks;
+      dIndices.set(table.subarray((b + 1) * maxBlocks, (b + 2) * maxBlocks), b * maxBlocks);
+    }
+    decode.plan(dIndptr, dIndices, new Int32Array(decodes).fill(ps), hq, hkv, d, ps, { qDtype: "bf16" });
+    const qp = q.narrow(0, 0, chunk), op = out.narrow(0, 0, chunk), lp = lse.narrow(0, 0, chunk);
+    const qd = q.narrow(0, chunk, decodes), od = out.narrow(0, chunk, decodes), ld = lse.narrow(0, chunk, decodes);
+    rows.push({
+      op: "our prefill + decode, one after the other",
+      shape,
       flops,
       bytes,
-      note: "target <= 1600 us (FlashInfer BatchAttention 1781 us)",
-      us: timeKernel(stream, () => attention.run(q, [k, v], { out, lse, stream }), { warmup: 2, iters: 5 }),
-    }];
+      note: "the fused launch must beat this",
+      us: timeKernel(stream, () => {
+        prefill.run(qp, [k, v], { out: op, lse: lp, stream });
+        decode.run(qd, [k, v], { out: od, lse: ld, stream });
+      }, { warmup: 2, iters: 10 }),
+    });
+    return rows;
   },
 };

@@ -238,7 +238,7 @@ typedef struct fi_sampling_params {
   uint64_t seed, offset;
   int64_t offset_step;
   int64_t list_cap;          // set by the library
-  int64_t cluster;           // CTAs per row: 0 automatic, or 1, 2, 4, 8
+  int64_t cluster;           // CTAs per row: 0 automatic, or 1, 2, 4, 8, 16 (16: 8 where a GPC cannot hold it)
 } fi_sampling_params;
 // params: one fi_sampling_params as bytes.
 FI_API int32_t fi_sampling_run(uint8_t* params, uint64_t stream);
@@ -251,6 +251,20 @@ FI_API int32_t fi_chain_speculative_sampling(uint64_t draft_probs, uint64_t draf
                                              int32_t batch, int32_t n, int32_t d, uint64_t seed,
                                              uint64_t offset, uint64_t seed_ptr, uint64_t offset_ptr,
                                              uint64_t offset_step, uint64_t stream);
+
+// ---- attention: BatchAttention (prefill and decode requests in one persistent launch) -----------
+// prefill: one fi_prefill_params (paged) over the batch's prefill requests (its work table lists
+// only their tiles); decode: one fi_decode_params whose items' request field is the q row of a
+// one-token request (q, out and lse are shared with the prefill block). queue: 264 int32 in device
+// memory, 16-byte aligned: [3] prefill work entries, [4] decode items, [5] how many resident CTAs
+// start on the prefill queue (the rest start on decode; each drains the other queue after its own);
+// [0..2] and [8..263] zero before the first run (every run leaves them at zero). The counts are read
+// on the device, so a captured launch replays later plans. Compiled for head dims 64 and 128 (qk = vo),
+// fp16 / bf16 q and KV, without fused RoPE or ALiBi (src/attention/compiled.ts lists it).
+FI_API int32_t fi_batch_attention_run(const uint8_t* prefill_params, const uint8_t* decode_params, uint64_t queue,
+                                      uint64_t stream);
+// The CTAs one launch keeps resident (SMs x CTAs per SM), or minus a status (0 when not compiled).
+FI_API int32_t fi_batch_attention_ctas(int32_t head_dim, int32_t dtype);
 
 #ifdef __cplusplus
 }

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "../kernels/attention/decode.cuh"
+#include "attention_args.h"
 #include "dispatch.h"
 
 using namespace fi;
@@ -52,16 +53,13 @@ int32_t by_kv_dtype(int kv_dtype, int q_dtype, int d, const DecodeArgs& a, int i
 
 }  // namespace
 
-extern "C" int32_t fi_batch_decode_run(const uint8_t* params, uint64_t stream) {
-  FI_GUARD_BEGIN
-  fi_decode_params p;
-  std::memcpy(&p, params, sizeof p);
+// Checks a parameter block and turns it into kernel arguments.
+int32_t fi::attn::args_from_params(const fi_decode_params& p, DecodeArgs& a) {
   if (p.num_items < 0 || p.num_qo_heads <= 0 || p.num_kv_heads <= 0 || p.num_qo_heads % p.num_kv_heads ||
       p.page_size <= 0)
     return set_error(FI_ERR_INVALID_ARGUMENT, "batch decode: items %d, heads %d/%d, page size %d", p.num_items,
                      p.num_qo_heads, p.num_kv_heads, p.page_size);
-  const cudaStream_t s = as_stream(stream);
-  DecodeArgs a{};
+  a = DecodeArgs{};
   a.q = as_ptr<const void>(p.q);
   a.k = as_ptr<const void>(p.k);
   a.v = as_ptr<const void>(p.v);
@@ -87,6 +85,16 @@ extern "C" int32_t fi_batch_decode_run(const uint8_t* params, uint64_t stream) {
   a.rope = p.rope;
   a.rope_rcp_scale = p.rope_rcp_scale;
   a.rope_log2_rcp_theta = std::log2(p.rope_rcp_theta);
+  return FI_OK;
+}
+
+extern "C" int32_t fi_batch_decode_run(const uint8_t* params, uint64_t stream) {
+  FI_GUARD_BEGIN
+  fi_decode_params p;
+  std::memcpy(&p, params, sizeof p);
+  DecodeArgs a;
+  if (const int32_t st = attn::args_from_params(p, a); st != FI_OK) return st;
+  const cudaStream_t s = as_stream(stream);
   if (p.num_items > 0) {
     const int32_t st = FI_DISPATCH_HALF(p.q_dtype, T, {
       return by_kv_dtype<T>(p.kv_dtype, p.q_dtype, p.head_dim, a, p.num_items, p.num_kv_heads, s);

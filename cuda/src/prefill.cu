@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "../kernels/prefill/prefill.cuh"
+#include "attention_args.h"
 #include "dispatch.h"
 #include "prefill_configs.h"
 
@@ -74,10 +75,8 @@ extern "C" int32_t fi_prefill_fp8_compiled(int32_t head_dim_qk, int32_t head_dim
   return 0;
 }
 
-extern "C" int32_t fi_prefill_run(const uint8_t* params, uint64_t stream) {
-  FI_GUARD_BEGIN
-  fi_prefill_params p;
-  std::memcpy(&p, params, sizeof p);
+// Checks a parameter block and turns it into kernel arguments; `tiles` is the grid width.
+int32_t fi::prefill::args_from_params(const fi_prefill_params& p, PrefillArgs& a, int& tiles) {
   const int tile_rows = fi_prefill_tile_q(p.head_dim_qk, p.head_dim_vo, p.dtype);
   if (tile_rows == 0)
     return set_error(FI_ERR_UNSUPPORTED, "prefill: head_dim_qk %d, head_dim_vo %d, dtype %d is not compiled",
@@ -91,13 +90,12 @@ extern "C" int32_t fi_prefill_run(const uint8_t* params, uint64_t stream) {
   if (p.tile_q != tile_q)
     return set_error(FI_ERR_INVALID_ARGUMENT, "prefill: planned for %d-token query tiles, the kernel takes %d",
                      p.tile_q, tile_q);
-  int tiles = p.num_work;
+  tiles = p.num_work;
   if (p.work == 0) tiles = (p.qo_len + tile_q - 1) / tile_q;  // a single request
-  if (tiles == 0) return FI_OK;
   if (tiles > 2147483647 || p.num_qo_heads > 65535)
     return set_error(FI_ERR_INVALID_ARGUMENT, "prefill: grid %d x %d too large", tiles, p.num_qo_heads);
 
-  PrefillArgs a{};
+  a = PrefillArgs{};
   a.q = as_ptr<const void>(p.q);
   a.k = as_ptr<const void>(p.k);
   a.v = as_ptr<const void>(p.v);
@@ -145,6 +143,17 @@ extern "C" int32_t fi_prefill_run(const uint8_t* params, uint64_t stream) {
   a.cap_pre = p.logits_soft_cap > 0.f ? p.sm_scale / p.logits_soft_cap : 0.f;
   a.cap_post = p.logits_soft_cap * log2e;
   a.v_scale = p.v_scale;
+  return FI_OK;
+}
+
+extern "C" int32_t fi_prefill_run(const uint8_t* params, uint64_t stream) {
+  FI_GUARD_BEGIN
+  fi_prefill_params p;
+  std::memcpy(&p, params, sizeof p);
+  PrefillArgs a;
+  int tiles = 0;
+  if (const int32_t st = prefill::args_from_params(p, a, tiles); st != FI_OK) return st;
+  if (tiles == 0) return FI_OK;
   const cudaStream_t s = as_stream(stream);
   if (p.kv_dtype != p.dtype) {
     if ((p.kv_dtype != FI_E4M3 && p.kv_dtype != FI_E5M2) || !fi_prefill_fp8_compiled(p.head_dim_qk, p.head_dim_vo))

@@ -26,20 +26,54 @@ int sm_count() {
   return count;
 }
 
-// CTAs per row: enough that a small batch still spreads over the GPU, capped at a portable cluster.
+size_t sampler_smem(int64_t list_cap) { return sizeof(SamplerSmem) + size_t(list_cap) * 8; }
+
+// Whether a cluster of 16 CTAs (non-portable, sm_90) with the sampler's shared memory fits on this
+// device: it needs 16 SMs of one GPC free.
+bool cluster16_fits() {
+  static int fits = -1;
+  if (fits < 0) {
+    fits = 0;
+    auto kernel = sampler_kernel<4, 16>;
+    const size_t smem = sampler_smem(kListCap);
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) == cudaSuccess &&
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess) {
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(16);
+      cfg.blockDim = dim3(kThreads);
+      cfg.dynamicSmemBytes = smem;
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeClusterDimension;
+      attr[0].val.clusterDim.x = 16;
+      attr[0].val.clusterDim.y = 1;
+      attr[0].val.clusterDim.z = 1;
+      cfg.attrs = attr;
+      cfg.numAttrs = 1;
+      int clusters = 0;
+      if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0) fits = 1;
+    }
+    cudaGetLastError();  // a refusal above is an answer, not an error for the caller
+  }
+  return fits == 1;
+}
+
+// CTAs per row: enough that a small batch still spreads over the GPU (up to 16 where a GPC can
+// hold 16 of them; 8 is the portable cluster size).
 int choose_cluster(int64_t requested, int64_t batch, int64_t d) {
   const int sms = sm_count();
   if (sms < 0) return 1;
+  if (requested == 16) return cluster16_fits() ? 16 : 8;
   if (requested == 1 || requested == 2 || requested == 4 || requested == 8) return int(requested);
+  const int cap = cluster16_fits() ? 16 : 8;
   int cl = 1;
-  while (cl < 8 && batch * cl * 2 <= sms && d / (cl * 2) >= 4096) cl *= 2;
+  while (cl < cap && batch * cl * 2 <= sms && d / (cl * 2) >= 2048) cl *= 2;
   return cl;
 }
 
 template <int VEC, int CL>
 int32_t launch_sampler(fi_sampling_params& p, cudaStream_t stream) {
   auto kernel = sampler_kernel<VEC, CL>;
-  const size_t smem = sizeof(SamplerSmem) + size_t(p.list_cap) * 8;
+  const size_t smem = sampler_smem(p.list_cap);
   FI_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(unsigned(p.batch * CL));
@@ -48,7 +82,7 @@ int32_t launch_sampler(fi_sampling_params& p, cudaStream_t stream) {
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
   if constexpr (CL > 1) {
-    FI_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 0));
+    FI_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, CL > 8 ? 1 : 0));
     attr[0].id = cudaLaunchAttributeClusterDimension;
     attr[0].val.clusterDim.x = CL;
     attr[0].val.clusterDim.y = 1;
@@ -63,6 +97,7 @@ int32_t launch_sampler(fi_sampling_params& p, cudaStream_t stream) {
 template <int VEC>
 int32_t launch_sampler_cl(fi_sampling_params& p, int cl, cudaStream_t stream) {
   switch (cl) {
+    case 16: return launch_sampler<VEC, 16>(p, stream);
     case 8: return launch_sampler<VEC, 8>(p, stream);
     case 4: return launch_sampler<VEC, 4>(p, stream);
     case 2: return launch_sampler<VEC, 2>(p, stream);

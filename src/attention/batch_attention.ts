@@ -2,19 +2,36 @@
  * BatchAttention: the unified API for a batch that mixes prefill and decode requests over a paged KV
  * cache, in one launch and CUDA-graph safe (plan uploads the tables; run only launches).
  *
- * For now it runs on the batch prefill kernel: every request's query tiles (a decode request is one
- * query row) go into the same flat, heaviest-first work table and one launch covers the batch. The
- * persistent kernel with a holistic (prefill + split-KV decode) scheduler is not built yet, so decode
- * requests waste most of a 128-row query tile.
+ * The fused path (batches with one-token requests; head dims 64 / 128, fp16 / bf16 q and KV, no fused
+ * RoPE or ALiBi) is one persistent kernel with two queues: the query tiles of the prefill requests
+ * (heaviest first) and the split-KV work items of the one-token (decode) requests. By default half the
+ * SMs start on each queue and turn to the other when their own runs dry, so the tensor-core-bound
+ * prefill and the bandwidth-bound decode run at the same time (src/attention/batch_attention_plan.ts,
+ * cuda/kernels/attention/batch_attention.cuh). Other batches run every request on the batch prefill
+ * kernel in one launch.
+ *
+ * CUDA graphs: the queue sizes live in device memory and the tables keep their addresses while a plan
+ * fits the capacity of the largest plan so far, so a captured run() replays any later plan that fits.
+ * Plan the largest batch first, then capture.
  */
-import { invalid } from "../runtime/errors.ts";
+import { expectShape, expectTensor } from "../runtime/check.ts";
+import { Device } from "../runtime/device.ts";
 import type { DType } from "../runtime/dtype.ts";
-import type { Tensor } from "../runtime/tensor.ts";
-import type { StreamLike } from "../runtime/stream.ts";
+import { DTYPE_CODE } from "../runtime/dtype.ts";
+import { FlashInferError, invalid, show } from "../runtime/errors.ts";
+import { check, native } from "../runtime/library.ts";
+import { PinnedBuffer } from "../runtime/memory.ts";
+import { Event, streamHandle, type StreamLike } from "../runtime/stream.ts";
+import { Tensor } from "../runtime/tensor.ts";
 import { Workspace } from "../runtime/workspace.ts";
+import { planMixed } from "./batch_attention_plan.ts";
+import { BATCH_ATTENTION_FUSED } from "./compiled.ts";
+import { decodeParams } from "./decode.ts";
+import { kvCacheView } from "./paged_kv_cache.ts";
 import { BatchPrefillWithPagedKvCache } from "./prefill.ts";
-import type { PrefillResult } from "./prefill_launch.ts";
-import type { KvLayout, VariantOptions } from "./variants.ts";
+import { prefillParams, type PrefillResult } from "./prefill_launch.ts";
+import { ITEM_INTS } from "./scheduler.ts";
+import { type KvLayout, type ResolvedVariant, resolveVariant, type VariantOptions } from "./variants.ts";
 
 export interface BatchAttentionOptions {
   /** Only "auto" for now. */
@@ -32,20 +49,112 @@ export interface BatchAttentionPlanOptions extends VariantOptions {
   oDtype?: DType;
   pageSize?: number;
   causal?: boolean;
+  /**
+   * Fused path: the fraction of the SMs ("partition") or of the resident CTAs ("mix") that start on
+   * the prefill queue when the batch has both kinds of work (default 0.5; each CTA turns to the other
+   * queue when its own runs dry).
+   */
+  prefillShare?: number;
+  /**
+   * Fused path: "partition" (default) gives whole SMs to each queue, prefillShare of them to prefill;
+   * "mix" puts one CTA of each kind on every SM (measured slower: the two kinds contend inside an SM).
+   */
+  placement?: "mix" | "partition";
   stream?: StreamLike;
+}
+
+interface FusedPlan {
+  batch: number;
+  nnzQo: number;
+  numQoHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  pageSize: number;
+  dtype: DType;
+  causal: boolean;
+  variant: ResolvedVariant;
+  tileQ: number;
+  numWork: number;
+  numItems: number;
+  maxPage: number;
+  layout: Layout;
+}
+
+/** Byte offsets in the workspace; capacities only grow, so addresses hold across plans that fit. */
+interface Capacity {
+  batch: number;
+  work: number;
+  pages: number;
+  items: number;
+  counters: number;
+  partialRows: number;
+  heads: number;
+  headDim: number;
+}
+interface Layout {
+  queue: number;
+  qoIndptr: number;
+  kvIndptr: number;
+  kvLens: number;
+  work: number;
+  kvIndices: number;
+  items: number;
+  counters: number;
+  uploadEnd: number;
+  tmpO: number;
+  tmpLse: number;
+  total: number;
+}
+
+const align256 = (n: number) => Math.ceil(n / 256) * 256;
+/** int32s of the launch's queue state (kQueueInts in cuda/kernels/attention/batch_attention.cuh). */
+const QUEUE_INTS = 8 + 256;
+
+function layoutOf(c: Capacity): Layout {
+  let at = 0;
+  const take = (bytes: number) => {
+    const start = at;
+    at = align256(at + bytes);
+    return start;
+  };
+  const queue = take(4 * QUEUE_INTS);
+  const qoIndptr = take(4 * (c.batch + 1));
+  const kvIndptr = take(4 * (c.batch + 1));
+  const kvLens = take(4 * c.batch);
+  const work = take(8 * c.work);
+  const kvIndices = take(4 * Math.max(1, c.pages));
+  const items = take(4 * ITEM_INTS * c.items);
+  const counters = take(4 * c.counters);
+  const uploadEnd = at;
+  const tmpO = take(4 * c.partialRows * c.heads * c.headDim);
+  const tmpLse = take(4 * c.partialRows * c.heads);
+  return { queue, qoIndptr, kvIndptr, kvLens, work, kvIndices, items, counters, uploadEnd, tmpO, tmpLse, total: at };
 }
 
 export class BatchAttention implements Disposable {
   readonly #workspace: Workspace;
   readonly #ownsWorkspace: boolean;
-  readonly #prefill: BatchPrefillWithPagedKvCache;
+  readonly #kvLayout: KvLayout;
+  #prefill: BatchPrefillWithPagedKvCache | undefined;
+  #fused: FusedPlan | undefined;
+  #cap: Capacity | undefined;
+  #pinned: PinnedBuffer | undefined;
+  #uploaded: Event | undefined;
+  #disposed = false;
 
   constructor(options: BatchAttentionOptions = {}) {
     const backend = options.backend ?? "auto";
     if (backend !== "auto") invalid("make a BatchAttention", "backend", `"auto"`, backend);
+    const layout = options.kvLayout ?? "NHD";
+    if (layout !== "NHD" && layout !== "HND") invalid("make a BatchAttention", "kvLayout", `"NHD" or "HND"`, layout);
+    this.#kvLayout = layout;
     this.#ownsWorkspace = options.workspace === undefined;
     this.#workspace = options.workspace ?? new Workspace();
-    this.#prefill = new BatchPrefillWithPagedKvCache(this.#workspace, options.kvLayout ?? "NHD");
+  }
+
+  /** "fused" (one persistent prefill + decode launch) or "prefill" (all requests on the prefill kernel). */
+  get path(): "fused" | "prefill" | undefined {
+    return this.#fused ? "fused" : this.#prefill ? "prefill" : undefined;
   }
 
   /**
@@ -64,6 +173,7 @@ export class BatchAttention implements Disposable {
     options: BatchAttentionPlanOptions = {},
   ): void {
     const op = "plan BatchAttention";
+    this.#assertAlive(op);
     if (!(qoOffsets instanceof Int32Array) || qoOffsets.length < 2) {
       invalid(op, "qoOffsets", "an Int32Array of batch + 1 >= 2 offsets", qoOffsets);
     }
@@ -78,6 +188,13 @@ export class BatchAttention implements Disposable {
     if (!Number.isInteger(pageSize) || pageSize < 1) invalid(op, "pageSize", "a positive integer", pageSize);
     const qDtype = options.qDtype ?? "bf16";
     if ((options.oDtype ?? qDtype) !== qDtype) invalid(op, "oDtype", `equal to qDtype (${qDtype})`, options.oDtype);
+    const kvDtype = options.kvDtype ?? qDtype;
+    const share = options.prefillShare ?? 0.5;
+    if (typeof share !== "number" || !(share >= 0 && share <= 1)) invalid(op, "prefillShare", "in [0, 1]", share);
+    const placement = options.placement ?? "partition";
+    if (placement !== "mix" && placement !== "partition") {
+      invalid(op, "placement", `"mix" or "partition"`, placement);
+    }
     const maxBlocks = kvBlockTable.length / batch;
     const indptr = new Int32Array(batch + 1), last = new Int32Array(batch);
     for (let b = 0; b < batch; b++) {
@@ -94,12 +211,163 @@ export class BatchAttention implements Disposable {
     for (let b = 0; b < batch; b++) {
       indices.set(kvBlockTable.subarray(b * maxBlocks, b * maxBlocks + indptr[b + 1] - indptr[b]), indptr[b]);
     }
-    this.#prefill.plan(qoOffsets, indptr, indices, last, numQoHeads, numKvHeads, headDimQk, pageSize, {
-      ...options,
-      headDimVo,
-      qDtype,
-      kvDtype: options.kvDtype ?? qDtype,
+    const variant = resolveVariant(op, headDimQk, options);
+    // A batch with no one-token request runs faster on the plain prefill kernel (the fused kernel's
+    // prefill part carries the decode part's registers).
+    let decodes = 0;
+    for (let b = 0; b < batch; b++) if (qoOffsets[b + 1] - qoOffsets[b] === 1) decodes++;
+    const fusable = decodes > 0 && headDimQk === headDimVo && kvDtype === qDtype && variant.posEncoding === 0 &&
+      BATCH_ATTENTION_FUSED.dtypes.includes(qDtype) && BATCH_ATTENTION_FUSED.headDims.includes(headDimQk);
+    if (!fusable) {
+      this.#fused = undefined;
+      this.#prefill ??= new BatchPrefillWithPagedKvCache(this.#workspace, this.#kvLayout);
+      this.#prefill.plan(qoOffsets, indptr, indices, last, numQoHeads, numKvHeads, headDimQk, pageSize, {
+        ...options,
+        headDimVo,
+        qDtype,
+        kvDtype,
+      });
+      return;
+    }
+    this.#planFused(op, qoOffsets, kvLens, indptr, indices, numQoHeads, numKvHeads, headDimQk, pageSize, qDtype, {
+      causal: options.causal ?? false,
+      variant,
+      share,
+      placement,
+      stream: options.stream,
     });
+  }
+
+  #planFused(
+    op: string,
+    qo: Int32Array,
+    kvLens: Int32Array,
+    indptr: Int32Array,
+    indices: Int32Array,
+    numQoHeads: number,
+    numKvHeads: number,
+    headDim: number,
+    pageSize: number,
+    dtype: DType,
+    o: {
+      causal: boolean;
+      variant: ResolvedVariant;
+      share: number;
+      placement: "mix" | "partition";
+      stream?: StreamLike;
+    },
+  ): void {
+    const batch = kvLens.length;
+    if (!Number.isInteger(numQoHeads) || numQoHeads < 1 || numQoHeads > 65535) {
+      invalid(op, "numQoHeads", "an integer in [1, 65535]", numQoHeads);
+    }
+    if (!Number.isInteger(numKvHeads) || numKvHeads < 1) invalid(op, "numKvHeads", "a positive integer", numKvHeads);
+    if (numQoHeads % numKvHeads !== 0) {
+      invalid(op, "numQoHeads", "a multiple of 'numKvHeads'", `=${numQoHeads} and ${numKvHeads}`);
+    }
+    for (let b = 0; b < batch; b++) {
+      const n = qo[b + 1] - qo[b];
+      if (n < 0) invalid(op, "qoOffsets", "non-decreasing", `=qoOffsets[${b}] = ${qo[b]} > qoOffsets[${b + 1}]`);
+      if (o.causal && kvLens[b] < n) {
+        invalid(
+          op,
+          "kvLens",
+          "at least each request's query count for a causal mask",
+          `=request ${b} with ${n} queries and ${kvLens[b]} keys`,
+        );
+      }
+    }
+    if (qo[0] !== 0) invalid(op, "qoOffsets", "starting at 0", qo[0]);
+    let maxPage = -1;
+    for (let i = 0; i < indices.length; i++) {
+      const id = indices[i];
+      if (id < 0) invalid(op, "kvBlockTable", "non-negative page ids", `=a page id ${id}`);
+      if (id > maxPage) maxPage = id;
+    }
+    const lib = native();
+    const code = DTYPE_CODE[dtype];
+    const tileRows = lib.fi_prefill_tile_q(headDim, headDim, code);
+    const packShift = lib.fi_prefill_head_pack_shift(numQoHeads / numKvHeads);
+    const resident = lib.fi_batch_attention_ctas(headDim, code);
+    if (resident <= 0) check(resident === 0 ? 3 : -resident, op);
+    const numSms = Device.current().smCount;
+    const group = numQoHeads / numKvHeads;
+    const m = planMixed({
+      qoIndptr: qo,
+      kvLens,
+      pageIndptr: indptr,
+      tileQ: tileRows >> packShift,
+      causal: o.causal,
+      windowLeft: o.variant.windowLeft,
+      decodeCtasPerItem: numKvHeads * Math.ceil(group / 16),
+      prefillCtasPerEntry: numQoHeads >> packShift,
+      residentCtas: resident,
+      numSms,
+      prefillShare: o.share,
+      placement: o.placement,
+    });
+    if (m.numItems > 2 ** 31 / 64) invalid(op, "qoOffsets", "fewer decode work items", m.numItems);
+
+    // Decode items (and their partials) are bounded by one wave of CTAs unless the requests alone are more,
+    // so reserving that much keeps the tables in place for any later plan of no more rows and requests.
+    const decodeCtasPerItem = numKvHeads * Math.ceil(group / 16);
+    const wave = m.decodeRequests > 0 ? Math.floor(resident / decodeCtasPerItem) : 0;
+    const need: Capacity = {
+      batch,
+      work: m.numWork,
+      pages: indices.length,
+      items: Math.max(m.numItems, wave),
+      counters: (m.counterRows > 0 || wave > 0 ? qo[batch] : 0) * decodeCtasPerItem,
+      partialRows: Math.max(m.partialRows, wave),
+      heads: numQoHeads,
+      headDim,
+    };
+    const cap = this.#cap;
+    const fits = cap !== undefined && (Object.keys(need) as (keyof Capacity)[]).every((k) => need[k] <= cap[k]);
+    if (!fits) {
+      const grown = { ...need };
+      if (cap) { for (const k of Object.keys(need) as (keyof Capacity)[]) grown[k] = Math.max(need[k], cap[k]); }
+      this.#cap = grown;
+    }
+    const L = layoutOf(this.#cap!);
+    this.#workspace.require(op, L.total);
+
+    // Stage every table in pinned memory (the previous plan's copy may still read it), then one copy.
+    this.#uploaded?.synchronize();
+    if (!this.#pinned || this.#pinned.size < L.uploadEnd) {
+      this.#pinned?.dispose();
+      this.#pinned = new PinnedBuffer(Math.max(L.uploadEnd, 64 * 1024));
+    }
+    const bytes = this.#pinned.bytes;
+    const i32 = (offset: number, n: number) => new Int32Array(bytes.buffer, bytes.byteOffset + offset, n);
+    i32(L.queue, QUEUE_INTS).fill(0).set([0, 0, 0, m.numWork, m.numItems, m.prefillFirst, m.placement]);
+    i32(L.qoIndptr, batch + 1).set(qo);
+    i32(L.kvIndptr, batch + 1).set(indptr);
+    i32(L.kvLens, batch).set(kvLens);
+    i32(L.work, m.work.length).set(m.work);
+    i32(L.kvIndices, indices.length).set(indices);
+    i32(L.items, m.items.length).set(m.items);
+    i32(L.counters, need.counters).fill(0); // split decodes count their chunks here; runs leave zeros
+    this.#pinned.copyToDevice(this.#workspace.ptr, L.uploadEnd, o.stream);
+    (this.#uploaded ??= new Event()).record(o.stream);
+
+    this.#prefill = undefined;
+    this.#fused = {
+      batch,
+      nnzQo: qo[batch],
+      numQoHeads,
+      numKvHeads,
+      headDim,
+      pageSize,
+      dtype,
+      causal: o.causal,
+      variant: o.variant,
+      tileQ: tileRows >> packShift,
+      numWork: m.numWork,
+      numItems: m.numItems,
+      maxPage,
+      layout: L,
+    };
   }
 
   /** q [nnzQo, Hqo, Dqk]; kv [k, v] pages (or one [pages, 2, ...] tensor). Returns out and lse (base 2). */
@@ -108,16 +376,137 @@ export class BatchAttention implements Disposable {
     kv: Tensor | readonly [Tensor, Tensor],
     options: { out?: Tensor; lse?: Tensor; kScale?: number; vScale?: number; stream?: StreamLike } = {},
   ): Required<PrefillResult> {
-    const res = this.#prefill.run(q, kv, { ...options, returnLse: true });
-    return { out: res.out, lse: res.lse! };
+    const op = "run BatchAttention";
+    this.#assertAlive(op);
+    if (this.#prefill) {
+      const res = this.#prefill.run(q, kv, { ...options, returnLse: true });
+      return { out: res.out, lse: res.lse! };
+    }
+    const p = this.#fused;
+    if (!p) {
+      throw new FlashInferError("INVALID_ARGUMENT", `Cannot ${op} as plan() was not called: plan the batch first`);
+    }
+    expectTensor(op, "q", q, [p.dtype]);
+    expectShape(op, "q", q, [p.nnzQo, p.numQoHeads, p.headDim]);
+    expectRowsAligned(op, "q", q);
+    const view = kvCacheView(op, kv, this.#kvLayout);
+    if (view.dtype !== p.dtype) invalid(op, "kvCache", `of dtype ${p.dtype}`, view.dtype);
+    if (view.pageSize !== p.pageSize || view.numKvHeads !== p.numKvHeads || view.headDim !== p.headDim) {
+      invalid(
+        op,
+        "kvCache",
+        `pages of ${p.pageSize} tokens x ${p.numKvHeads} kv heads x ${p.headDim} (the plan)`,
+        `=${view.pageSize} x ${view.numKvHeads} x ${view.headDim}`,
+      );
+    }
+    if (p.maxPage >= view.numPages) {
+      invalid(
+        op,
+        "kvCache",
+        `at least ${p.maxPage + 1} pages (the largest planned page id is ${p.maxPage})`,
+        `=${view.numPages} pages`,
+      );
+    }
+    const kScale = options.kScale ?? 1, vScale = options.vScale ?? 1;
+    if (!(Number.isFinite(kScale) && kScale > 0)) invalid(op, "kScale", "a positive number", kScale);
+    if (!(Number.isFinite(vScale) && vScale > 0)) invalid(op, "vScale", "a positive number", vScale);
+    const out = options.out ?? Tensor.empty([p.nnzQo, p.numQoHeads, p.headDim], p.dtype);
+    expectTensor(op, "out", out, [p.dtype]);
+    expectShape(op, "out", out, [p.nnzQo, p.numQoHeads, p.headDim]);
+    expectRowsAligned(op, "out", out);
+    const lse = options.lse ?? Tensor.empty([p.nnzQo, p.numQoHeads], "f32");
+    expectTensor(op, "lse", lse, ["f32"]);
+    expectShape(op, "lse", lse, [p.nnzQo, p.numQoHeads]);
+    if (!lse.isContiguous()) invalid(op, "lse", "contiguous", `=strides ${show(lse.strides)}`);
+
+    const ws = this.#workspace.ptr, L = p.layout;
+    const at = (offset: number) => ws + BigInt(offset);
+    const prefill = prefillParams({
+      q: q.ptr,
+      k: view.k,
+      v: view.v,
+      o: out.ptr,
+      lse: lse.ptr,
+      qoIndptr: at(L.qoIndptr),
+      kvIndptr: at(L.kvIndptr),
+      kvIndices: at(L.kvIndices),
+      kvLens: at(L.kvLens),
+      work: at(L.work),
+      mask: 0n,
+      maskIndptr: 0n,
+      qStrideN: q.strides[0],
+      qStrideH: q.strides[1],
+      oStrideN: out.strides[0],
+      oStrideH: out.strides[1],
+      kStrides: { page: view.stridePage, n: view.strideSlot, h: view.strideHead },
+      vStrides: { page: view.stridePage, n: view.strideSlot, h: view.strideHead },
+      numWork: p.numWork,
+      qoLen: 0,
+      kvLen: 0,
+      numQoHeads: p.numQoHeads,
+      numKvHeads: p.numKvHeads,
+      headDimQk: p.headDim,
+      headDimVo: p.headDim,
+      pageSize: p.pageSize,
+      paged: true,
+      causal: p.causal,
+      dtype: p.dtype,
+      kvDtype: p.dtype,
+      tileQ: p.tileQ,
+      variant: p.variant,
+      kScale,
+      vScale,
+    });
+    const decode = decodeParams({
+      q,
+      out,
+      lse,
+      view,
+      items: at(L.items),
+      indices: at(L.kvIndices),
+      alibi: 0n,
+      tmpO: at(L.tmpO),
+      tmpLse: at(L.tmpLse),
+      counters: at(L.counters),
+      numItems: p.numItems,
+      numQoHeads: p.numQoHeads,
+      numKvHeads: p.numKvHeads,
+      headDim: p.headDim,
+      pageSize: p.pageSize,
+      qDtype: p.dtype,
+      kvDtype: p.dtype,
+      variant: p.variant,
+      kScale,
+      vScale,
+    });
+    check(native().fi_batch_attention_run(prefill, decode, at(L.queue), streamHandle(options.stream)), op);
+    return { out, lse };
+  }
+
+  #assertAlive(op: string): void {
+    if (this.#disposed || this.#workspace.disposed) {
+      throw new FlashInferError("DISPOSED", `Cannot ${op} as the BatchAttention or its workspace was disposed`);
+    }
   }
 
   dispose(): void {
-    this.#prefill.dispose();
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#uploaded?.synchronize();
+    this.#uploaded?.dispose();
+    this.#pinned?.dispose();
+    this.#prefill?.dispose();
     if (this.#ownsWorkspace) this.#workspace.dispose();
   }
 
   [Symbol.dispose](): void {
     this.dispose();
+  }
+}
+
+/** Rows and heads 16-byte aligned, the head dim contiguous: both kernels copy 16-byte chunks. */
+function expectRowsAligned(op: string, arg: string, t: Tensor): void {
+  if (t.strides[2] !== 1 || t.strides[0] % 8 !== 0 || t.strides[1] % 8 !== 0 || t.ptr % 16n !== 0n) {
+    invalid(op, arg, "contiguous in the head dim with 16-byte aligned rows and heads", `=strides ${show(t.strides)}`);
   }
 }

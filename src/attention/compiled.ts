@@ -27,3 +27,9 @@ export function requireCompiledDecode(op: string, qDtype: DType, kvDtype: DType,
     );
   }
 }
+
+/** BatchAttention's fused prefill + decode launch (cuda/src/batch_attention.cu); others use the prefill kernel. */
+export const BATCH_ATTENTION_FUSED = {
+  dtypes: ["f16", "bf16"] as readonly DType[],
+  headDims: [64, 128] as readonly number[],
+} as const;

@@ -455,40 +455,92 @@ function launchDecode(
   }
   const L = p.layout;
   const v = p.variant;
+  const bytes = decodeParams({
+    q,
+    out,
+    lse,
+    view,
+    items: ws + BigInt(L.items),
+    indices: ws + BigInt(L.indices),
+    alibi: v.posEncoding === 2 ? ws + BigInt(L.alibi) : 0n,
+    tmpO: ws + BigInt(L.tmpO),
+    tmpLse: ws + BigInt(L.tmpLse),
+    counters: ws + BigInt(L.counters),
+    numItems: p.gridItems,
+    numQoHeads: p.numQoHeads,
+    numKvHeads: p.numKvHeads,
+    headDim: p.headDim,
+    pageSize: p.pageSize,
+    qDtype: p.qDtype,
+    kvDtype: p.kvDtype,
+    variant: v,
+    kScale,
+    vScale,
+  });
+  check(native().fi_batch_decode_run(bytes, streamHandle(o.stream)), op);
+}
+
+/** What fi_decode_params holds (device addresses as bigint). */
+export interface DecodeParamFields {
+  q: Tensor;
+  out: Tensor;
+  lse: Tensor | undefined;
+  view: KvCacheView;
+  items: bigint;
+  indices: bigint;
+  alibi: bigint;
+  tmpO: bigint;
+  tmpLse: bigint;
+  counters: bigint;
+  numItems: number;
+  numQoHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  pageSize: number;
+  qDtype: DType;
+  kvDtype: DType;
+  variant: ResolvedVariant;
+  kScale: number;
+  vScale: number;
+}
+
+/** Writes fi_decode_params into a module-level buffer (valid until the next call) and returns it. */
+export function decodeParams(f: DecodeParamFields): Uint8Array {
+  const { q, out, view, variant: v } = f;
   const ptrs = [
     q.ptr,
     view.k,
     view.v,
     out.ptr,
-    lse?.ptr ?? 0n,
-    ws + BigInt(L.items),
-    ws + BigInt(L.indices),
-    v.posEncoding === 2 ? ws + BigInt(L.alibi) : 0n,
-    ws + BigInt(L.tmpO),
-    ws + BigInt(L.tmpLse),
-    ws + BigInt(L.counters),
+    f.lse?.ptr ?? 0n,
+    f.items,
+    f.indices,
+    f.alibi,
+    f.tmpO,
+    f.tmpLse,
+    f.counters,
   ];
   ptrs.forEach((x, i) => pview.setBigUint64(i * 8, x, true));
   [q.strides[0], q.strides[1], out.strides[0], out.strides[1], view.stridePage, view.strideSlot, view.strideHead]
     .forEach((x, i) => pview.setBigInt64(88 + i * 8, BigInt(x), true));
   [
-    p.gridItems,
-    p.mergeRows,
-    p.numQoHeads,
-    p.numKvHeads,
-    p.headDim,
-    p.pageSize,
-    DTYPE_CODE[p.qDtype],
-    DTYPE_CODE[p.kvDtype],
+    f.numItems,
+    0, // merge_rows (reserved)
+    f.numQoHeads,
+    f.numKvHeads,
+    f.headDim,
+    f.pageSize,
+    DTYPE_CODE[f.qDtype],
+    DTYPE_CODE[f.kvDtype],
     v.posEncoding === 1 ? 1 : 0,
-    p.runMerge ? 1 : 0,
+    0, // run_merge (reserved)
     view.numPages,
     0,
   ]
     .forEach((x, i) => pview.setInt32(144 + i * 4, x, true));
-  [v.smScale, v.logitsSoftCap, v.ropeRcpScale, v.ropeRcpTheta, kScale, vScale]
+  [v.smScale, v.logitsSoftCap, v.ropeRcpScale, v.ropeRcpTheta, f.kScale, f.vScale]
     .forEach((x, i) => pview.setFloat32(192 + i * 4, x, true));
-  check(native().fi_batch_decode_run(pbytes, streamHandle(o.stream)), op);
+  return pbytes;
 }
 
 export interface SingleDecodeOptions extends VariantOptions, DecodeRunOptions {

@@ -169,7 +169,8 @@ const paramBuffer = new ArrayBuffer(256);
 const view = new DataView(paramBuffer);
 const paramBytes = new Uint8Array(paramBuffer);
 
-export function launchPrefill(op: string, p: LaunchParams, stream: StreamLike): void {
+/** Writes fi_prefill_params into a module-level buffer (valid until the next call) and returns it. */
+export function prefillParams(p: LaunchParams): Uint8Array {
   const ptrs = [p.q, p.k, p.v, p.o, p.lse, p.qoIndptr, p.kvIndptr, p.kvIndices, p.kvLens, p.work, p.mask, p.maskIndptr];
   ptrs.forEach((x, i) => view.setBigUint64(i * 8, x, true));
   [
@@ -209,5 +210,9 @@ export function launchPrefill(op: string, p: LaunchParams, stream: StreamLike): 
   view.setFloat32(244, v.ropeRcpTheta, true);
   view.setInt32(248, DTYPE_CODE[p.kvDtype], true);
   view.setFloat32(252, p.vScale, true);
-  check(native().fi_prefill_run(paramBytes, streamHandle(stream)), op);
+  return paramBytes;
+}
+
+export function launchPrefill(op: string, p: LaunchParams, stream: StreamLike): void {
+  check(native().fi_prefill_run(prefillParams(p), streamHandle(stream)), op);
 }

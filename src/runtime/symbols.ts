@@ -291,6 +291,20 @@ export const symbols = {
     ],
     result: "i32",
   },
+  // ---- attention: BatchAttention (fused prefill + decode) ----
+  fi_batch_attention_run: {
+    parameters: [
+      "buffer", // const fi_prefill_params* (src/attention/batch_attention.ts writes it)
+      "buffer", // const fi_decode_params*
+      "u64", // queue: int32[8] in device memory
+      "u64", // stream
+    ],
+    result: "i32",
+  },
+  fi_batch_attention_ctas: {
+    parameters: ["i32", /* head_dim */ "i32" /* dtype code */],
+    result: "i32", // resident CTAs of one launch, or minus a status (0: not compiled)
+  },
 } as const satisfies Record<string, SymbolSpec>;
 
 export type Symbols = typeof symbols;

@@ -50,7 +50,7 @@ export interface SamplingOptions {
   valid?: Tensor;
   /** Test hook: i32 [batch, 2] receives the passes over the row and the pivot rounds taken. */
   debugRounds?: Tensor;
-  /** CTAs per row (1, 2, 4 or 8); chosen from the batch size when omitted. */
+  /** CTAs per row (1, 2, 4, 8 or 16; 16 falls back to 8 where a GPC cannot hold it); chosen from the batch size when omitted. */
   ctasPerRow?: number;
   stream?: StreamLike;
 }
@@ -260,7 +260,7 @@ export function runSampler(
     const step = options.offsetStep ?? 1;
     if (!Number.isSafeInteger(step) || step < 0) invalid(op, "offsetStep", "a non-negative integer", step);
     const cluster = options.ctasPerRow ?? 0;
-    if (![0, 1, 2, 4, 8].includes(cluster)) invalid(op, "ctasPerRow", "1, 2, 4 or 8", cluster);
+    if (![0, 1, 2, 4, 8, 16].includes(cluster)) invalid(op, "ctasPerRow", "1, 2, 4, 8 or 16", cluster);
     checkOutput(op, "out", options.out, [batch], "i32");
     checkOutput(op, "valid", options.valid, [batch], "u8");
     checkOutput(op, "debugRounds", options.debugRounds, [batch, 2], "i32");
@@ -389,7 +389,7 @@ export function runRowOp(
       ? rowParam(op, "temperature", "temperature", options.temperature, x.rows, up)
       : { value: 1 };
     const cluster = options.ctasPerRow ?? 0;
-    if (![0, 1, 2, 4, 8].includes(cluster)) invalid(op, "ctasPerRow", "1, 2, 4 or 8", cluster);
+    if (![0, 1, 2, 4, 8, 16].includes(cluster)) invalid(op, "ctasPerRow", "1, 2, 4, 8 or 16", cluster);
     if (options.out !== undefined) {
       expectTensor(op, "out", options.out, ["f32"]);
       expectShape(op, "out", options.out, x.t.shape);

@@ -35,7 +35,7 @@ struct DecodeArgs {
   const float* alibi;  // [num_qo_heads] or null
   float* tmp_o;        // [partial rows, num_qo_heads, D]
   float* tmp_lse;      // [partial rows, num_qo_heads]
-  int* counters;       // [requests][gridDim.x]: finished chunks of a split request, zero between runs
+  int* counters;       // [requests][grid width]: finished chunks of a split request, zero between runs
   int64_t q_sb, q_sh, o_sb, o_sh;
   int64_t kv_sp, kv_ss, kv_sh;  // page, slot (token) and head strides of k and v, in elements
   int num_qo_heads, group, head_groups, page_size, page_shift, num_pages;
@@ -153,8 +153,10 @@ constexpr int decode_min_ctas() {
   return sizeof(TKV) == 1 && D == 128 ? 3 : 0;  // 0: no directive (bf16/f16 build as before)
 }
 
-template <typename T, typename TKV, int D>
-__global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>()) batch_decode_kernel(const DecodeArgs a) {
+// One CTA's work: cta.x() / cta.y() = (kv head x head group, work item) of a grid cta.width() wide. The kernel below
+// runs one per CTA; the BatchAttention kernel (batch_attention.cuh) runs many in a persistent loop.
+template <typename T, typename TKV, int D, typename Cta = GridCta>
+__device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}) {
   constexpr bool FP8 = sizeof(TKV) == 1;
   // Tensor-core type: the q dtype, or fp16 for fp8 KV (fp8 -> fp16 is one cvt per pair; q is
   // converted once per CTA; P in [0, 1] and fp32 accumulators keep the result at q's precision).
@@ -175,14 +177,14 @@ __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>()) bat
   uint8_t* sk = smem + 16 * D * 2;
   uint8_t* sv = sk + STAGES * STAGE_BYTES;
 
-  // blockIdx.x: kv head (x head group), fastest, so the CTAs of one item run together and read
-  // neighbouring bytes of the same pages (NHD rows interleave heads); blockIdx.y: the work item.
-  const int4 it0 = reinterpret_cast<const int4*>(a.items)[blockIdx.y * 2];
-  const int4 it1 = reinterpret_cast<const int4*>(a.items)[blockIdx.y * 2 + 1];
+  // x: kv head (x head group), fastest, so the CTAs of one item run together and read
+  // neighbouring bytes of the same pages (NHD rows interleave heads); y: the work item.
+  const int4 it0 = reinterpret_cast<const int4*>(a.items)[cta.y() * 2];
+  const int4 it1 = reinterpret_cast<const int4*>(a.items)[cta.y() * 2 + 1];
   const int req = it0.x;
   if (req < 0) return;
   const int kv_start = it0.y, kv_end = it0.z, partial_row = it0.w, seq_len = it1.x, page_base = it1.y;
-  const int kvh = blockIdx.x / a.head_groups, hg = blockIdx.x % a.head_groups;
+  const int kvh = cta.x() / a.head_groups, hg = cta.x() % a.head_groups;
   const int qh0 = kvh * a.group + hg * 16;
   const int rows = min(16, a.group - hg * 16);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -545,7 +547,7 @@ __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>()) bat
   __threadfence();  // this CTA's partials are visible device-wide before it is counted
   __syncthreads();
   if (tid == 0) {
-    int* counter = a.counters + int64_t(req) * gridDim.x + blockIdx.x;
+    int* counter = a.counters + int64_t(req) * cta.width() + cta.x();
     is_last = atomicAdd(counter, 1) == chunks - 1;
     if (is_last) *counter = 0;
   }
@@ -618,6 +620,12 @@ __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>()) bat
     *reinterpret_cast<uint2*>(out) = make_uint2(pack2<T>(acc.x * inv, acc.y * inv), pack2<T>(acc.z * inv, acc.w * inv));
     if (c == 0 && a.lse) a.lse[int64_t(req) * a.num_qo_heads + qh] = dsum > 0.f ? mx + __log2f(dsum) : -INFINITY;
   }
+}
+
+template <typename T, typename TKV, int D>
+__global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
+    batch_decode_kernel(const __grid_constant__ DecodeArgs a) {
+  decode_cta<T, TKV, D>(a);
 }
 
 }  // namespace fi::attn

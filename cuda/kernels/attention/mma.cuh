@@ -8,6 +8,21 @@
 
 namespace fi::attn {
 
+// Which CTA of a (virtual) 2-D grid a block body is working for. GridCta reads the hardware
+// indices on each use (as a plain kernel would: no registers held); VirtualCta carries the indices
+// a persistent kernel assigned (batch_attention.cuh).
+struct GridCta {
+  __device__ __forceinline__ int x() const { return blockIdx.x; }
+  __device__ __forceinline__ int y() const { return blockIdx.y; }
+  __device__ __forceinline__ int width() const { return gridDim.x; }
+};
+struct VirtualCta {
+  int vx, vy, vwidth;
+  __device__ __forceinline__ int x() const { return vx; }
+  __device__ __forceinline__ int y() const { return vy; }
+  __device__ __forceinline__ int width() const { return vwidth; }
+};
+
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }

@@ -44,7 +44,7 @@ struct PrefillArgs {
   int qo_len, kv_len;  // the single request's lengths when there are no tables
   int num_qo_heads, group, page_size;
   // GQA packing: a tile's rows are (token, head) pairs, pack = 1 << pack_shift heads of one KV head
-  // per token (pack divides group); blockIdx.y picks the first head: blockIdx.y * pack.
+  // per token (pack divides group); head pack cta.y() starts at head cta.y() * pack.
   int pack_shift;
   int page_shift;  // log2(page_size) when it is a power of two, else -1
   int paged, causal, use_alibi, window_left;
@@ -149,10 +149,10 @@ struct PrefillConfig {
 
 // ROPE: fused RoPE compiled in (a compile-time variant: its out-of-line call costs the main loop).
 // KT: the KV storage type (T, or fp8 e4m3 / e5m2 widened to T in shared memory).
-// MIN_BLOCKS: CTAs per SM to fit (caps registers at 65536 / (128 * MIN_BLOCKS)).
-template <typename T, int DQK, int DVO, int MMA_Q, int BLOCK_N, bool ROPE, typename KT = T, int MIN_BLOCKS = 2>
-__global__ void __launch_bounds__(128, MIN_BLOCKS)
-    prefill_kernel(const __grid_constant__ PrefillArgs a) {
+// One CTA's work: cta.x() / cta.y() = (work entry or query tile, head pack) of a grid cta.width() wide. The kernel
+// below runs one per CTA; the BatchAttention kernel (batch_attention.cuh) runs many in a loop.
+template <typename T, int DQK, int DVO, int MMA_Q, int BLOCK_N, bool ROPE, typename KT = T, typename Cta = GridCta>
+__device__ __forceinline__ void prefill_cta(const PrefillArgs a, const Cta cta = {}) {
   using Cfg = PrefillConfig<T, DQK, DVO, MMA_Q, BLOCK_N, KT>;
   constexpr bool FP8 = kIsFp8<KT>;
   static_assert(!(FP8 && ROPE), "fused RoPE is not compiled for fp8 KV");
@@ -173,15 +173,15 @@ __global__ void __launch_bounds__(128, MIN_BLOCKS)
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int pack_shift = a.pack_shift, pack = 1 << pack_shift;
-  const int head0 = blockIdx.y * pack, kv_head = head0 / a.group;
+  const int head0 = cta.y() * pack, kv_head = head0 / a.group;
   const int TT = TQ >> pack_shift;  // tokens per tile
 
-  int req = 0, tile = blockIdx.x;
+  int req = 0, tile = cta.x();
   if (a.work != nullptr) {
-    req = a.work[2 * blockIdx.x];
-    tile = a.work[2 * blockIdx.x + 1];
+    req = a.work[2 * cta.x()];
+    tile = a.work[2 * cta.x() + 1];
   } else if (a.causal) {
-    tile = gridDim.x - 1 - blockIdx.x;  // the heaviest tiles first
+    tile = cta.width() - 1 - cta.x();  // the heaviest tiles first
   }
   int qo_start = 0, qo_len = a.qo_len, kv_start = 0, kv_len = a.kv_len;
   if (a.qo_indptr != nullptr) {
@@ -518,6 +518,12 @@ __global__ void __launch_bounds__(128, MIN_BLOCKS)
                               (int64_t)(r & (pack - 1)) * a.o_stride_h + c * 8) =
         *reinterpret_cast<const uint4*>(sO + swz<DVO>(r, c));
   }
+}
+
+// MIN_BLOCKS: CTAs per SM to fit (caps registers at 65536 / (128 * MIN_BLOCKS)).
+template <typename T, int DQK, int DVO, int MMA_Q, int BLOCK_N, bool ROPE, typename KT = T, int MIN_BLOCKS = 2>
+__global__ void __launch_bounds__(128, MIN_BLOCKS) prefill_kernel(const __grid_constant__ PrefillArgs a) {
+  prefill_cta<T, DQK, DVO, MMA_Q, BLOCK_N, ROPE, KT>(a);
 }
 
 }  // namespace fi::prefill

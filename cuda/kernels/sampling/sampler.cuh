@@ -8,6 +8,10 @@
 //     bracket is wide), keeps the bracket's own min and max to snap onto real values, and stops
 //     when the bracket holds a single distinct value. Once the weights above `lo` fit in shared
 //     memory they are compacted there during a round, and later rounds and the draw read only them;
+//     rounds on that list are histogram rounds (kBins bins of the bracket's float keys, integer
+//     counts and masses), which resolve a bracket of two binades in about two rounds. A round over
+//     the row tests the pivots only on the weights it does not store; the stored ones are counted
+//     afterwards from shared memory (the row pass was bound by instructions, not bytes);
 //  3. the draw is an exponential race: argmax over admissible i of w_i / E_i with E_i = -log U_i and
 //     U_i from Philox(seed, offset, row, i). That is an exact sample of w restricted to the set,
 //     needs no normalizer and no scan, and gives the same token whatever order the elements are
@@ -36,8 +40,23 @@ constexpr int kUnroll = 4;  // vectors in flight per thread per step
 enum SamplerOp { kOpSample = 0, kOpRenorm = 1, kOpMask = 2, kOpSoftmax = 3 };
 enum FilterBits { kTopK = 1, kTopP = 2, kMinP = 4, kTopKFirst = 8 };
 
+constexpr int kBins = 256;  // histogram rounds split the bracket into this many key ranges
+
+// A histogram round's bins: double-buffered because cluster peers read them (see hist_round).
+// Masses are fixed point (w / hi * 2^24, so integer sums: exact in any order) in two 32-bit words:
+// a 64-bit shared atomicAdd is a compare-and-swap spin loop (ATOMS.CAST.SPIN.64) that serializes
+// on hot bins, while 32-bit ATOMS.ADD is native; the low word's returned value gives the carry.
+struct HistSmem {
+  unsigned cnt[2][kBins];
+  unsigned mass_lo[2][kBins], mass_hi[2][kBins];
+  unsigned tot_cnt[kBins];  // the cluster's totals
+  unsigned long long tot_mass[kBins];
+  float res[5];  // the scan's verdict: bin, count and mass above it, count and mass with it
+};
+
 struct SamplerSmem {
   ReduceSmem red;
+  HistSmem hist;
   int warp_n[32];  // entries each warp compacted into its own segment of the list
 };
 
@@ -55,6 +74,7 @@ struct RowCtx {
   int list_cap;
   int seg_cap;  // list entries per warp
   bool compacted;
+  int hist_phase;  // which HistSmem buffer the next histogram round fills
   int global_passes, rounds;
 };
 
@@ -134,6 +154,123 @@ struct Threshold {
   float S;   // its mass
 };
 
+constexpr float kMassScale = 16777216.f;  // 2^24: a weight's rounding error is float's own
+
+// One histogram round on the compacted list, for a bracket (lo, hi] with lo >= 0. The bins are
+// ranges of the float's bit pattern (monotone in the value for w >= 0), 2^shift keys wide, so a
+// round cuts the key range by kBins whatever the bracket's shape (any bracket resolves in <= 4
+// rounds). Counts and fixed-point masses are integers, so the totals do not depend on the order of
+// the atomics (deterministic). Every CTA of the cluster scans the same totals and so takes the same
+// decision. Returns true when the threshold is found (the bin holds one element or one key).
+template <int CL, int VEC, typename TooBig>
+__device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, float& lo, float& c_lo,
+                           float& s_lo, float& hi, float& c_hi, float& s_hi) {
+  HistSmem& h = sm.hist;
+  const int ph = c.hist_phase;
+  c.hist_phase ^= 1;
+  const uint32_t base = (lo > 0.f ? __float_as_uint(lo) : 0u) + 1u, top = __float_as_uint(hi);
+  const uint32_t range = top - base;  // keys base..top
+  int shift = 0;
+  while ((range >> shift) >= uint32_t(kBins)) ++shift;
+  for (int i = threadIdx.x; i < kBins; i += kThreads) h.cnt[ph][i] = 0u, h.mass_lo[ph][i] = 0u, h.mass_hi[ph][i] = 0u;
+  __syncthreads();
+  for_each_listed(c, sm, [&](float w, int) {
+    if (w > lo && w <= hi) {
+      const int b = int((__float_as_uint(w) - base) >> shift);
+      const unsigned q = __float2uint_rn(__fdiv_rn(w, hi) * kMassScale);  // <= 2^24
+      atomicAdd(&h.cnt[ph][b], 1u);
+      const unsigned old = atomicAdd(&h.mass_lo[ph][b], q);
+      if (old + q < old) atomicAdd(&h.mass_hi[ph][b], 1u);  // the low word wrapped
+    }
+  });
+  if constexpr (CL > 1) {
+    cooperative_groups::this_cluster().sync();
+  } else {
+    __syncthreads();
+  }
+  for (int i = threadIdx.x; i < kBins; i += kThreads) {
+    unsigned n = 0u;
+    unsigned long long m = 0ull;
+    if constexpr (CL > 1) {
+      cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+#pragma unroll
+      for (int q = 0; q < CL; ++q) {
+        n += *cluster.map_shared_rank(&h.cnt[ph][i], q);
+        m += (static_cast<unsigned long long>(*cluster.map_shared_rank(&h.mass_hi[ph][i], q)) << 32) |
+             *cluster.map_shared_rank(&h.mass_lo[ph][i], q);
+      }
+    } else {
+      n = h.cnt[ph][i], m = (static_cast<unsigned long long>(h.mass_hi[ph][i]) << 32) | h.mass_lo[ph][i];
+    }
+    h.tot_cnt[i] = n, h.tot_mass[i] = m;
+  }
+  __syncthreads();
+  // Warp 0 finds the highest bin whose upper set (with the bin) still keeps too much; lane l owns
+  // bins [l * per, (l + 1) * per). too_big is monotone, so the bins that keep too much are a prefix.
+  if (threadIdx.x < 32) {
+    constexpr int per = kBins / 32;
+    const int lane = threadIdx.x;
+    unsigned n = 0u;
+    unsigned long long m = 0ull;
+#pragma unroll
+    for (int j = 0; j < per; ++j) n += h.tot_cnt[lane * per + j], m += h.tot_mass[lane * per + j];
+    // suffix sums over the lanes: what the lanes above this one hold
+    unsigned sn = n;
+    unsigned long long sm64 = m;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const unsigned n2 = __shfl_down_sync(0xffffffffu, sn, o);
+      const unsigned long long m2 = __shfl_down_sync(0xffffffffu, sm64, o);
+      if (lane + o < 32) sn += n2, sm64 += m2;
+    }
+    unsigned n_above = sn - n;
+    unsigned long long m_above = sm64 - m;
+    const double unit = double(hi) / double(kMassScale);
+    int found = -1;
+    float ca = 0.f, sa = 0.f, ci = 0.f, si = 0.f;
+    for (int j = per - 1; j >= 0; --j) {
+      const int b = lane * per + j;
+      const unsigned n_in = n_above + h.tot_cnt[b];
+      const unsigned long long m_in = m_above + h.tot_mass[b];
+      const float C = c_hi + float(n_in), S = s_hi + float(double(m_in) * unit);
+      if (too_big(C, S)) {
+        found = b;
+        ca = c_hi + float(n_above), sa = s_hi + float(double(m_above) * unit), ci = C, si = S;
+        break;
+      }
+      n_above = n_in, m_above = m_in;
+    }
+    const unsigned hits = __ballot_sync(0xffffffffu, found >= 0);
+    if (hits == 0u) {
+      // Rounding kept every bin below the limit, though the bracket as a whole keeps too much: take
+      // the lowest non-empty bin with the bracket's own count and mass.
+      const unsigned nonempty = __ballot_sync(0xffffffffu, n > 0u);
+      if (lane == 0) {
+        int b = 0;
+        if (nonempty) {
+          const int l = __ffs(nonempty) - 1;
+          b = l * per;
+          while (b < (l + 1) * per - 1 && h.tot_cnt[b] == 0u) ++b;
+        }
+        h.res[0] = float(b);
+        h.res[1] = c_lo - float(h.tot_cnt[b]), h.res[2] = s_lo - float(double(h.tot_mass[b]) * unit);
+        h.res[3] = c_lo, h.res[4] = s_lo;
+      }
+    } else if (lane == 31 - __clz(hits)) {
+      h.res[0] = float(found), h.res[1] = ca, h.res[2] = sa, h.res[3] = ci, h.res[4] = si;
+    }
+  }
+  __syncthreads();
+  const int b = int(h.res[0]);
+  const float ca = h.res[1], sa = h.res[2], ci = h.res[3], si = h.res[4];
+  __syncthreads();  // res is rewritten by the next round
+  const uint32_t first = base + (uint32_t(b) << shift);
+  const uint32_t last = min(top, first + ((1u << shift) - 1u));
+  lo = __uint_as_float(first - 1u), c_lo = ci, s_lo = si;
+  hi = __uint_as_float(last), c_hi = ca, s_hi = sa;
+  return shift == 0 || ci - ca <= 1.f;
+}
+
 // The pivot search. g(C, S) says a threshold whose upper set has size C and mass S keeps too much;
 // g is monotone, true at `lo` on entry and false at the row's max.
 template <int CL, int VEC>
@@ -144,6 +281,11 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
   float c_hi = 0.f, s_hi = 0.f;  // size and mass above hi
   for (int round = 0; round < kMaxRounds; ++round) {
     ++c.rounds;
+    if (c.compacted) {  // the bracket's weights are in shared memory: histogram rounds
+      if (hist_round<CL>(c, sm, too_big, lo, c_lo, s_lo, hi, c_hi, s_hi)) return {lo, c_lo, s_lo};
+      if (!(lo < hi)) break;
+      continue;
+    }
     float t[kPivots];
     const bool wide = lo <= 0.f || hi > 4.f * lo;
     if (wide) {
@@ -157,58 +299,83 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
     // Compact the weights above lo into shared memory once they fit. Before that, speculate: keep
     // those above the second pivot (14 binades below hi in a wide bracket); that list is used when
     // it did not overflow and the new lo lands at or above it, which saves a pass over the row.
-    const bool compact_now = !c.compacted && c_lo <= 0.75f * float(c.list_cap);  // slack: warps fill unevenly
+    // c_lo counts the whole cluster's weights above lo; each CTA holds its own slice's.
+    const bool compact_now = !c.compacted && c_lo <= 0.75f * float(c.list_cap) * CL;  // slack: warps fill unevenly
     const bool speculate = !c.compacted && !compact_now;
+    const bool append = compact_now || speculate;
     const float append_lo = compact_now ? lo : t[1];
-    int my_n = 0;           // this warp's entries (the same in every lane)
-    float overflow = 0.f;   // this lane saw its warp's segment full
-    // acc: counts[kPivots], sums[kPivots], count_in, sum_in | min_in | max_in
-    float acc[2 * kPivots + 4];
+    int my_n = 0;  // this warp's entries (the same in every lane)
+    // acc: counts[kPivots], sums[kPivots], count_in, sum_in | min_in | max_in, overflow (this lane
+    // saw its warp's segment full; reduced with the rest so every CTA of a cluster agrees)
+    float acc[2 * kPivots + 5];
 #pragma unroll
     for (int j = 0; j < 2 * kPivots + 2; ++j) acc[j] = 0.f;
     acc[2 * kPivots + 2] = INFINITY;
     acc[2 * kPivots + 3] = -INFINITY;
-    const int lane = threadIdx.x & 31;
-    for_each_weight(c, sm, [&](float w, int idx) {
-      if (compact_now || speculate) {  // warp-aggregated append into the warp's own segment
+    acc[2 * kPivots + 4] = 0.f;
+    auto count_in = [&](float w) {  // w in (lo, hi]
+      acc[2 * kPivots] += 1.f;
+      acc[2 * kPivots + 1] += w;
+      acc[2 * kPivots + 2] = fminf(acc[2 * kPivots + 2], w);
+      acc[2 * kPivots + 3] = fmaxf(acc[2 * kPivots + 3], w);
+    };
+    auto count_pivots = [&](float w) {
+      if (w > t[0]) {  // pivots ascend: below the first, none is passed
+#pragma unroll
+        for (int j = 0; j < kPivots; ++j) {
+          const bool gt = w > t[j];
+          acc[j] += gt ? 1.f : 0.f;
+          acc[kPivots + j] += gt ? w : 0.f;
+        }
+      }
+    };
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float* seg_w = c.list_w + warp * c.seg_cap;
+    int* seg_i = c.list_i + warp * c.seg_cap;
+    // The pass over the row counts only what it does not store: a weight at or below append_lo
+    // passes no pivot (compacting) or only the first (speculating). The stored weights are counted
+    // after the pass from the warp's own segment: far fewer instructions than eight pivot tests on
+    // every weight of the row. A weight that found its segment full is counted in the pass.
+    ++c.global_passes;
+    for_each_global(c, c.logits ? -INFINITY : 0.f, [&](float x, int idx) {
+      const float w = weight(c, x);
+      bool stored = false;
+      if (append) {  // warp-aggregated append into the warp's own segment
         const bool keep = w > append_lo;
         const unsigned mask = __ballot_sync(0xffffffffu, keep);
         if (keep) {
           const int pos = my_n + __popc(mask & ((1u << lane) - 1u));
           if (pos < c.seg_cap) {
-            c.list_w[(threadIdx.x >> 5) * c.seg_cap + pos] = w;
-            c.list_i[(threadIdx.x >> 5) * c.seg_cap + pos] = idx;
+            seg_w[pos] = w;
+            seg_i[pos] = idx;
+            stored = true;
           } else {
-            overflow = 1.f;
+            acc[2 * kPivots + 4] = 1.f;
           }
         }
         my_n += __popc(mask);
       }
-      if (w > lo && w <= hi) {
-        acc[2 * kPivots] += 1.f;
-        acc[2 * kPivots + 1] += w;
-        acc[2 * kPivots + 2] = fminf(acc[2 * kPivots + 2], w);
-        acc[2 * kPivots + 3] = fmaxf(acc[2 * kPivots + 3], w);
-        if (w > t[0]) {  // pivots ascend: below the first, none is passed
-#pragma unroll
-          for (int j = 0; j < kPivots; ++j) {
-            const bool gt = w > t[j];
-            acc[j] += gt ? 1.f : 0.f;
-            acc[kPivots + j] += gt ? w : 0.f;
-          }
+      if (!stored && w > lo && w <= hi) {
+        count_in(w);
+        if (!append || w > append_lo) {
+          count_pivots(w);
+        } else if (w > t[0]) {
+          acc[0] += 1.f, acc[kPivots] += w;
         }
       }
     });
-    row_reduce<CL, 2 * kPivots + 2, 1, 1>(acc, sm.red);
-    bool listed = false;  // the list holds every weight above append_lo
-    if (compact_now || speculate) {
-      if ((threadIdx.x & 31) == 0) sm.warp_n[threadIdx.x >> 5] = my_n;
-      // every CTA of the cluster must agree: fold the overflow flags into a reduction
-      float f[1] = {overflow};
-      row_reduce<CL, 0, 0, 1>(f, sm.red);
-      listed = f[0] == 0.f;
-      if (compact_now) c.compacted = listed;
+    if (append) {
+      __syncwarp();  // the segment was written by the warp's other lanes
+      const int n = min(my_n, c.seg_cap);
+      for (int i = lane; i < n; i += 32) {
+        const float w = seg_w[i];
+        if (w > lo && w <= hi) count_in(w), count_pivots(w);
+      }
+      if (lane == 0) sm.warp_n[warp] = my_n;
     }
+    row_reduce<CL, 2 * kPivots + 2, 1, 2>(acc, sm.red);  // its barriers also publish warp_n
+    const bool listed = append && acc[2 * kPivots + 4] == 0.f;  // the list holds every weight above append_lo
+    if (compact_now) c.compacted = listed;
     const float cnt_in = acc[2 * kPivots], min_in = acc[2 * kPivots + 2], max_in = acc[2 * kPivots + 3];
     if (cnt_in <= 1.f || min_in >= max_in) {  // one value left in the bracket: it is the threshold
       if (speculate && listed && lo >= append_lo) c.compacted = true;
@@ -406,6 +573,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   c.list_cap = int(p.list_cap);
   c.seg_cap = c.list_cap / (kThreads / 32);
   c.compacted = false;
+  c.hist_phase = 0;
   c.global_passes = 1;
   c.rounds = 0;
 

@@ -1,0 +1,97 @@
+// extern "C" entry points of BatchAttention's fused launch (cuda/kernels/attention/batch_attention.cuh):
+// both parameter blocks are checked and converted exactly as the plain prefill and decode entries do.
+#include <cstring>
+
+#include "../kernels/attention/batch_attention.cuh"
+#include "attention_args.h"
+#include "dispatch.h"
+
+using namespace fi;
+using namespace fi::attn;
+
+namespace {
+
+template <typename T, int D>
+struct Fused {
+  using Cfg = prefill::PrefillConfig<T, D, D, 2, 64>;
+  static constexpr int kSmem =
+      Cfg::kSmemBytes > decode_smem_bytes<T, T, D>() ? Cfg::kSmemBytes : decode_smem_bytes<T, T, D>();
+  static constexpr auto kernel = batch_attention_kernel<T, D, 2, 64>;
+
+  // Resident CTAs of the whole GPU (the persistent grid), computed once per configuration.
+  static int32_t resident(int* ctas, int* num_sms = nullptr) {
+    static int cached = 0, cached_sms = 0;
+    if (cached == 0) {
+      FI_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+      int dev = 0, sms = 0, per_sm = 0;
+      FI_CUDA(cudaGetDevice(&dev));
+      FI_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+      FI_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128, kSmem));
+      if (per_sm < 1) return set_error(FI_ERR_UNSUPPORTED, "batch attention: the kernel does not fit an SM");
+      cached = sms * per_sm;
+      cached_sms = sms;
+    }
+    *ctas = cached;
+    if (num_sms) *num_sms = cached_sms;
+    return FI_OK;
+  }
+
+  static int32_t run(const prefill::PrefillArgs& p, int prefill_packs, const DecodeArgs& d, int decode_width,
+                     int* state, cudaStream_t s) {
+    int ctas = 0, sms = 0;
+    if (const int32_t st = resident(&ctas, &sms); st != FI_OK) return st;
+    kernel<<<ctas, 128, kSmem, s>>>(p, d, MixedQueue{state, prefill_packs, decode_width, sms});
+    FI_CHECK_LAUNCH("batch_attention");
+    return FI_OK;
+  }
+};
+
+bool compiled(int head_dim, int dtype) {
+  return (head_dim == 64 || head_dim == 128) && (dtype == FI_F16 || dtype == FI_BF16);
+}
+
+}  // namespace
+
+extern "C" int32_t fi_batch_attention_ctas(int32_t head_dim, int32_t dtype) {
+  FI_GUARD_BEGIN
+  if (!compiled(head_dim, dtype)) return 0;
+  int ctas = 0;
+  int32_t st = FI_OK;
+  if (head_dim == 64) st = FI_DISPATCH_HALF(dtype, T, return Fused<T, 64>::resident(&ctas););
+  else st = FI_DISPATCH_HALF(dtype, T, return Fused<T, 128>::resident(&ctas););
+  return st == FI_OK ? ctas : -st;
+  FI_GUARD_END
+}
+
+extern "C" int32_t fi_batch_attention_run(const uint8_t* prefill_params, const uint8_t* decode_params,
+                                          uint64_t queue, uint64_t stream) {
+  FI_GUARD_BEGIN
+  fi_prefill_params pp;
+  fi_decode_params dp;
+  std::memcpy(&pp, prefill_params, sizeof pp);
+  std::memcpy(&dp, decode_params, sizeof dp);
+  const int d = pp.head_dim_qk;
+  if (!compiled(d, pp.dtype) || pp.head_dim_vo != d || pp.kv_dtype != pp.dtype || pp.pos_encoding != 0 ||
+      !pp.paged || pp.work == 0)
+    return set_error(FI_ERR_UNSUPPORTED,
+                     "batch attention: head dims %d/%d, dtype %d, kv dtype %d, pos encoding %d, paged %d is not "
+                     "compiled for the fused launch",
+                     d, pp.head_dim_vo, pp.dtype, pp.kv_dtype, pp.pos_encoding, pp.paged);
+  if (dp.head_dim != d || dp.q_dtype != pp.dtype || dp.kv_dtype != pp.dtype || dp.rope || dp.alibi ||
+      dp.num_qo_heads != pp.num_qo_heads || dp.num_kv_heads != pp.num_kv_heads)
+    return set_error(FI_ERR_INVALID_ARGUMENT, "batch attention: the decode block disagrees with the prefill block");
+  if (queue == 0 || (queue & 15)) return set_error(FI_ERR_INVALID_ARGUMENT, "batch attention: queue not 16-byte aligned");
+  prefill::PrefillArgs pa;
+  int work = 0;
+  if (const int32_t st = prefill::args_from_params(pp, pa, work); st != FI_OK) return st;
+  DecodeArgs da;
+  if (const int32_t st = attn::args_from_params(dp, da); st != FI_OK) return st;
+  const int packs = pp.num_qo_heads >> pa.pack_shift;
+  const int width = dp.num_kv_heads * da.head_groups;
+  int* state = as_ptr<int>(queue);
+  const cudaStream_t s = as_stream(stream);
+  if (d == 64)
+    return FI_DISPATCH_HALF(pp.dtype, T, return Fused<T, 64>::run(pa, packs, da, width, state, s););
+  return FI_DISPATCH_HALF(pp.dtype, T, return Fused<T, 128>::run(pa, packs, da, width, state, s););
+  FI_GUARD_END
+}

@@ -1,0 +1,103 @@
+/**
+ * Plan-time host logic of BatchAttention's fused launch, pure TypeScript (tested without a GPU).
+ *
+ * A request with one query token goes to the decode queue (split-KV work items, as batch decode
+ * plans them); every other request's query tiles go to the prefill queue, heaviest first. One
+ * persistent launch drains both queues (cuda/kernels/attention/batch_attention.cuh): part of its SMs
+ * start on prefill and the rest on decode, so compute-bound and bandwidth-bound work run at once.
+ */
+import { prefillWork } from "./prefill_scheduler.ts";
+import { ITEM_INTS, scheduleDecode } from "./scheduler.ts";
+
+export interface MixedInput {
+  /** Query rows: request b owns rows qoIndptr[b]..qoIndptr[b + 1]. */
+  qoIndptr: Int32Array;
+  kvLens: Int32Array;
+  /** First page of each request in the flat page list (the page indptr). */
+  pageIndptr: Int32Array;
+  /** Query tokens per prefill tile (the prefill kernel's tile after GQA head packing). */
+  tileQ: number;
+  causal: boolean;
+  windowLeft: number;
+  /** Decode CTAs per work item: kv heads x ceil(group / 16). */
+  decodeCtasPerItem: number;
+  /** Prefill CTAs per work entry: head packs. */
+  prefillCtasPerEntry: number;
+  /** Resident CTAs of one launch (SMs x CTAs per SM). */
+  residentCtas: number;
+  numSms: number;
+  /** Fraction of the resident CTAs (mix) or of the SMs (partition) that start on the prefill queue. */
+  prefillShare: number;
+  /** "mix": one CTA of each kind per SM; "partition": whole SMs per kind. */
+  placement?: "mix" | "partition";
+}
+
+export interface MixedPlan {
+  /** [request, tile] pairs of the prefill requests only, heaviest first. */
+  work: Int32Array;
+  numWork: number;
+  /** Decode work items (ITEM_INTS each); the request field holds the query row. */
+  items: Int32Array;
+  numItems: number;
+  /** Rows of float partials that split decode requests need. */
+  partialRows: number;
+  /** Split-KV merge counters the kernel indexes by query row: rows x decodeCtasPerItem. */
+  counterRows: number;
+  /** CTAs (mix) or SMs (partition) that start on the prefill queue. */
+  prefillFirst: number;
+  /** 0: mix, 1: partition (the kernel's state[6]). */
+  placement: number;
+  decodeRequests: number;
+}
+
+export function planMixed(input: MixedInput): MixedPlan {
+  const { qoIndptr, kvLens, pageIndptr } = input;
+  const batch = kvLens.length;
+  const prefillLens = new Int32Array(batch);
+  let decodes = 0;
+  for (let b = 0; b < batch; b++) {
+    const n = qoIndptr[b + 1] - qoIndptr[b];
+    if (n === 1) decodes++;
+    else prefillLens[b] = n;
+  }
+  const work = prefillWork(prefillLens, kvLens, input.tileQ, input.causal, input.windowLeft);
+  const numWork = work.length / 2;
+
+  const seqLens = new Int32Array(decodes), pageBase = new Int32Array(decodes), rowOf = new Int32Array(decodes);
+  for (let b = 0, i = 0; b < batch; b++) {
+    if (qoIndptr[b + 1] - qoIndptr[b] !== 1) continue;
+    seqLens[i] = kvLens[b];
+    pageBase[i] = pageIndptr[b];
+    rowOf[i++] = qoIndptr[b];
+  }
+  // Split long decodes only when the prefill queue cannot keep the other half of the GPU busy.
+  const prefillCtas = numWork * input.prefillCtasPerEntry;
+  const sched = scheduleDecode({
+    seqLens,
+    pageBase,
+    windowLeft: input.windowLeft,
+    ctasPerItem: input.decodeCtasPerItem,
+    numSms: input.numSms,
+    ctasPerSm: Math.max(1, Math.floor(input.residentCtas / Math.max(1, input.numSms))),
+    disableSplitKv: prefillCtas >= input.residentCtas / 2,
+  });
+  const items = sched.items.subarray(0, sched.numItems * ITEM_INTS);
+  for (let i = 0; i < sched.numItems; i++) items[i * ITEM_INTS] = rowOf[items[i * ITEM_INTS]];
+
+  const partition = input.placement === "partition";
+  const units = partition ? input.numSms : input.residentCtas;
+  let prefillFirst = 0;
+  if (numWork > 0 && sched.numItems === 0) prefillFirst = units;
+  else if (numWork > 0) prefillFirst = Math.min(prefillCtas, Math.max(1, Math.round(units * input.prefillShare)));
+  return {
+    work,
+    numWork,
+    items,
+    numItems: sched.numItems,
+    partialRows: sched.partialRows,
+    counterRows: sched.anySplit ? qoIndptr[batch] : 0,
+    prefillFirst,
+    placement: partition ? 1 : 0,
+    decodeRequests: decodes,
+  };
+}
