@@ -943,6 +943,13 @@ function runMixed(c: MixedCase): void {
     attention.run(q.t, [kt, vt], { out, lse });
     checkMixed(c, c.qoLens, c.kvLens, q.x, cache, out.toArray(), lse.toArray(), `${what} run ${r}`);
   }
+  if (c.path === "fused") {
+    assertThrowsCode(
+      () => attention.run(q.t, [kt, vt], { vScale: 2 }),
+      "INVALID_ARGUMENT",
+      /'vScale' must be 1 for (bf16|f16) KV/,
+    );
+  }
   q.t.dispose();
   if (!c.replan) return;
   // Graph: capture a run of the first plan, re-plan smaller lengths over another cache, replay. The
@@ -966,6 +973,7 @@ function runMixed(c: MixedCase): void {
   attention.plan(qo, new Int32Array(c.kvLens), cache.table, hq, hkv, D, D, { ...planOpts, stream });
   using graph = CudaGraph.capture(stream, () => attention.run(qbuf, [k2, v2], { out, lse, stream }));
   attention.plan(qo2, new Int32Array(c.replan.kvLens), cache2.table, hq, hkv, D, D, { ...planOpts, stream });
+  assert.equal(attention.path, c.path, "a re-plan keeps the captured path");
   graph.replay(stream);
   stream.synchronize();
   checkMixed(c, c.replan.qoLens, c.replan.kvLens, qfull, cache2, out.toArray(), lse.toArray(), `${what} graph replay`);
@@ -1062,6 +1070,35 @@ gpuTest("BatchAttention: a captured run replays a later, smaller plan", () => {
     qoLens: [1, 150, 1, 1],
     kvLens: [900, 400, 3000, 17],
     replan: { qoLens: [1, 1, 90], kvLens: [2500, 33, 300] },
+  });
+});
+
+gpuTest("BatchAttention: a captured run replays a decode-free plan and a plan of more decode items", () => {
+  runMixed({
+    dtype: "bf16",
+    d: 128,
+    hq: 8,
+    hkv: 2,
+    ps: 16,
+    layout: "NHD",
+    causal: true,
+    path: "fused",
+    qoLens: [1, 200, 1, 1, 1, 1, 1],
+    kvLens: [100, 300, 70, 90, 33, 12, 400],
+    replan: { qoLens: [120, 80], kvLens: [120, 100] },
+  });
+  runMixed({
+    dtype: "bf16",
+    d: 128,
+    hq: 8,
+    hkv: 2,
+    ps: 16,
+    layout: "NHD",
+    causal: true,
+    path: "fused",
+    qoLens: [1, 200, 1, 1],
+    kvLens: [4000, 300, 3500, 90],
+    replan: { qoLens: [1, 1, 3], kvLens: [4000, 3500, 3] },
   });
 });
 

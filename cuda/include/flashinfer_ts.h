@@ -256,10 +256,11 @@ FI_API int32_t fi_chain_speculative_sampling(uint64_t draft_probs, uint64_t draf
 // prefill: one fi_prefill_params (paged) over the batch's prefill requests (its work table lists
 // only their tiles); decode: one fi_decode_params whose items' request field is the q row of a
 // one-token request (q, out and lse are shared with the prefill block). queue: 264 int32 in device
-// memory, 16-byte aligned: [3] prefill work entries, [4] decode items, [5] how many resident CTAs
-// start on the prefill queue (the rest start on decode; each drains the other queue after its own);
-// [0..2] and [8..263] zero before the first run (every run leaves them at zero). The counts are read
-// on the device, so a captured launch replays later plans. Compiled for head dims 64 and 128 (qk = vo),
+// memory, 16-byte aligned: [3] prefill work entries, [4] decode items, [5] how many CTAs ([6] = 0:
+// counted per SM arrival) or SMs ([6] = 1) start on the prefill queue (the rest start on decode; each
+// drains the other queue after its own); [0..2] and [8..263] zero before the first run (every run
+// leaves them at zero). The counts are read on the device, so a captured launch replays later plans.
+// Page ids outside [0, decode num_pages) read as zeros in both parts. Compiled for head dims 64 and 128 (qk = vo),
 // fp16 / bf16 q and KV, without fused RoPE or ALiBi (src/attention/compiled.ts lists it).
 FI_API int32_t fi_batch_attention_run(const uint8_t* prefill_params, const uint8_t* decode_params, uint64_t queue,
                                       uint64_t stream);

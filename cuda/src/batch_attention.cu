@@ -5,18 +5,37 @@
 #include "../kernels/attention/batch_attention.cuh"
 #include "attention_args.h"
 #include "dispatch.h"
+#include "prefill_configs.h"
 
 using namespace fi;
 using namespace fi::attn;
 
 namespace {
 
+// The plain prefill kernel's tile for head dim D (prefill_configs.h): plan sizes the work by it.
+constexpr int config_mma_q(int d) {
+#define FI_MQ(QK, VO, MQ, BN) \
+  if (QK == d && VO == d) return MQ;
+  FI_PREFILL_CONFIGS(FI_MQ)
+#undef FI_MQ
+  return 0;
+}
+constexpr int config_block_n(int d) {
+#define FI_BN(QK, VO, MQ, BN) \
+  if (QK == d && VO == d) return BN;
+  FI_PREFILL_CONFIGS(FI_BN)
+#undef FI_BN
+  return 0;
+}
+
 template <typename T, int D>
 struct Fused {
-  using Cfg = prefill::PrefillConfig<T, D, D, 2, 64>;
+  static constexpr int kMmaQ = config_mma_q(D), kBlockN = config_block_n(D);
+  static_assert(kMmaQ > 0 && kBlockN > 0, "the fused kernel takes the plain prefill configuration of its head dim");
+  using Cfg = prefill::PrefillConfig<T, D, D, kMmaQ, kBlockN>;
   static constexpr int kSmem =
       Cfg::kSmemBytes > decode_smem_bytes<T, T, D>() ? Cfg::kSmemBytes : decode_smem_bytes<T, T, D>();
-  static constexpr auto kernel = batch_attention_kernel<T, D, 2, 64>;
+  static constexpr auto kernel = batch_attention_kernel<T, D, kMmaQ, kBlockN>;
 
   // Resident CTAs of the whole GPU (the persistent grid), computed once per configuration.
   static int32_t resident(int* ctas, int* num_sms = nullptr) {
@@ -86,6 +105,7 @@ extern "C" int32_t fi_batch_attention_run(const uint8_t* prefill_params, const u
   if (const int32_t st = prefill::args_from_params(pp, pa, work); st != FI_OK) return st;
   DecodeArgs da;
   if (const int32_t st = attn::args_from_params(dp, da); st != FI_OK) return st;
+  pa.num_pages = dp.num_pages;  // a replayed graph may meet page ids its capture never checked
   const int packs = pp.num_qo_heads >> pa.pack_shift;
   const int width = dp.num_kv_heads * da.head_groups;
   int* state = as_ptr<int>(queue);

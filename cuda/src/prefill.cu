@@ -125,6 +125,7 @@ int32_t fi::prefill::args_from_params(const fi_prefill_params& p, PrefillArgs& a
   a.pack_shift = pack_shift;
   a.page_size = p.paged ? p.page_size : 1;
   a.page_shift = -1;
+  a.num_pages = 0x7fffffff;  // the host checked the ids against the cache (the fused entry passes the count)
   for (int sh = 0; sh < 31; sh++)
     if ((1 << sh) == a.page_size) a.page_shift = sh;
   a.paged = p.paged;

@@ -28,7 +28,7 @@ import { planMixed } from "./batch_attention_plan.ts";
 import { BATCH_ATTENTION_FUSED } from "./compiled.ts";
 import { decodeParams } from "./decode.ts";
 import { kvCacheView } from "./paged_kv_cache.ts";
-import { BatchPrefillWithPagedKvCache } from "./prefill.ts";
+import { BatchPrefillWithPagedKvCache, expectHeads, expectIndptr } from "./prefill.ts";
 import { prefillParams, type PrefillResult } from "./prefill_launch.ts";
 import { ITEM_INTS } from "./scheduler.ts";
 import { type KvLayout, type ResolvedVariant, resolveVariant, type VariantOptions } from "./variants.ts";
@@ -136,6 +136,7 @@ export class BatchAttention implements Disposable {
   readonly #ownsWorkspace: boolean;
   readonly #kvLayout: KvLayout;
   #prefill: BatchPrefillWithPagedKvCache | undefined;
+  #prefillKvDtype: DType = "bf16";
   #fused: FusedPlan | undefined;
   #cap: Capacity | undefined;
   #pinned: PinnedBuffer | undefined;
@@ -216,11 +217,16 @@ export class BatchAttention implements Disposable {
     // prefill part carries the decode part's registers).
     let decodes = 0;
     for (let b = 0; b < batch; b++) if (qoOffsets[b + 1] - qoOffsets[b] === 1) decodes++;
-    const fusable = decodes > 0 && headDimQk === headDimVo && kvDtype === qDtype && variant.posEncoding === 0 &&
+    // (Once fused, a batch without them stays fused: switching kernels would move the tables under a
+    // captured run.)
+    const fusable = (decodes > 0 || this.#cap !== undefined) && headDimQk === headDimVo && kvDtype === qDtype &&
+      variant.posEncoding === 0 &&
       BATCH_ATTENTION_FUSED.dtypes.includes(qDtype) && BATCH_ATTENTION_FUSED.headDims.includes(headDimQk);
     if (!fusable) {
       this.#fused = undefined;
+      this.#cap = undefined;
       this.#prefill ??= new BatchPrefillWithPagedKvCache(this.#workspace, this.#kvLayout);
+      this.#prefillKvDtype = kvDtype;
       this.#prefill.plan(qoOffsets, indptr, indices, last, numQoHeads, numKvHeads, headDimQk, pageSize, {
         ...options,
         headDimVo,
@@ -258,26 +264,21 @@ export class BatchAttention implements Disposable {
     },
   ): void {
     const batch = kvLens.length;
-    if (!Number.isInteger(numQoHeads) || numQoHeads < 1 || numQoHeads > 65535) {
-      invalid(op, "numQoHeads", "an integer in [1, 65535]", numQoHeads);
-    }
-    if (!Number.isInteger(numKvHeads) || numKvHeads < 1) invalid(op, "numKvHeads", "a positive integer", numKvHeads);
-    if (numQoHeads % numKvHeads !== 0) {
-      invalid(op, "numQoHeads", "a multiple of 'numKvHeads'", `=${numQoHeads} and ${numKvHeads}`);
-    }
-    for (let b = 0; b < batch; b++) {
-      const n = qo[b + 1] - qo[b];
-      if (n < 0) invalid(op, "qoOffsets", "non-decreasing", `=qoOffsets[${b}] = ${qo[b]} > qoOffsets[${b + 1}]`);
-      if (o.causal && kvLens[b] < n) {
-        invalid(
-          op,
-          "kvLens",
-          "at least each request's query count for a causal mask",
-          `=request ${b} with ${n} queries and ${kvLens[b]} keys`,
-        );
+    expectHeads(op, numQoHeads, numKvHeads);
+    expectIndptr(op, "qoOffsets", qo);
+    if (o.causal) {
+      for (let b = 0; b < batch; b++) {
+        const n = qo[b + 1] - qo[b];
+        if (kvLens[b] < n) {
+          invalid(
+            op,
+            "kvLens",
+            "at least each request's query count for a causal mask",
+            `=request ${b} with ${n} queries and ${kvLens[b]} keys`,
+          );
+        }
       }
     }
-    if (qo[0] !== 0) invalid(op, "qoOffsets", "starting at 0", qo[0]);
     let maxPage = -1;
     for (let i = 0; i < indices.length; i++) {
       const id = indices[i];
@@ -308,17 +309,20 @@ export class BatchAttention implements Disposable {
     });
     if (m.numItems > 2 ** 31 / 64) invalid(op, "qoOffsets", "fewer decode work items", m.numItems);
 
-    // Decode items (and their partials) are bounded by one wave of CTAs unless the requests alone are more,
-    // so reserving that much keeps the tables in place for any later plan of no more rows and requests.
+    // Reserve what any later plan of no more rows, requests and pages can need, so the tables keep their
+    // addresses for a captured run: decode items (and partials) are at most one wave of CTAs or four
+    // chunks a request (the wave balancing), prefill entries at most one tile a request more than the
+    // rows make.
     const decodeCtasPerItem = numKvHeads * Math.ceil(group / 16);
-    const wave = m.decodeRequests > 0 ? Math.floor(resident / decodeCtasPerItem) : 0;
+    const rows = qo[batch];
+    const itemBound = Math.max(m.numItems, Math.floor(resident / decodeCtasPerItem), 4 * batch);
     const need: Capacity = {
       batch,
-      work: m.numWork,
+      work: Math.max(m.numWork, Math.ceil(rows / (tileRows >> packShift)) + batch),
       pages: indices.length,
-      items: Math.max(m.numItems, wave),
-      counters: (m.counterRows > 0 || wave > 0 ? qo[batch] : 0) * decodeCtasPerItem,
-      partialRows: Math.max(m.partialRows, wave),
+      items: itemBound,
+      counters: rows * decodeCtasPerItem,
+      partialRows: itemBound,
       heads: numQoHeads,
       headDim,
     };
@@ -351,6 +355,7 @@ export class BatchAttention implements Disposable {
     this.#pinned.copyToDevice(this.#workspace.ptr, L.uploadEnd, o.stream);
     (this.#uploaded ??= new Event()).record(o.stream);
 
+    this.#prefill?.dispose();
     this.#prefill = undefined;
     this.#fused = {
       batch,
@@ -379,6 +384,10 @@ export class BatchAttention implements Disposable {
     const op = "run BatchAttention";
     this.#assertAlive(op);
     if (this.#prefill) {
+      const kvDtype = this.#prefillKvDtype;
+      if (kvDtype !== "e4m3" && kvDtype !== "e5m2" && (options.vScale ?? 1) !== 1) {
+        invalid(op, "vScale", `1 for ${kvDtype} KV (a scale is for fp8 KV)`, options.vScale);
+      }
       const res = this.#prefill.run(q, kv, { ...options, returnLse: true });
       return { out: res.out, lse: res.lse! };
     }
@@ -409,7 +418,7 @@ export class BatchAttention implements Disposable {
     }
     const kScale = options.kScale ?? 1, vScale = options.vScale ?? 1;
     if (!(Number.isFinite(kScale) && kScale > 0)) invalid(op, "kScale", "a positive number", kScale);
-    if (!(Number.isFinite(vScale) && vScale > 0)) invalid(op, "vScale", "a positive number", vScale);
+    if (vScale !== 1) invalid(op, "vScale", `1 for ${p.dtype} KV (a scale is for fp8 KV)`, vScale);
     const out = options.out ?? Tensor.empty([p.nnzQo, p.numQoHeads, p.headDim], p.dtype);
     expectTensor(op, "out", out, [p.dtype]);
     expectShape(op, "out", out, [p.nnzQo, p.numQoHeads, p.headDim]);

@@ -195,7 +195,7 @@ interface Plan {
 }
 
 /** Reads an indptr: an Int32Array of batch + 1 non-decreasing values starting at 0. */
-function expectIndptr(op: string, arg: string, x: unknown, batch?: number): Int32Array {
+export function expectIndptr(op: string, arg: string, x: unknown, batch?: number): Int32Array {
   if (!(x instanceof Int32Array)) invalid(op, arg, "an Int32Array", x);
   if (x.length < 2) invalid(op, arg, "of length batch + 1 >= 2", `=length ${x.length}`);
   if (batch !== undefined && x.length !== batch + 1) {
@@ -208,7 +208,7 @@ function expectIndptr(op: string, arg: string, x: unknown, batch?: number): Int3
   return x;
 }
 
-function expectHeads(op: string, numQoHeads: unknown, numKvHeads: unknown): void {
+export function expectHeads(op: string, numQoHeads: unknown, numKvHeads: unknown): void {
   if (!Number.isInteger(numQoHeads) || (numQoHeads as number) < 1 || (numQoHeads as number) > 65535) {
     invalid(op, "numQoHeads", "an integer in [1, 65535]", numQoHeads);
   }

@@ -296,7 +296,7 @@ export const symbols = {
     parameters: [
       "buffer", // const fi_prefill_params* (src/attention/batch_attention.ts writes it)
       "buffer", // const fi_decode_params*
-      "u64", // queue: int32[8] in device memory
+      "u64", // queue: int32[264] in device memory
       "u64", // stream
     ],
     result: "i32",

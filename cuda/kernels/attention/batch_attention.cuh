@@ -75,6 +75,7 @@ __global__ void __launch_bounds__(128, 2)
   if (threadIdx.x == 0) {
     __threadfence();
     last_out = atomicAdd(q.state + 2, 1) == int(gridDim.x) - 1;
+    __threadfence();  // the others' queue updates are ordered before the reset below
   }
   __syncthreads();
   if (last_out) {

@@ -47,6 +47,7 @@ struct PrefillArgs {
   // per token (pack divides group); head pack cta.y() starts at head cta.y() * pack.
   int pack_shift;
   int page_shift;  // log2(page_size) when it is a power of two, else -1
+  int num_pages;   // paged: pages of the cache (ids outside [0, num_pages) read as zeros)
   int paged, causal, use_alibi, window_left;
   int alibi_n;        // 2^floor(log2(num_qo_heads))
   int use_rope;       // rotate q and k in shared memory (Llama RoPE, pairs i and i + DQK / 2)
@@ -224,7 +225,8 @@ __device__ __forceinline__ void prefill_cta(const PrefillArgs a, const Cta cta =
     if (tid >= BLOCK_N || t >= num_tiles || kv >= kv_len) return -1;
     if (!paged) return kv_start + kv;
     const int page = a.page_shift >= 0 ? kv >> a.page_shift : kv / a.page_size;
-    return __ldg(a.kv_indices + kv_start + page);
+    const int id = __ldg(a.kv_indices + kv_start + page);
+    return unsigned(id) < unsigned(a.num_pages) ? id : -1;  // a page outside the cache reads as zeros
   };
   auto store_offsets = [&](int t, int row) {
     if (tid >= BLOCK_N) return;
