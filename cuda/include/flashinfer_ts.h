@@ -252,6 +252,14 @@ FI_API int32_t fi_chain_speculative_sampling(uint64_t draft_probs, uint64_t draf
                                              uint64_t offset, uint64_t seed_ptr, uint64_t offset_ptr,
                                              uint64_t offset_step, uint64_t stream);
 
+// ---- attention: prefill kernel choice ---------------------------------------------------------
+// fi_prefill_run picks the Hopper (wgmma) kernel where it applies (sm_90, q and kv both fp16 or bf16,
+// head dim 64 or 128, no RoPE / ALiBi / custom mask), else the FA2 (mma.sync) kernel.
+// mode: 0 that choice (default), 1 FA2 always, 2 Hopper or an UNSUPPORTED error. Process-wide.
+FI_API int32_t fi_prefill_set_kernel(int32_t mode);
+// The kernel of the last fi_prefill_run launch in this process: 1 FA2, 2 Hopper, 0 none yet.
+FI_API int32_t fi_prefill_last_kernel(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -291,6 +291,15 @@ export const symbols = {
     ],
     result: "i32",
   },
+  // ---- attention: prefill kernel choice ----
+  fi_prefill_set_kernel: {
+    parameters: ["i32" /* mode: 0 auto (Hopper where it applies), 1 FA2, 2 Hopper or UNSUPPORTED */],
+    result: "i32",
+  },
+  fi_prefill_last_kernel: {
+    parameters: [],
+    result: "i32", // the last launch's kernel: 1 FA2, 2 Hopper, 0 none yet
+  },
 } as const satisfies Record<string, SymbolSpec>;
 
 export type Symbols = typeof symbols;

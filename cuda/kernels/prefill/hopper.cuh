@@ -1,0 +1,357 @@
+// Hopper (sm_90a) prefill: FlashAttention-3 structure on wgmma, for fp16/bf16 q = kv and head dim
+// 64 or 128 (qk = vo). A CTA owns the same 128-row query tile as the FA2 kernel (prefill.cuh: same
+// work table, same GQA packing of (token, head) rows), with three warpgroups:
+//  - a producer (warps 0-3, few registers) copies Q once and K/V tiles of BLOCK_N = 128 keys into a
+//    2-stage ring with cp.async, each row from its own address (ragged and paged alike), and hands
+//    each tile over through mbarriers (full / empty per stage, K and V separately);
+//  - two consumers (warps 4-11) each own 64 query rows: S = Q K^T is a wgmma with Q and K in shared
+//    memory; P goes to registers as 16-bit and O += P V is a wgmma with P as the register operand
+//    and V read MN-major. Within a consumer, tile t's S = Q K^T is issued before tile t-1's P V, so
+//    the softmax of tile t runs while the tensor cores do P V (FA3's intra-warpgroup overlap).
+// Masks: causal, kv length, sliding window; soft cap. ALiBi, custom masks, RoPE and fp8 KV stay
+// on the FA2 kernel. Softmax in base 2 with the scale folded into the exponent, as in prefill.cuh.
+#pragma once
+#include "hopper_ops.cuh"
+#include "prefill.cuh"
+
+namespace fi::hopper {
+
+using fi::prefill::PrefillArgs;
+using namespace fi::attn;
+
+template <int D>
+struct HopperConfig {
+  static constexpr int kBlockN = 128;
+  static constexpr int kStages = 2;
+  static constexpr int kTileQ = 128;  // rows: two consumer warpgroups of 64
+  static constexpr int kThreads = 384;
+  static constexpr int kQBytes = kTileQ * D * 2;
+  static constexpr int kKVBytes = kBlockN * D * 2;  // one K or V stage
+  // + 1024: the tiles are aligned up to 1024 bytes (the swizzle atom) at run time.
+  static constexpr int kSmemBytes = kQBytes + 2 * kStages * kKVBytes + 1024;
+};
+
+// Barriers: q_full, k_full[S], v_full[S], k_empty[S], v_empty[S].
+struct Bars {
+  uint32_t base;
+  __device__ uint32_t q_full() const { return base; }
+  __device__ uint32_t k_full(int s) const { return base + 8 * (1 + s); }
+  __device__ uint32_t v_full(int s) const { return base + 8 * (3 + s); }
+  __device__ uint32_t k_empty(int s) const { return base + 8 * (5 + s); }
+  __device__ uint32_t v_empty(int s) const { return base + 8 * (7 + s); }
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__(384, 1) prefill_hopper_kernel(const __grid_constant__ PrefillArgs a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Cfg = HopperConfig<D>;
+  constexpr int BN = Cfg::kBlockN, S = Cfg::kStages, TQ = Cfg::kTileQ;
+  constexpr int C = D / 8;  // 16-byte chunks per row
+  constexpr bool BF16 = !__is_same(T, __half);
+  static_assert(BN == 128 && S == 2, "the producer maps one key row per thread; barriers assume 2 stages");
+  extern __shared__ uint8_t smem_raw[];
+  __shared__ __align__(8) uint64_t bars_mem[9];
+  const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
+  const uint32_t sQ = base, sK = sQ + Cfg::kQBytes, sV = sK + S * Cfg::kKVBytes;
+  const Bars bars{smem_addr(bars_mem)};
+
+  const int tid = threadIdx.x, lane = tid & 31;
+  const int pack_shift = a.pack_shift, pack = 1 << pack_shift;
+  const int head0 = blockIdx.y * pack, kv_head = head0 / a.group;
+  const int TT = TQ >> pack_shift;  // tokens per tile
+
+  int req = 0, tile = blockIdx.x;
+  if (a.work != nullptr) {
+    req = a.work[2 * blockIdx.x];
+    tile = a.work[2 * blockIdx.x + 1];
+  } else if (a.causal) {
+    tile = gridDim.x - 1 - blockIdx.x;  // the heaviest tiles first
+  }
+  int qo_start = 0, qo_len = a.qo_len, kv_start = 0, kv_len = a.kv_len;
+  if (a.qo_indptr != nullptr) {
+    qo_start = a.qo_indptr[req];
+    qo_len = a.qo_indptr[req + 1] - qo_start;
+    kv_start = a.kv_indptr[req];
+    kv_len = a.kv_lens[req];
+  }
+  const int q0 = tile * TT;  // in tokens
+  if (q0 >= qo_len) return;
+  const int q_rows = min(TT, qo_len - q0);
+  const int delta = kv_len - qo_len;  // bottom-right alignment: row i sees keys j <= i + delta
+  int kv_end = kv_len;
+  if (a.causal) kv_end = min(kv_len, q0 + q_rows - 1 + delta + 1);
+  int kv_begin = 0;
+  if (a.window_left >= 0) kv_begin = max(0, q0 + delta - a.window_left);
+  kv_begin = kv_begin / BN * BN;
+  const int num_tiles = kv_end > kv_begin ? (kv_end - kv_begin + BN - 1) / BN : 0;
+
+  if (tid == 0) {
+    mbar_init(bars.q_full(), 128);
+    for (int s = 0; s < S; s++) {
+      mbar_init(bars.k_full(s), 128);
+      mbar_init(bars.v_full(s), 128);
+      mbar_init(bars.k_empty(s), 8);  // one arrival per consumer warp
+      mbar_init(bars.v_empty(s), 8);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (tid < 128) {
+    // ======================= producer =======================
+    regs_dec<32>();
+    const int warp = tid >> 5;
+    if (num_tiles > 0) {  // Q (rows past the request are zero); with no keys the consumers never read it
+
+      const T* q_base = static_cast<const T*>(a.q) + (int64_t)(qo_start + q0) * a.q_stride_n +
+                        (int64_t)head0 * a.q_stride_h;
+      for (int id = tid; id < TQ * C; id += 128) {
+        const int r = id / C, c = id % C;
+        const bool ok = (r >> pack_shift) < q_rows;
+        const T* src = ok ? q_base + (int64_t)(r >> pack_shift) * a.q_stride_n +
+                                (int64_t)(r & (pack - 1)) * a.q_stride_h + c * 8
+                          : q_base;
+        cp_async_16(sQ + tile_off(r, c, TQ), src, ok);
+      }
+      cp_async_commit();
+    }
+    const T* k_base = static_cast<const T*>(a.k) + (int64_t)kv_head * a.k_stride_h;
+    const T* v_base = static_cast<const T*>(a.v) + (int64_t)kv_head * a.v_stride_h;
+    const bool paged = a.paged != 0;
+    // This lane's key row of tile t: (page or token row, slot in page); row -1 past the end.
+    auto locate = [&](int t, int& row, int& slot) {
+      const int kv = kv_begin + t * BN + warp * 32 + lane;
+      row = -1;
+      slot = 0;
+      if (kv >= kv_len) return;
+      if (!paged) {
+        row = kv_start + kv;
+        return;
+      }
+      const int page = a.page_shift >= 0 ? kv >> a.page_shift : kv / a.page_size;
+      slot = a.page_shift >= 0 ? (kv & (a.page_size - 1)) : kv - page * a.page_size;
+      row = __ldg(a.kv_indices + kv_start + page);
+    };
+    // Copies this warp's 32 rows of one tile: each pass covers 32 / C rows, a row's chunks on
+    // consecutive lanes; the row offsets come from the lanes that own the rows.
+    auto copy_rows = [&](uint32_t dst, const T* src, int row, int slot, int64_t s_page, int64_t s_n) {
+      const int64_t off = row >= 0 ? (int64_t)row * s_page + (int64_t)slot * s_n : -1;
+      constexpr int RPP = 32 / C;
+#pragma unroll 1
+      for (int p = 0; p < 32 / RPP; p++) {
+        const int rr = p * RPP + lane / C, c = lane % C;
+        const int64_t o = __shfl_sync(0xffffffffu, off, rr);
+        cp_async_16(dst + tile_off(warp * 32 + rr, c, BN), o >= 0 ? src + o + c * 8 : src, o >= 0);
+      }
+    };
+    for (int t = 0; t < num_tiles; t++) {
+      const int s = t % S, use = t / S;
+      int row, slot;
+      locate(t, row, slot);
+      if (t >= S) mbar_wait(bars.k_empty(s), (use - 1) & 1);
+      copy_rows(sK + s * Cfg::kKVBytes, k_base, row, slot, a.k_stride_page, a.k_stride_n);
+      cp_async_commit();
+      // Everything but K(t) has landed: Q (t = 0) or V(t - 1).
+      cp_async_wait<1>();
+      fence_proxy_async();
+      mbar_arrive(t == 0 ? bars.q_full() : bars.v_full((t - 1) % S));
+      if (t >= S) mbar_wait(bars.v_empty(s), (use - 1) & 1);
+      copy_rows(sV + s * Cfg::kKVBytes, v_base, row, slot, a.v_stride_page, a.v_stride_n);
+      cp_async_commit();
+      cp_async_wait<1>();  // K(t)
+      fence_proxy_async();
+      mbar_arrive(bars.k_full(s));
+    }
+    cp_async_wait<0>();
+    fence_proxy_async();
+    if (num_tiles > 0) mbar_arrive(bars.v_full((num_tiles - 1) % S));
+    return;
+  }
+
+  // ======================= consumers =======================
+  regs_inc<240>();
+  const int wg = (tid >> 7) - 1;  // 0 or 1: query rows wg * 64 ...
+  const int cw = (tid >> 5) & 3;  // warp within the warpgroup
+  const int warp_row = wg * 64 + cw * 16;
+  constexpr int NB = BN / 8;  // n8 blocks of S
+  constexpr int ND = D / 8;   // n8 blocks of O
+
+  float o[D / 2];
+#pragma unroll
+  for (int i = 0; i < D / 2; i++) o[i] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, d[2] = {0.f, 0.f};
+  float s[BN / 2];
+  uint32_t p[BN / 16][4];
+
+  const uint64_t q_desc = make_desc(sQ + wg * 64 * 128, 16, 1024);
+  const uint64_t k_desc = make_desc(sK, 16, 1024);
+  const uint64_t v_desc = make_desc(sV, BN * 128, 1024);
+  const int last_row = q0 + q_rows - 1;
+  const bool plain = a.soft_cap <= 0.f;
+
+  auto issue_qk = [&](int st) {
+    pin(s);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+      const uint32_t qo = ((kk / 4) * TQ * 128 + (kk % 4) * 32) >> 4;
+      const uint32_t ko = (st * Cfg::kKVBytes + (kk / 4) * BN * 128 + (kk % 4) * 32) >> 4;
+      wgmma_ss_n128<BF16>(s, q_desc + qo, k_desc + ko, kk > 0);
+    }
+    wgmma_commit();
+  };
+  auto issue_pv = [&](int st) {
+    pin(o);
+    pin(p);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; kk++) {
+      const uint32_t vo = (st * Cfg::kKVBytes + kk * 16 * 128) >> 4;
+      if constexpr (D == 128) wgmma_rs_n128<BF16>(o, p[kk], v_desc + vo, 1);
+      else wgmma_rs_n64<BF16>(o, p[kk], v_desc + vo, 1);
+    }
+    wgmma_commit();
+  };
+
+  // Masks tile t's logits and runs the online softmax on them: s becomes P (unnormalized), m and d
+  // move on, corr is the factor the rows of O must take.
+  auto softmax = [&](int t, float (&corr)[2]) {
+    const int k0 = kv_begin + t * BN;
+    const bool full = k0 + BN <= kv_len && (!a.causal || k0 + BN - 1 <= q0 + delta) &&
+                      (a.window_left < 0 || k0 >= last_row + delta - a.window_left);
+    float mul = a.scale_log2;  // plain tiles keep raw logits: the scale is folded into the exponent
+    if (plain && !full && a.window_left < 0) {
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int qi = q0 + ((warp_row + (lane >> 2) + 8 * h) >> pack_shift);
+        int lim = kv_len - 1;
+        if (a.causal) lim = min(lim, qi + delta);
+        if (qi >= qo_len) lim = -1;
+        lim -= k0 + (lane & 3) * 2;
+#pragma unroll
+        for (int j = 0; j < NB; j++) {
+          if (j * 8 > lim) s[4 * j + 2 * h] = -INFINITY;
+          if (j * 8 + 1 > lim) s[4 * j + 2 * h + 1] = -INFINITY;
+        }
+      }
+    } else if (!(plain && full)) {
+      mul = 1.f;
+#pragma unroll
+      for (int j = 0; j < NB; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int qi = q0 + ((warp_row + (lane >> 2) + 8 * (e >> 1)) >> pack_shift);
+          const int kj = k0 + j * 8 + (lane & 3) * 2 + (e & 1);
+          const int qpos = qi + delta;
+          float x = s[4 * j + e];
+          if (a.soft_cap > 0.f) x = a.cap_post * tanhf(x * a.cap_pre);
+          else x *= a.scale_log2;
+          bool keep = kj < kv_len && qi < qo_len;
+          if (a.causal) keep = keep && kj <= qpos;
+          if (a.window_left >= 0) keep = keep && kj >= qpos - a.window_left;
+          s[4 * j + e] = keep ? x : -INFINITY;
+        }
+    }
+    // Rows lane/4 (h = 0) and lane/4 + 8 (h = 1) of the warp's 16.
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      float mx = fi::prefill::tree_max<NB>(reinterpret_cast<const float(*)[4]>(s), h);
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      mx = fmaxf(m[h], mx * mul);
+      const float base_m = mx == -INFINITY ? 0.f : mx;  // a row with nothing visible yet stays 0
+      corr[h] = ex2(m[h] - base_m);
+      m[h] = mx;
+      d[h] *= corr[h];
+#pragma unroll
+      for (int j = 0; j < NB; j++) {
+        s[4 * j + 2 * h] = ex2(fmaf(s[4 * j + 2 * h], mul, -base_m));
+        s[4 * j + 2 * h + 1] = ex2(fmaf(s[4 * j + 2 * h + 1], mul, -base_m));
+      }
+      d[h] += fi::prefill::tree_sum<NB>(reinterpret_cast<const float(*)[4]>(s), h);
+    }
+  };
+  auto to_p = [&]() {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; kk++) {
+      p[kk][0] = pack2<T>(s[8 * kk + 0], s[8 * kk + 1]);
+      p[kk][1] = pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
+      p[kk][2] = pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
+      p[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+  };
+
+  // The control flow has no branch between a wgmma's issue and its wait, so ptxas can see that no
+  // register is touched while in flight (else it serializes the wgmmas).
+  if (num_tiles > 0) {
+    mbar_wait(bars.q_full(), 0);
+    float corr[2];
+    mbar_wait(bars.k_full(0), 0);
+    issue_qk(0);
+    wgmma_wait<0>();
+    pin(s);
+    if (lane == 0) mbar_arrive(bars.k_empty(0));
+    softmax(0, corr);  // O is still 0: no rescale
+    to_p();
+    for (int t = 1; t < num_tiles; t++) {
+      const int st = t % S, pt = (t - 1) % S;
+      mbar_wait(bars.k_full(st), (t / S) & 1);
+      issue_qk(st);
+      mbar_wait(bars.v_full(pt), ((t - 1) / S) & 1);
+      issue_pv(pt);
+      wgmma_wait<1>();  // S(t) is done; P V (t - 1) runs on under the softmax
+      pin(s);
+      if (lane == 0) mbar_arrive(bars.k_empty(st));
+      softmax(t, corr);
+      wgmma_wait<0>();  // P V (t - 1) is done: O may be rescaled, P rewritten, V(t - 1) freed
+      pin(o);
+      pin(p);
+      if (lane == 0) mbar_arrive(bars.v_empty(pt));
+#pragma unroll
+      for (int j = 0; j < ND; j++) {
+        o[4 * j + 0] *= corr[0];
+        o[4 * j + 1] *= corr[0];
+        o[4 * j + 2] *= corr[1];
+        o[4 * j + 3] *= corr[1];
+      }
+      to_p();
+    }
+    const int t = num_tiles - 1;
+    mbar_wait(bars.v_full(t % S), (t / S) & 1);
+    issue_pv(t % S);
+    wgmma_wait<0>();
+    pin(o);
+  }
+
+  // ---- epilogue: normalize O into this warpgroup's Q rows of shared memory, then 16-byte stores ----
+  fence_proxy_async();  // the Q rows were last read by wgmma (async proxy)
+  uint8_t* smem_gen = smem_raw + (base - smem_addr(smem_raw));
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    float sum = d[h];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    const int r = warp_row + (lane >> 2) + 8 * h;
+#pragma unroll
+    for (int j = 0; j < ND; j++)
+      *reinterpret_cast<uint32_t*>(smem_gen + tile_off(r, j, TQ) + (lane & 3) * 4) =
+          pack2<T>(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+    if (a.lse != nullptr && (lane & 3) == 0 && (r >> pack_shift) < q_rows)
+      a.lse[(int64_t)(qo_start + q0 + (r >> pack_shift)) * a.num_qo_heads + head0 + (r & (pack - 1))] =
+          sum > 0.f ? m[h] + log2f(sum) : -INFINITY;
+  }
+  named_sync(1 + wg, 128);
+  T* o_base = static_cast<T*>(a.o) + (int64_t)(qo_start + q0) * a.o_stride_n + (int64_t)head0 * a.o_stride_h;
+  const int wtid = tid & 127;
+  for (int id = wtid; id < 64 * C; id += 128) {
+    const int r = wg * 64 + id / C, c = id % C;
+    if ((r >> pack_shift) >= q_rows) continue;
+    *reinterpret_cast<uint4*>(o_base + (int64_t)(r >> pack_shift) * a.o_stride_n +
+                              (int64_t)(r & (pack - 1)) * a.o_stride_h + c * 8) =
+        *reinterpret_cast<const uint4*>(smem_gen + tile_off(r, c, TQ));
+  }
+#endif
+}
+
+}  // namespace fi::hopper
