@@ -99,10 +99,10 @@ __global__ void __launch_bounds__(384, 1) prefill_hopper_kernel(const __grid_con
 
   if (tid < 128) {
     // ======================= producer =======================
-    regs_dec<32>();
+    // Register budgets: 24 * 128 + 240 * 256 must not exceed the 168 * 384 the launch allocated.
+    regs_dec<24>();
     const int warp = tid >> 5;
     if (num_tiles > 0) {  // Q (rows past the request are zero); with no keys the consumers never read it
-
       const T* q_base = static_cast<const T*>(a.q) + (int64_t)(qo_start + q0) * a.q_stride_n +
                         (int64_t)head0 * a.q_stride_h;
       for (int id = tid; id < TQ * C; id += 128) {
