@@ -22,7 +22,7 @@ using namespace fi::attn;
 template <int D>
 struct HopperConfig {
   static constexpr int kBlockN = 128;
-  static constexpr int kStages = 2;
+  static constexpr int kStages = 3;  // hd128: 32 KB Q + 3 x 64 KB K/V, within the 227 KB
   static constexpr int kTileQ = 128;  // rows: two consumer warpgroups of 64
   static constexpr int kThreads = 384;
   static constexpr int kQBytes = kTileQ * D * 2;
@@ -32,28 +32,32 @@ struct HopperConfig {
 };
 
 // Barriers: q_full, k_full[S], v_full[S], k_empty[S], v_empty[S].
+template <int S>
 struct Bars {
+  static constexpr int kCount = 1 + 4 * S;
   uint32_t base;
   __device__ uint32_t q_full() const { return base; }
   __device__ uint32_t k_full(int s) const { return base + 8 * (1 + s); }
-  __device__ uint32_t v_full(int s) const { return base + 8 * (3 + s); }
-  __device__ uint32_t k_empty(int s) const { return base + 8 * (5 + s); }
-  __device__ uint32_t v_empty(int s) const { return base + 8 * (7 + s); }
+  __device__ uint32_t v_full(int s) const { return base + 8 * (1 + S + s); }
+  __device__ uint32_t k_empty(int s) const { return base + 8 * (1 + 2 * S + s); }
+  __device__ uint32_t v_empty(int s) const { return base + 8 * (1 + 3 * S + s); }
 };
 
-template <typename T, int D>
+// PINGPONG: the two consumers take turns issuing their wgmmas (named barriers 3 and 4), so one's
+// softmax runs under the other's matrix products (FA3's inter-warpgroup schedule).
+template <typename T, int D, bool PINGPONG>
 __global__ void __launch_bounds__(384, 1) prefill_hopper_kernel(const __grid_constant__ PrefillArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = HopperConfig<D>;
   constexpr int BN = Cfg::kBlockN, S = Cfg::kStages, TQ = Cfg::kTileQ;
   constexpr int C = D / 8;  // 16-byte chunks per row
   constexpr bool BF16 = !__is_same(T, __half);
-  static_assert(BN == 128 && S == 2, "the producer maps one key row per thread; barriers assume 2 stages");
+  static_assert(BN == 128, "the producer maps one key row per thread");
   extern __shared__ uint8_t smem_raw[];
-  __shared__ __align__(8) uint64_t bars_mem[9];
+  __shared__ __align__(8) uint64_t bars_mem[Bars<S>::kCount];
   const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
   const uint32_t sQ = base, sK = sQ + Cfg::kQBytes, sV = sK + S * Cfg::kKVBytes;
-  const Bars bars{smem_addr(bars_mem)};
+  const Bars<S> bars{smem_addr(bars_mem)};
 
   const int tid = threadIdx.x, lane = tid & 31;
   const int pack_shift = a.pack_shift, pack = 1 << pack_shift;
@@ -144,6 +148,10 @@ __global__ void __launch_bounds__(384, 1) prefill_hopper_kernel(const __grid_con
         cp_async_16(dst + tile_off(warp * 32 + rr, c, BN), o >= 0 ? src + o + c * 8 : src, o >= 0);
       }
     };
+    // Tile t's copies are issued in step t and handed over in step t + 1 (or at the end), once
+    // they have landed: the producer never waits on a copy it has just issued. Step t waits for
+    // QK(t - S) and PV(t - S) to free the stage; the hand-over of tile t - 1 comes before the wait
+    // for PV(t - S), which (S >= 2) needs the consumers past tile t - 1's QK: no cycle.
     for (int t = 0; t < num_tiles; t++) {
       const int s = t % S, use = t / S;
       int row, slot;
@@ -151,20 +159,24 @@ __global__ void __launch_bounds__(384, 1) prefill_hopper_kernel(const __grid_con
       if (t >= S) mbar_wait(bars.k_empty(s), (use - 1) & 1);
       copy_rows(sK + s * Cfg::kKVBytes, k_base, row, slot, a.k_stride_page, a.k_stride_n);
       cp_async_commit();
-      // Everything but K(t) has landed: Q (t = 0) or V(t - 1).
-      cp_async_wait<1>();
+      cp_async_wait<1>();  // everything but K(t): Q (t = 0) or K(t - 1) and V(t - 1)
       fence_proxy_async();
-      mbar_arrive(t == 0 ? bars.q_full() : bars.v_full((t - 1) % S));
+      if (t == 0) {
+        mbar_arrive(bars.q_full());
+      } else {
+        mbar_arrive(bars.k_full((t - 1) % S));
+        mbar_arrive(bars.v_full((t - 1) % S));
+      }
       if (t >= S) mbar_wait(bars.v_empty(s), (use - 1) & 1);
       copy_rows(sV + s * Cfg::kKVBytes, v_base, row, slot, a.v_stride_page, a.v_stride_n);
       cp_async_commit();
-      cp_async_wait<1>();  // K(t)
-      fence_proxy_async();
-      mbar_arrive(bars.k_full(s));
     }
     cp_async_wait<0>();
     fence_proxy_async();
-    if (num_tiles > 0) mbar_arrive(bars.v_full((num_tiles - 1) % S));
+    if (num_tiles > 0) {
+      mbar_arrive(bars.k_full((num_tiles - 1) % S));
+      mbar_arrive(bars.v_full((num_tiles - 1) % S));
+    }
     return;
   }
 
@@ -283,11 +295,21 @@ __global__ void __launch_bounds__(384, 1) prefill_hopper_kernel(const __grid_con
 
   // The control flow has no branch between a wgmma's issue and its wait, so ptxas can see that no
   // register is touched while in flight (else it serializes the wgmmas).
+  // Turn b of warpgroup w: sync on barrier 3 + w (its 128 threads + the other's 128 arrivals).
+  auto turn_begin = [&]() {
+    if constexpr (PINGPONG) named_sync(3 + wg, 256);
+  };
+  auto turn_end = [&]() {
+    if constexpr (PINGPONG) named_arrive(3 + (wg ^ 1), 256);
+  };
   if (num_tiles > 0) {
+    if (PINGPONG && wg == 1) named_arrive(3, 256);  // warpgroup 0 goes first
     mbar_wait(bars.q_full(), 0);
     float corr[2];
     mbar_wait(bars.k_full(0), 0);
+    turn_begin();
     issue_qk(0);
+    turn_end();
     wgmma_wait<0>();
     pin(s);
     if (lane == 0) mbar_arrive(bars.k_empty(0));
@@ -296,9 +318,11 @@ __global__ void __launch_bounds__(384, 1) prefill_hopper_kernel(const __grid_con
     for (int t = 1; t < num_tiles; t++) {
       const int st = t % S, pt = (t - 1) % S;
       mbar_wait(bars.k_full(st), (t / S) & 1);
-      issue_qk(st);
       mbar_wait(bars.v_full(pt), ((t - 1) / S) & 1);
+      turn_begin();
+      issue_qk(st);
       issue_pv(pt);
+      turn_end();
       wgmma_wait<1>();  // S(t) is done; P V (t - 1) runs on under the softmax
       pin(s);
       if (lane == 0) mbar_arrive(bars.k_empty(st));
@@ -318,7 +342,10 @@ __global__ void __launch_bounds__(384, 1) prefill_hopper_kernel(const __grid_con
     }
     const int t = num_tiles - 1;
     mbar_wait(bars.v_full(t % S), (t / S) & 1);
+    turn_begin();
     issue_pv(t % S);
+    turn_end();
+    if (PINGPONG && wg == 0) named_sync(3, 256);  // takes warpgroup 1's last hand-over: barriers end clean
     wgmma_wait<0>();
     pin(o);
   }
