@@ -20,7 +20,17 @@ int32_t launch_one(const prefill::PrefillArgs& a, int tiles, int heads, cudaStre
     FI_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
     configured = true;
   }
-  kernel<<<dim3(tiles, heads >> a.pack_shift), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a);
+  const int head_groups = heads >> a.pack_shift;
+  const long long items = (long long)tiles * head_groups;
+  if (items > 2147483647LL) return set_error(FI_ERR_INVALID_ARGUMENT, "prefill (hopper): %lld work items", items);
+  // Persistent: one CTA per SM (its shared memory takes the SM), items round-robin.
+  static int sms[64];
+  int dev = 0;
+  FI_CUDA(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) return set_error(FI_ERR_INVALID_ARGUMENT, "prefill (hopper): device %d", dev);
+  if (sms[dev] == 0) FI_CUDA(cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev));
+  const int grid = (int)(items < sms[dev] ? items : sms[dev]);
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, tiles, head_groups);
   FI_CHECK_LAUNCH("prefill (hopper)");
   return FI_OK;
 }

@@ -9,7 +9,8 @@ namespace fi::prefill_hopper {
 
 // 1 when the current device is sm_90 and the library holds sm_90a code of the kernel.
 bool available();
-// Launches `tiles` x (heads >> pack_shift) CTAs of 128 query rows (the FA2 kernel's tile and work table).
+// Runs `tiles` x (heads >> pack_shift) work items of 128 query rows (the FA2 kernel's tile and work
+// table) on a persistent grid of at most one CTA per SM.
 int32_t launch(const prefill::PrefillArgs& a, int dtype, int head_dim, int tiles, int heads, cudaStream_t stream);
 
 }  // namespace fi::prefill_hopper

@@ -29,24 +29,71 @@ struct HopperConfig {
   static constexpr int kKVBytes = kBlockN * D * 2;  // one K or V stage
   // + 1024: the tiles are aligned up to 1024 bytes (the swizzle atom) at run time.
   static constexpr int kSmemBytes = kQBytes + 2 * kStages * kKVBytes + 1024;
+  static_assert(kSmemBytes <= 227 * 1024, "over the sm_90 shared memory per block");
 };
 
-// Barriers: q_full, k_full[S], v_full[S], k_empty[S], v_empty[S].
+// Barriers: q_full, q_empty, k_full[S], v_full[S], k_empty[S], v_empty[S].
 template <int S>
 struct Bars {
-  static constexpr int kCount = 1 + 4 * S;
+  static constexpr int kCount = 2 + 4 * S;
   uint32_t base;
   __device__ uint32_t q_full() const { return base; }
-  __device__ uint32_t k_full(int s) const { return base + 8 * (1 + s); }
-  __device__ uint32_t v_full(int s) const { return base + 8 * (1 + S + s); }
-  __device__ uint32_t k_empty(int s) const { return base + 8 * (1 + 2 * S + s); }
-  __device__ uint32_t v_empty(int s) const { return base + 8 * (1 + 3 * S + s); }
+  __device__ uint32_t q_empty() const { return base + 8; }
+  __device__ uint32_t k_full(int s) const { return base + 8 * (2 + s); }
+  __device__ uint32_t v_full(int s) const { return base + 8 * (2 + S + s); }
+  __device__ uint32_t k_empty(int s) const { return base + 8 * (2 + 2 * S + s); }
+  __device__ uint32_t v_empty(int s) const { return base + 8 * (2 + 3 * S + s); }
 };
 
+// One work item: a query tile of one (request, head group) and the key range it sees.
+struct Item {
+  int qo_start, qo_len, kv_start, kv_len, q0, q_rows, head0, kv_head, kv_begin, num_tiles;
+};
+
+// Item i of the launch: items go tile-major (all head groups of the work table's first, heaviest
+// tile, then the next), so persistent CTAs taking items round-robin start with the heaviest.
+template <int BN, int TQ>
+__device__ __forceinline__ Item item_of(const PrefillArgs& a, int i, int head_groups, int tiles) {
+  Item it;
+  const int x = i / head_groups, y = i - x * head_groups;
+  const int pack = 1 << a.pack_shift;
+  int req = 0, tile = x;
+  if (a.work != nullptr) {
+    req = a.work[2 * x];
+    tile = a.work[2 * x + 1];
+  } else if (a.causal) {
+    tile = tiles - 1 - x;  // the heaviest tiles first
+  }
+  it.qo_start = 0, it.qo_len = a.qo_len, it.kv_start = 0, it.kv_len = a.kv_len;
+  if (a.qo_indptr != nullptr) {
+    it.qo_start = a.qo_indptr[req];
+    it.qo_len = a.qo_indptr[req + 1] - it.qo_start;
+    it.kv_start = a.kv_indptr[req];
+    it.kv_len = a.kv_lens[req];
+  }
+  const int TT = TQ >> a.pack_shift;  // tokens per tile
+  it.q0 = tile * TT;
+  it.q_rows = min(TT, it.qo_len - it.q0);  // <= 0: an empty tile
+  it.head0 = y * pack;
+  it.kv_head = it.head0 / a.group;
+  const int delta = it.kv_len - it.qo_len;  // bottom-right alignment: row i sees keys j <= i + delta
+  int kv_end = it.kv_len;
+  if (a.causal) kv_end = min(it.kv_len, it.q0 + it.q_rows - 1 + delta + 1);
+  int kv_begin = 0;
+  if (a.window_left >= 0) kv_begin = max(0, it.q0 + delta - a.window_left);
+  it.kv_begin = kv_begin / BN * BN;
+  it.num_tiles = it.q_rows > 0 && kv_end > it.kv_begin ? (kv_end - it.kv_begin + BN - 1) / BN : 0;
+  return it;
+}
+
+// Persistent: gridDim.x CTAs (at most one per SM) take items blockIdx.x, + gridDim.x, ... of
+// `items` = tiles x head groups; the producer runs ahead into the next item (its Q as soon as the
+// consumers' last Q K^T of the current one is done), so loads hide under the previous epilogue.
 // PINGPONG: the two consumers take turns issuing their wgmmas (named barriers 3 and 4), so one's
 // softmax runs under the other's matrix products (FA3's inter-warpgroup schedule).
 template <typename T, int D, bool PINGPONG>
-__global__ void __launch_bounds__(384, 1) prefill_hopper_kernel(const __grid_constant__ PrefillArgs a) {
+__global__ void __launch_bounds__(384, 1)
+    prefill_hopper_kernel(const __grid_constant__ PrefillArgs a, int tiles, int head_groups) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = HopperConfig<D>;
   constexpr int BN = Cfg::kBlockN, S = Cfg::kStages, TQ = Cfg::kTileQ;
@@ -58,43 +105,18 @@ __global__ void __launch_bounds__(384, 1) prefill_hopper_kernel(const __grid_con
   const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
   const uint32_t sQ = base, sK = sQ + Cfg::kQBytes, sV = sK + S * Cfg::kKVBytes;
   const Bars<S> bars{smem_addr(bars_mem)};
+  const int items = tiles * head_groups;
 
   const int tid = threadIdx.x, lane = tid & 31;
   const int pack_shift = a.pack_shift, pack = 1 << pack_shift;
-  const int head0 = blockIdx.y * pack, kv_head = head0 / a.group;
-  const int TT = TQ >> pack_shift;  // tokens per tile
-
-  int req = 0, tile = blockIdx.x;
-  if (a.work != nullptr) {
-    req = a.work[2 * blockIdx.x];
-    tile = a.work[2 * blockIdx.x + 1];
-  } else if (a.causal) {
-    tile = gridDim.x - 1 - blockIdx.x;  // the heaviest tiles first
-  }
-  int qo_start = 0, qo_len = a.qo_len, kv_start = 0, kv_len = a.kv_len;
-  if (a.qo_indptr != nullptr) {
-    qo_start = a.qo_indptr[req];
-    qo_len = a.qo_indptr[req + 1] - qo_start;
-    kv_start = a.kv_indptr[req];
-    kv_len = a.kv_lens[req];
-  }
-  const int q0 = tile * TT;  // in tokens
-  if (q0 >= qo_len) return;
-  const int q_rows = min(TT, qo_len - q0);
-  const int delta = kv_len - qo_len;  // bottom-right alignment: row i sees keys j <= i + delta
-  int kv_end = kv_len;
-  if (a.causal) kv_end = min(kv_len, q0 + q_rows - 1 + delta + 1);
-  int kv_begin = 0;
-  if (a.window_left >= 0) kv_begin = max(0, q0 + delta - a.window_left);
-  kv_begin = kv_begin / BN * BN;
-  const int num_tiles = kv_end > kv_begin ? (kv_end - kv_begin + BN - 1) / BN : 0;
 
   if (tid == 0) {
     mbar_init(bars.q_full(), 128);
+    mbar_init(bars.q_empty(), 8);  // one arrival per consumer warp
     for (int s = 0; s < S; s++) {
       mbar_init(bars.k_full(s), 128);
       mbar_init(bars.v_full(s), 128);
-      mbar_init(bars.k_empty(s), 8);  // one arrival per consumer warp
+      mbar_init(bars.k_empty(s), 8);
       mbar_init(bars.v_empty(s), 8);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -106,76 +128,76 @@ __global__ void __launch_bounds__(384, 1) prefill_hopper_kernel(const __grid_con
     // Register budgets: 24 * 128 + 240 * 256 must not exceed the 168 * 384 the launch allocated.
     regs_dec<24>();
     const int warp = tid >> 5;
-    if (num_tiles > 0) {  // Q (rows past the request are zero); with no keys the consumers never read it
-      const T* q_base = static_cast<const T*>(a.q) + (int64_t)(qo_start + q0) * a.q_stride_n +
-                        (int64_t)head0 * a.q_stride_h;
+    const bool paged = a.paged != 0;
+    int g = 0;       // K/V tiles issued so far (all items): stage g % S, its use g / S
+    int q_uses = 0;  // items with keys so far
+    for (int i = blockIdx.x; i < items; i += gridDim.x) {
+      const Item it = item_of<BN, TQ>(a, i, head_groups, tiles);
+      if (it.num_tiles == 0) continue;  // the consumers write zeros without reading anything
+      // Q, once the consumers are done with the previous item's (rows past the request are zero).
+      if (q_uses > 0) mbar_wait(bars.q_empty(), (q_uses - 1) & 1);
+      q_uses++;
+      const T* q_base = static_cast<const T*>(a.q) + (int64_t)(it.qo_start + it.q0) * a.q_stride_n +
+                        (int64_t)it.head0 * a.q_stride_h;
       for (int id = tid; id < TQ * C; id += 128) {
         const int r = id / C, c = id % C;
-        const bool ok = (r >> pack_shift) < q_rows;
+        const bool ok = (r >> pack_shift) < it.q_rows;
         const T* src = ok ? q_base + (int64_t)(r >> pack_shift) * a.q_stride_n +
                                 (int64_t)(r & (pack - 1)) * a.q_stride_h + c * 8
                           : q_base;
         cp_async_16(sQ + tile_off(r, c, TQ), src, ok);
       }
       cp_async_commit();
-    }
-    const T* k_base = static_cast<const T*>(a.k) + (int64_t)kv_head * a.k_stride_h;
-    const T* v_base = static_cast<const T*>(a.v) + (int64_t)kv_head * a.v_stride_h;
-    const bool paged = a.paged != 0;
-    // This lane's key row of tile t: (page or token row, slot in page); row -1 past the end.
-    auto locate = [&](int t, int& row, int& slot) {
-      const int kv = kv_begin + t * BN + warp * 32 + lane;
-      row = -1;
-      slot = 0;
-      if (kv >= kv_len) return;
-      if (!paged) {
-        row = kv_start + kv;
-        return;
-      }
-      const int page = a.page_shift >= 0 ? kv >> a.page_shift : kv / a.page_size;
-      slot = a.page_shift >= 0 ? (kv & (a.page_size - 1)) : kv - page * a.page_size;
-      row = __ldg(a.kv_indices + kv_start + page);
-    };
-    // Copies this warp's 32 rows of one tile: each pass covers 32 / C rows, a row's chunks on
-    // consecutive lanes; the row offsets come from the lanes that own the rows.
-    auto copy_rows = [&](uint32_t dst, const T* src, int row, int slot, int64_t s_page, int64_t s_n) {
-      const int64_t off = row >= 0 ? (int64_t)row * s_page + (int64_t)slot * s_n : -1;
-      constexpr int RPP = 32 / C;
+      const T* k_base = static_cast<const T*>(a.k) + (int64_t)it.kv_head * a.k_stride_h;
+      const T* v_base = static_cast<const T*>(a.v) + (int64_t)it.kv_head * a.v_stride_h;
+      // Copies this warp's 32 rows of one tile: each pass covers 32 / C rows, a row's chunks on
+      // consecutive lanes; the row offsets come from the lanes that own the rows.
+      auto copy_rows = [&](uint32_t dst, const T* src, int64_t off) {
+        constexpr int RPP = 32 / C;
 #pragma unroll 1
-      for (int p = 0; p < 32 / RPP; p++) {
-        const int rr = p * RPP + lane / C, c = lane % C;
-        const int64_t o = __shfl_sync(0xffffffffu, off, rr);
-        cp_async_16(dst + tile_off(warp * 32 + rr, c, BN), o >= 0 ? src + o + c * 8 : src, o >= 0);
+        for (int p = 0; p < 32 / RPP; p++) {
+          const int rr = p * RPP + lane / C, c = lane % C;
+          const int64_t o = __shfl_sync(0xffffffffu, off, rr);
+          cp_async_16(dst + tile_off(warp * 32 + rr, c, BN), o >= 0 ? src + o + c * 8 : src, o >= 0);
+        }
+      };
+      // Tile t's copies are issued in step t and handed over in step t + 1 (or at the item's end)
+      // once landed: the producer never waits on copies it has just issued. Step t waits for the
+      // Q K^T and P V of the tile S back to free the stage; the hand-over of tile t - 1 comes
+      // before the wait for that P V, which needs the consumers past tile t - 1's Q K^T: no cycle.
+      for (int t = 0; t < it.num_tiles; t++, g++) {
+        const int s = g % S, use = g / S;
+        // This lane's key row: a page id and slot (paged) or a token row (ragged); -1 past the end.
+        const int kv = it.kv_begin + t * BN + warp * 32 + lane;
+        int row = -1, slot = 0;
+        if (kv < it.kv_len) {
+          if (!paged) {
+            row = it.kv_start + kv;
+          } else {
+            const int page = a.page_shift >= 0 ? kv >> a.page_shift : kv / a.page_size;
+            slot = kv - page * a.page_size;
+            row = __ldg(a.kv_indices + it.kv_start + page);
+          }
+        }
+        if (use > 0) mbar_wait(bars.k_empty(s), (use - 1) & 1);
+        copy_rows(sK + s * Cfg::kKVBytes, k_base, row >= 0 ? (int64_t)row * a.k_stride_page + (int64_t)slot * a.k_stride_n : -1);
+        cp_async_commit();
+        cp_async_wait<1>();  // everything but K(t): Q (t = 0) or K(t - 1) and V(t - 1)
+        fence_proxy_async();
+        if (t == 0) {
+          mbar_arrive(bars.q_full());
+        } else {
+          mbar_arrive(bars.k_full((g - 1) % S));
+          mbar_arrive(bars.v_full((g - 1) % S));
+        }
+        if (use > 0) mbar_wait(bars.v_empty(s), (use - 1) & 1);
+        copy_rows(sV + s * Cfg::kKVBytes, v_base, row >= 0 ? (int64_t)row * a.v_stride_page + (int64_t)slot * a.v_stride_n : -1);
+        cp_async_commit();
       }
-    };
-    // Tile t's copies are issued in step t and handed over in step t + 1 (or at the end), once
-    // they have landed: the producer never waits on a copy it has just issued. Step t waits for
-    // QK(t - S) and PV(t - S) to free the stage; the hand-over of tile t - 1 comes before the wait
-    // for PV(t - S), which (S >= 2) needs the consumers past tile t - 1's QK: no cycle.
-    for (int t = 0; t < num_tiles; t++) {
-      const int s = t % S, use = t / S;
-      int row, slot;
-      locate(t, row, slot);
-      if (t >= S) mbar_wait(bars.k_empty(s), (use - 1) & 1);
-      copy_rows(sK + s * Cfg::kKVBytes, k_base, row, slot, a.k_stride_page, a.k_stride_n);
-      cp_async_commit();
-      cp_async_wait<1>();  // everything but K(t): Q (t = 0) or K(t - 1) and V(t - 1)
+      cp_async_wait<0>();
       fence_proxy_async();
-      if (t == 0) {
-        mbar_arrive(bars.q_full());
-      } else {
-        mbar_arrive(bars.k_full((t - 1) % S));
-        mbar_arrive(bars.v_full((t - 1) % S));
-      }
-      if (t >= S) mbar_wait(bars.v_empty(s), (use - 1) & 1);
-      copy_rows(sV + s * Cfg::kKVBytes, v_base, row, slot, a.v_stride_page, a.v_stride_n);
-      cp_async_commit();
-    }
-    cp_async_wait<0>();
-    fence_proxy_async();
-    if (num_tiles > 0) {
-      mbar_arrive(bars.k_full((num_tiles - 1) % S));
-      mbar_arrive(bars.v_full((num_tiles - 1) % S));
+      mbar_arrive(bars.k_full((g - 1) % S));
+      mbar_arrive(bars.v_full((g - 1) % S));
     }
     return;
   }
@@ -189,16 +211,13 @@ __global__ void __launch_bounds__(384, 1) prefill_hopper_kernel(const __grid_con
   constexpr int ND = D / 8;   // n8 blocks of O
 
   float o[D / 2];
-#pragma unroll
-  for (int i = 0; i < D / 2; i++) o[i] = 0.f;
-  float m[2] = {-INFINITY, -INFINITY}, d[2] = {0.f, 0.f};
+  float m[2], d[2];
   float s[BN / 2];
   uint32_t p[BN / 16][4];
 
   const uint64_t q_desc = make_desc(sQ + wg * 64 * 128, 16, 1024);
   const uint64_t k_desc = make_desc(sK, 16, 1024);
   const uint64_t v_desc = make_desc(sV, BN * 128, 1024);
-  const int last_row = q0 + q_rows - 1;
   const bool plain = a.soft_cap <= 0.f;
 
   auto issue_qk = [&](int st) {
@@ -224,65 +243,6 @@ __global__ void __launch_bounds__(384, 1) prefill_hopper_kernel(const __grid_con
     }
     wgmma_commit();
   };
-
-  // Masks tile t's logits and runs the online softmax on them: s becomes P (unnormalized), m and d
-  // move on, corr is the factor the rows of O must take.
-  auto softmax = [&](int t, float (&corr)[2]) {
-    const int k0 = kv_begin + t * BN;
-    const bool full = k0 + BN <= kv_len && (!a.causal || k0 + BN - 1 <= q0 + delta) &&
-                      (a.window_left < 0 || k0 >= last_row + delta - a.window_left);
-    float mul = a.scale_log2;  // plain tiles keep raw logits: the scale is folded into the exponent
-    if (plain && !full && a.window_left < 0) {
-#pragma unroll
-      for (int h = 0; h < 2; h++) {
-        const int qi = q0 + ((warp_row + (lane >> 2) + 8 * h) >> pack_shift);
-        int lim = kv_len - 1;
-        if (a.causal) lim = min(lim, qi + delta);
-        if (qi >= qo_len) lim = -1;
-        lim -= k0 + (lane & 3) * 2;
-#pragma unroll
-        for (int j = 0; j < NB; j++) {
-          if (j * 8 > lim) s[4 * j + 2 * h] = -INFINITY;
-          if (j * 8 + 1 > lim) s[4 * j + 2 * h + 1] = -INFINITY;
-        }
-      }
-    } else if (!(plain && full)) {
-      mul = 1.f;
-#pragma unroll
-      for (int j = 0; j < NB; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int qi = q0 + ((warp_row + (lane >> 2) + 8 * (e >> 1)) >> pack_shift);
-          const int kj = k0 + j * 8 + (lane & 3) * 2 + (e & 1);
-          const int qpos = qi + delta;
-          float x = s[4 * j + e];
-          if (a.soft_cap > 0.f) x = a.cap_post * tanhf(x * a.cap_pre);
-          else x *= a.scale_log2;
-          bool keep = kj < kv_len && qi < qo_len;
-          if (a.causal) keep = keep && kj <= qpos;
-          if (a.window_left >= 0) keep = keep && kj >= qpos - a.window_left;
-          s[4 * j + e] = keep ? x : -INFINITY;
-        }
-    }
-    // Rows lane/4 (h = 0) and lane/4 + 8 (h = 1) of the warp's 16.
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-      float mx = fi::prefill::tree_max<NB>(reinterpret_cast<const float(*)[4]>(s), h);
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      mx = fmaxf(m[h], mx * mul);
-      const float base_m = mx == -INFINITY ? 0.f : mx;  // a row with nothing visible yet stays 0
-      corr[h] = ex2(m[h] - base_m);
-      m[h] = mx;
-      d[h] *= corr[h];
-#pragma unroll
-      for (int j = 0; j < NB; j++) {
-        s[4 * j + 2 * h] = ex2(fmaf(s[4 * j + 2 * h], mul, -base_m));
-        s[4 * j + 2 * h + 1] = ex2(fmaf(s[4 * j + 2 * h + 1], mul, -base_m));
-      }
-      d[h] += fi::prefill::tree_sum<NB>(reinterpret_cast<const float(*)[4]>(s), h);
-    }
-  };
   auto to_p = [&]() {
 #pragma unroll
     for (int kk = 0; kk < BN / 16; kk++) {
@@ -292,9 +252,6 @@ __global__ void __launch_bounds__(384, 1) prefill_hopper_kernel(const __grid_con
       p[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
     }
   };
-
-  // The control flow has no branch between a wgmma's issue and its wait, so ptxas can see that no
-  // register is touched while in flight (else it serializes the wgmmas).
   // Turn b of warpgroup w: sync on barrier 3 + w (its 128 threads + the other's 128 arrivals).
   auto turn_begin = [&]() {
     if constexpr (PINGPONG) named_sync(3 + wg, 256);
@@ -302,82 +259,159 @@ __global__ void __launch_bounds__(384, 1) prefill_hopper_kernel(const __grid_con
   auto turn_end = [&]() {
     if constexpr (PINGPONG) named_arrive(3 + (wg ^ 1), 256);
   };
-  if (num_tiles > 0) {
-    if (PINGPONG && wg == 1) named_arrive(3, 256);  // warpgroup 0 goes first
-    mbar_wait(bars.q_full(), 0);
-    float corr[2];
-    mbar_wait(bars.k_full(0), 0);
-    turn_begin();
-    issue_qk(0);
-    turn_end();
-    wgmma_wait<0>();
-    pin(s);
-    if (lane == 0) mbar_arrive(bars.k_empty(0));
-    softmax(0, corr);  // O is still 0: no rescale
-    to_p();
-    for (int t = 1; t < num_tiles; t++) {
-      const int st = t % S, pt = (t - 1) % S;
-      mbar_wait(bars.k_full(st), (t / S) & 1);
-      mbar_wait(bars.v_full(pt), ((t - 1) / S) & 1);
-      turn_begin();
-      issue_qk(st);
-      issue_pv(pt);
-      turn_end();
-      wgmma_wait<1>();  // S(t) is done; P V (t - 1) runs on under the softmax
-      pin(s);
-      if (lane == 0) mbar_arrive(bars.k_empty(st));
-      softmax(t, corr);
-      wgmma_wait<0>();  // P V (t - 1) is done: O may be rescaled, P rewritten, V(t - 1) freed
-      pin(o);
-      pin(p);
-      if (lane == 0) mbar_arrive(bars.v_empty(pt));
-#pragma unroll
-      for (int j = 0; j < ND; j++) {
-        o[4 * j + 0] *= corr[0];
-        o[4 * j + 1] *= corr[0];
-        o[4 * j + 2] *= corr[1];
-        o[4 * j + 3] *= corr[1];
-      }
-      to_p();
-    }
-    const int t = num_tiles - 1;
-    mbar_wait(bars.v_full(t % S), (t / S) & 1);
-    turn_begin();
-    issue_pv(t % S);
-    turn_end();
-    if (PINGPONG && wg == 0) named_sync(3, 256);  // takes warpgroup 1's last hand-over: barriers end clean
-    wgmma_wait<0>();
-    pin(o);
-  }
+  if (PINGPONG && wg == 1) named_arrive(3, 256);  // warpgroup 0 goes first
 
-  // ---- epilogue: normalize O into this warpgroup's Q rows of shared memory, then 16-byte stores ----
-  fence_proxy_async();  // the Q rows were last read by wgmma (async proxy)
-  uint8_t* smem_gen = smem_raw + (base - smem_addr(smem_raw));
+  int g = 0;       // K/V tiles consumed so far (all items), as the producer counts them
+  int q_uses = 0;  // items with keys so far
+  for (int i = blockIdx.x; i < items; i += gridDim.x) {
+    const Item it = item_of<BN, TQ>(a, i, head_groups, tiles);
+    if (it.q_rows <= 0) continue;
+    const int q0 = it.q0, qo_len = it.qo_len, kv_len = it.kv_len, kv_begin = it.kv_begin;
+    const int delta = kv_len - qo_len;
+    const int last_row = q0 + it.q_rows - 1;
 #pragma unroll
-  for (int h = 0; h < 2; h++) {
-    float sum = d[h];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    const int r = warp_row + (lane >> 2) + 8 * h;
+    for (int j = 0; j < D / 2; j++) o[j] = 0.f;
+    m[0] = m[1] = -INFINITY;
+    d[0] = d[1] = 0.f;
+
+    // Masks tile t's logits and runs the online softmax on them: s becomes P (unnormalized), m
+    // and d move on, corr is the factor the rows of O must take.
+    auto softmax = [&](int t, float (&corr)[2]) {
+      const int k0 = kv_begin + t * BN;
+      const bool full = k0 + BN <= kv_len && (!a.causal || k0 + BN - 1 <= q0 + delta) &&
+                        (a.window_left < 0 || k0 >= last_row + delta - a.window_left);
+      float mul = a.scale_log2;  // plain tiles keep raw logits: the scale is folded into the exponent
+      if (plain && !full && a.window_left < 0) {
 #pragma unroll
-    for (int j = 0; j < ND; j++)
-      *reinterpret_cast<uint32_t*>(smem_gen + tile_off(r, j, TQ) + (lane & 3) * 4) =
-          pack2<T>(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
-    if (a.lse != nullptr && (lane & 3) == 0 && (r >> pack_shift) < q_rows)
-      a.lse[(int64_t)(qo_start + q0 + (r >> pack_shift)) * a.num_qo_heads + head0 + (r & (pack - 1))] =
-          sum > 0.f ? m[h] + log2f(sum) : -INFINITY;
+        for (int h = 0; h < 2; h++) {
+          const int qi = q0 + ((warp_row + (lane >> 2) + 8 * h) >> pack_shift);
+          int lim = kv_len - 1;
+          if (a.causal) lim = min(lim, qi + delta);
+          if (qi >= qo_len) lim = -1;
+          lim -= k0 + (lane & 3) * 2;
+#pragma unroll
+          for (int j = 0; j < NB; j++) {
+            if (j * 8 > lim) s[4 * j + 2 * h] = -INFINITY;
+            if (j * 8 + 1 > lim) s[4 * j + 2 * h + 1] = -INFINITY;
+          }
+        }
+      } else if (!(plain && full)) {
+        mul = 1.f;
+#pragma unroll
+        for (int j = 0; j < NB; j++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int qi = q0 + ((warp_row + (lane >> 2) + 8 * (e >> 1)) >> pack_shift);
+            const int kj = k0 + j * 8 + (lane & 3) * 2 + (e & 1);
+            const int qpos = qi + delta;
+            float x = s[4 * j + e];
+            if (a.soft_cap > 0.f) x = a.cap_post * tanhf(x * a.cap_pre);
+            else x *= a.scale_log2;
+            bool keep = kj < kv_len && qi < qo_len;
+            if (a.causal) keep = keep && kj <= qpos;
+            if (a.window_left >= 0) keep = keep && kj >= qpos - a.window_left;
+            s[4 * j + e] = keep ? x : -INFINITY;
+          }
+      }
+      // Rows lane/4 (h = 0) and lane/4 + 8 (h = 1) of the warp's 16.
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        float mx = fi::prefill::tree_max<NB>(reinterpret_cast<const float(*)[4]>(s), h);
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        mx = fmaxf(m[h], mx * mul);
+        const float base_m = mx == -INFINITY ? 0.f : mx;  // a row with nothing visible yet stays 0
+        corr[h] = ex2(m[h] - base_m);
+        m[h] = mx;
+        d[h] *= corr[h];
+#pragma unroll
+        for (int j = 0; j < NB; j++) {
+          s[4 * j + 2 * h] = ex2(fmaf(s[4 * j + 2 * h], mul, -base_m));
+          s[4 * j + 2 * h + 1] = ex2(fmaf(s[4 * j + 2 * h + 1], mul, -base_m));
+        }
+        d[h] += fi::prefill::tree_sum<NB>(reinterpret_cast<const float(*)[4]>(s), h);
+      }
+    };
+
+    // No branch between a wgmma's issue and its wait, so ptxas sees that no register is touched
+    // while in flight (else it serializes the wgmmas).
+    const int n = it.num_tiles;
+    if (n > 0) {
+      mbar_wait(bars.q_full(), q_uses & 1);
+      q_uses++;
+      float corr[2];
+      mbar_wait(bars.k_full(g % S), (g / S) & 1);
+      turn_begin();
+      issue_qk(g % S);
+      turn_end();
+      wgmma_wait<0>();
+      pin(s);
+      if (lane == 0) {
+        mbar_arrive(bars.k_empty(g % S));
+        if (n == 1) mbar_arrive(bars.q_empty());
+      }
+      softmax(0, corr);  // O is still 0: no rescale
+      to_p();
+      for (int t = 1; t < n; t++) {
+        const int st = (g + t) % S, pt = (g + t - 1) % S;
+        mbar_wait(bars.k_full(st), ((g + t) / S) & 1);
+        mbar_wait(bars.v_full(pt), ((g + t - 1) / S) & 1);
+        turn_begin();
+        issue_qk(st);
+        issue_pv(pt);
+        turn_end();
+        wgmma_wait<1>();  // S(t) is done; P V (t - 1) runs on under the softmax
+        pin(s);
+        if (lane == 0) {
+          mbar_arrive(bars.k_empty(st));
+          if (t == n - 1) mbar_arrive(bars.q_empty());  // the producer may load the next item's Q
+        }
+        softmax(t, corr);
+        wgmma_wait<0>();  // P V (t - 1) is done: O may be rescaled, P rewritten, V(t - 1) freed
+        pin(o);
+        pin(p);
+        if (lane == 0) mbar_arrive(bars.v_empty(pt));
+#pragma unroll
+        for (int j = 0; j < ND; j++) {
+          o[4 * j + 0] *= corr[0];
+          o[4 * j + 1] *= corr[0];
+          o[4 * j + 2] *= corr[1];
+          o[4 * j + 3] *= corr[1];
+        }
+        to_p();
+      }
+      const int lt = (g + n - 1) % S;
+      mbar_wait(bars.v_full(lt), ((g + n - 1) / S) & 1);
+      turn_begin();
+      issue_pv(lt);
+      turn_end();
+      wgmma_wait<0>();
+      pin(o);
+      if (lane == 0) mbar_arrive(bars.v_empty(lt));
+      g += n;
+    }
+
+    // ---- epilogue: normalize and store O straight from registers (4-byte pairs), and the LSE ----
+    T* o_base = static_cast<T*>(a.o) + (int64_t)(it.qo_start + q0) * a.o_stride_n + (int64_t)it.head0 * a.o_stride_h;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      float sum = d[h];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      const int r = warp_row + (lane >> 2) + 8 * h;
+      if ((r >> pack_shift) >= it.q_rows) continue;
+      T* row = o_base + (int64_t)(r >> pack_shift) * a.o_stride_n + (int64_t)(r & (pack - 1)) * a.o_stride_h;
+#pragma unroll
+      for (int j = 0; j < ND; j++)
+        *reinterpret_cast<uint32_t*>(row + j * 8 + (lane & 3) * 2) =
+            pack2<T>(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+      if (a.lse != nullptr && (lane & 3) == 0)
+        a.lse[(int64_t)(it.qo_start + q0 + (r >> pack_shift)) * a.num_qo_heads + it.head0 + (r & (pack - 1))] =
+            sum > 0.f ? m[h] + log2f(sum) : -INFINITY;
+    }
   }
-  named_sync(1 + wg, 128);
-  T* o_base = static_cast<T*>(a.o) + (int64_t)(qo_start + q0) * a.o_stride_n + (int64_t)head0 * a.o_stride_h;
-  const int wtid = tid & 127;
-  for (int id = wtid; id < 64 * C; id += 128) {
-    const int r = wg * 64 + id / C, c = id % C;
-    if ((r >> pack_shift) >= q_rows) continue;
-    *reinterpret_cast<uint4*>(o_base + (int64_t)(r >> pack_shift) * a.o_stride_n +
-                              (int64_t)(r & (pack - 1)) * a.o_stride_h + c * 8) =
-        *reinterpret_cast<const uint4*>(smem_gen + tile_off(r, c, TQ));
-  }
+  if (PINGPONG && wg == 0) named_sync(3, 256);  // takes warpgroup 1's last hand-over: barriers end clean
 #endif
 }
 
