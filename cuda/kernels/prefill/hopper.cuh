@@ -25,6 +25,11 @@ struct HopperConfig {
   static constexpr int kStages = 3;  // hd128: 32 KB Q + 3 x 64 KB K/V, within the 227 KB
   static constexpr int kTileQ = 128;  // rows: two consumer warpgroups of 64
   static constexpr int kThreads = 384;
+  // Register budgets (setmaxnreg): 128 * producer + 256 * consumer must not exceed the 168 * 384 the
+  // launch allocated. hd128's consumers need every register they can get; hd64's fit in 232.
+  static constexpr int kProducerRegs = D == 128 ? 24 : 40;
+  static constexpr int kConsumerRegs = D == 128 ? 240 : 232;
+  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= 168 * 384, "over the register file");
   static constexpr int kQBytes = kTileQ * D * 2;
   static constexpr int kKVBytes = kBlockN * D * 2;  // one K or V stage
   // + 1024: the tiles are aligned up to 1024 bytes (the swizzle atom) at run time.
@@ -99,7 +104,7 @@ __global__ void __launch_bounds__(384, 1)
   constexpr int BN = Cfg::kBlockN, S = Cfg::kStages, TQ = Cfg::kTileQ;
   constexpr int C = D / 8;  // 16-byte chunks per row
   constexpr bool BF16 = !__is_same(T, __half);
-  static_assert(BN == 128, "the producer maps one key row per thread");
+  static_assert(BN == 128 && S >= 3, "the producer maps two key rows per lane pair; its hand-over lag needs 3 stages");
   extern __shared__ uint8_t smem_raw[];
   __shared__ __align__(8) uint64_t bars_mem[Bars<S>::kCount];
   const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
@@ -125,8 +130,7 @@ __global__ void __launch_bounds__(384, 1)
 
   if (tid < 128) {
     // ======================= producer =======================
-    // Register budgets: 24 * 128 + 240 * 256 must not exceed the 168 * 384 the launch allocated.
-    regs_dec<24>();
+    regs_dec<Cfg::kProducerRegs>();
     const int warp = tid >> 5;
     const bool paged = a.paged != 0;
     int g = 0;       // K/V tiles issued so far (all items): stage g % S, its use g / S
@@ -150,60 +154,75 @@ __global__ void __launch_bounds__(384, 1)
       cp_async_commit();
       const T* k_base = static_cast<const T*>(a.k) + (int64_t)it.kv_head * a.k_stride_h;
       const T* v_base = static_cast<const T*>(a.v) + (int64_t)it.kv_head * a.v_stride_h;
-      // Copies this warp's 32 rows of one tile: each pass covers 32 / C rows, a row's chunks on
-      // consecutive lanes; the row offsets come from the lanes that own the rows.
-      auto copy_rows = [&](uint32_t dst, const T* src, int64_t off) {
-        constexpr int RPP = 32 / C;
-#pragma unroll 1
-        for (int p = 0; p < 32 / RPP; p++) {
-          const int rr = p * RPP + lane / C, c = lane % C;
-          const int64_t o = __shfl_sync(0xffffffffu, off, rr);
-          cp_async_16(dst + tile_off(warp * 32 + rr, c, BN), o >= 0 ? src + o + c * 8 : src, o >= 0);
+      // Lane pairs share a key row: each lane copies every other 16-byte chunk (a pair reads whole
+      // 32-byte sectors) of rows r0 and r0 + 16 of the tile; chunk offsets are compile-time.
+      const int half = lane & 1, r0 = warp * 32 + (lane >> 1);
+      auto copy_tile = [&](uint32_t dst, const T* src, const int (&row)[2], const int (&slot)[2], int64_t s_page,
+                           int64_t s_n) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          const int r = r0 + 16 * h;
+          const bool ok = row[h] >= 0;
+          const char* from = reinterpret_cast<const char*>(ok ? src + (int64_t)row[h] * s_page + (int64_t)slot[h] * s_n : src) +
+                             half * 16;
+          const uint32_t to = dst + r * 128, x = uint32_t(half ^ (r & 7)) << 4;
+#pragma unroll
+          for (int k = 0; k < C / 2; k++)
+            cp_async_16(to + ((2 * k) >> 3) * BN * 128 + ((((2 * k) & 7) << 4) ^ x), from + 32 * k, ok);
         }
       };
-      // Tile t's copies are issued in step t and handed over in step t + 1 (or at the item's end)
-      // once landed: the producer never waits on copies it has just issued. Step t waits for the
-      // Q K^T and P V of the tile S back to free the stage; the hand-over of tile t - 1 comes
-      // before the wait for that P V, which needs the consumers past tile t - 1's Q K^T: no cycle.
-      for (int t = 0; t < it.num_tiles; t++, g++) {
+      auto hand_over = [&](int tile) {
+        mbar_arrive(bars.k_full(tile % S));
+        mbar_arrive(bars.v_full(tile % S));
+      };
+      // Tile t's copies are issued in step t and handed over two steps later (or at the item's end)
+      // once landed, so up to three tiles are in flight and the producer never waits on fresh
+      // copies. Q is handed over in step 1. Step t waits for the Q K^T and the P V of the tile S
+      // back to free its stage; with S = 3 those need only tiles the producer handed over before.
+      const int n = it.num_tiles;
+      for (int t = 0; t < n; t++, g++) {
         const int s = g % S, use = g / S;
-        // This lane's key row: a page id and slot (paged) or a token row (ragged); -1 past the end.
-        const int kv = it.kv_begin + t * BN + warp * 32 + lane;
-        int row = -1, slot = 0;
-        if (kv < it.kv_len) {
-          if (!paged) {
-            row = it.kv_start + kv;
-          } else {
-            const int page = a.page_shift >= 0 ? kv >> a.page_shift : kv / a.page_size;
-            slot = kv - page * a.page_size;
-            row = __ldg(a.kv_indices + it.kv_start + page);
+        // Where this lane's two key rows live: page id and slot (paged) or token row; -1 past the end.
+        int row[2], slot[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          const int kv = it.kv_begin + t * BN + r0 + 16 * h;
+          row[h] = -1;
+          slot[h] = 0;
+          if (kv < it.kv_len) {
+            if (!paged) {
+              row[h] = it.kv_start + kv;
+            } else {
+              const int page = a.page_shift >= 0 ? kv >> a.page_shift : kv / a.page_size;
+              slot[h] = kv - page * a.page_size;
+              row[h] = __ldg(a.kv_indices + it.kv_start + page);
+            }
           }
         }
         if (use > 0) mbar_wait(bars.k_empty(s), (use - 1) & 1);
-        copy_rows(sK + s * Cfg::kKVBytes, k_base, row >= 0 ? (int64_t)row * a.k_stride_page + (int64_t)slot * a.k_stride_n : -1);
+        copy_tile(sK + s * Cfg::kKVBytes, k_base, row, slot, a.k_stride_page, a.k_stride_n);
         cp_async_commit();
-        cp_async_wait<1>();  // everything but K(t): Q (t = 0) or K(t - 1) and V(t - 1)
-        fence_proxy_async();
-        if (t == 0) {
-          mbar_arrive(bars.q_full());
-        } else {
-          mbar_arrive(bars.k_full((g - 1) % S));
-          mbar_arrive(bars.v_full((g - 1) % S));
+        if (t >= 1) {
+          cp_async_wait<3>();  // all but K(t), V(t - 1), K(t - 1), V(t - 2): Q, and tile t - 2
+          fence_proxy_async();
+          if (t == 1) mbar_arrive(bars.q_full());
+          else hand_over(g - 2);
         }
         if (use > 0) mbar_wait(bars.v_empty(s), (use - 1) & 1);
-        copy_rows(sV + s * Cfg::kKVBytes, v_base, row >= 0 ? (int64_t)row * a.v_stride_page + (int64_t)slot * a.v_stride_n : -1);
+        copy_tile(sV + s * Cfg::kKVBytes, v_base, row, slot, a.v_stride_page, a.v_stride_n);
         cp_async_commit();
       }
       cp_async_wait<0>();
       fence_proxy_async();
-      mbar_arrive(bars.k_full((g - 1) % S));
-      mbar_arrive(bars.v_full((g - 1) % S));
+      if (n == 1) mbar_arrive(bars.q_full());
+      if (n >= 2) hand_over(g - 2);
+      hand_over(g - 1);
     }
     return;
   }
 
   // ======================= consumers =======================
-  regs_inc<240>();
+  regs_inc<Cfg::kConsumerRegs>();
   const int wg = (tid >> 7) - 1;  // 0 or 1: query rows wg * 64 ...
   const int cw = (tid >> 5) & 3;  // warp within the warpgroup
   const int warp_row = wg * 64 + cw * 16;
