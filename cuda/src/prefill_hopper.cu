@@ -11,10 +11,10 @@ namespace fi::prefill_hopper {
 
 namespace {
 
-template <typename T, int D, bool PP>
+template <typename T, int D, int QB>
 int32_t launch_one(const prefill::PrefillArgs& a, int tiles, int heads, cudaStream_t stream) {
-  using Cfg = hopper::HopperConfig<D>;
-  auto kernel = hopper::prefill_hopper_kernel<T, D, PP>;
+  using Cfg = hopper::HopperConfig<D, QB>;
+  auto kernel = hopper::prefill_hopper_kernel<T, D, QB>;
   static bool configured = false;  // the attribute is per device function; setting it twice is harmless
   if (!configured) {
     FI_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
@@ -46,7 +46,7 @@ bool available() {
     cudaFuncAttributes attr{};
     const bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
                     major == 9 &&
-                    cudaFuncGetAttributes(&attr, hopper::prefill_hopper_kernel<__nv_bfloat16, 128, true>) == cudaSuccess &&
+                    cudaFuncGetAttributes(&attr, hopper::prefill_hopper_kernel<__nv_bfloat16, 128, 1>) == cudaSuccess &&
                     attr.binaryVersion == 90;
     cudaGetLastError();  // a failed query must not leak into the next launch check
     cached[dev] = ok ? 1 : 2;
@@ -54,20 +54,20 @@ bool available() {
   return cached[dev] == 1;
 }
 
-template <int D, bool PP>
+template <int D, int QB>
 int32_t launch_d(const prefill::PrefillArgs& a, int dtype, int tiles, int heads, cudaStream_t stream) {
-  return FI_DISPATCH_HALF(dtype, T, return launch_one<T, D, PP>(a, tiles, heads, stream););
+  return FI_DISPATCH_HALF(dtype, T, return launch_one<T, D, QB>(a, tiles, heads, stream););
 }
 
 int32_t launch(const prefill::PrefillArgs& a, int dtype, int head_dim, int tiles, int heads, cudaStream_t stream) {
-  static const bool pingpong = [] {  // TEMPORARY (tuning): FI_PREFILL_HOPPER_PINGPONG=0 turns it off
-    const char* e = std::getenv("FI_PREFILL_HOPPER_PINGPONG");
-    return !(e && e[0] == '0');
+  static const bool qbuf2 = [] {  // TEMPORARY (tuning): FI_PREFILL_HOPPER_QBUF=2 double-buffers Q
+    const char* e = std::getenv("FI_PREFILL_HOPPER_QBUF");
+    return e && e[0] == '2';
   }();
-  if (head_dim == 128) return pingpong ? launch_d<128, true>(a, dtype, tiles, heads, stream)
-                                       : launch_d<128, false>(a, dtype, tiles, heads, stream);
-  if (head_dim == 64) return pingpong ? launch_d<64, true>(a, dtype, tiles, heads, stream)
-                                      : launch_d<64, false>(a, dtype, tiles, heads, stream);
+  if (head_dim == 128) return qbuf2 ? launch_d<128, 2>(a, dtype, tiles, heads, stream)
+                                    : launch_d<128, 1>(a, dtype, tiles, heads, stream);
+  if (head_dim == 64) return qbuf2 ? launch_d<64, 2>(a, dtype, tiles, heads, stream)
+                                   : launch_d<64, 1>(a, dtype, tiles, heads, stream);
   return set_error(FI_ERR_UNSUPPORTED, "prefill (hopper): head dim %d is not compiled", head_dim);
 }
 

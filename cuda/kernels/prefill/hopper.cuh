@@ -19,10 +19,15 @@ namespace fi::hopper {
 using fi::prefill::PrefillArgs;
 using namespace fi::attn;
 
-template <int D>
+// QB: query tile buffers (2: the next item's Q loads while this one computes).
+template <int D, int QB>
 struct HopperConfig {
   static constexpr int kBlockN = 128;
-  static constexpr int kStages = 3;  // hd128: 32 KB Q + 3 x 64 KB K/V, within the 227 KB
+  static constexpr int kQBuffers = QB;
+  // hd128: 32 KB per Q buffer, 64 KB per K/V stage: 1 Q + 3 stages or 2 Q + 2 stages in 227 KB.
+  static constexpr int kStages = D == 128 && QB == 2 ? 2 : 3;
+  // The producer hands tile t over in step t + kLag (kLag < kStages, else it would wait on itself).
+  static constexpr int kLag = kStages - 1;
   static constexpr int kTileQ = 128;  // rows: two consumer warpgroups of 64
   static constexpr int kThreads = 384;
   // Register budgets (setmaxnreg): 128 * producer + 256 * consumer must not exceed the 168 * 384 the
@@ -33,21 +38,21 @@ struct HopperConfig {
   static constexpr int kQBytes = kTileQ * D * 2;
   static constexpr int kKVBytes = kBlockN * D * 2;  // one K or V stage
   // + 1024: the tiles are aligned up to 1024 bytes (the swizzle atom) at run time.
-  static constexpr int kSmemBytes = kQBytes + 2 * kStages * kKVBytes + 1024;
+  static constexpr int kSmemBytes = QB * kQBytes + 2 * kStages * kKVBytes + 1024;
   static_assert(kSmemBytes <= 227 * 1024, "over the sm_90 shared memory per block");
 };
 
-// Barriers: q_full, q_empty, k_full[S], v_full[S], k_empty[S], v_empty[S].
+// Barriers: q_full[2], q_empty[2], k_full[S], v_full[S], k_empty[S], v_empty[S].
 template <int S>
 struct Bars {
-  static constexpr int kCount = 2 + 4 * S;
+  static constexpr int kCount = 4 + 4 * S;
   uint32_t base;
-  __device__ uint32_t q_full() const { return base; }
-  __device__ uint32_t q_empty() const { return base + 8; }
-  __device__ uint32_t k_full(int s) const { return base + 8 * (2 + s); }
-  __device__ uint32_t v_full(int s) const { return base + 8 * (2 + S + s); }
-  __device__ uint32_t k_empty(int s) const { return base + 8 * (2 + 2 * S + s); }
-  __device__ uint32_t v_empty(int s) const { return base + 8 * (2 + 3 * S + s); }
+  __device__ uint32_t q_full(int b) const { return base + 8 * b; }
+  __device__ uint32_t q_empty(int b) const { return base + 8 * (2 + b); }
+  __device__ uint32_t k_full(int s) const { return base + 8 * (4 + s); }
+  __device__ uint32_t v_full(int s) const { return base + 8 * (4 + S + s); }
+  __device__ uint32_t k_empty(int s) const { return base + 8 * (4 + 2 * S + s); }
+  __device__ uint32_t v_empty(int s) const { return base + 8 * (4 + 3 * S + s); }
 };
 
 // One work item: a query tile of one (request, head group) and the key range it sees.
@@ -55,12 +60,12 @@ struct Item {
   int qo_start, qo_len, kv_start, kv_len, q0, q_rows, head0, kv_head, kv_begin, num_tiles;
 };
 
-// Item i of the launch: items go tile-major (all head groups of the work table's first, heaviest
-// tile, then the next), so persistent CTAs taking items round-robin start with the heaviest.
+// Item i of the launch: items go head-group-major (the work table's tiles, heaviest first, for head
+// group 0, then group 1, ...), so the CTAs running at one time share KV heads and hit in L2.
 template <int BN, int TQ>
 __device__ __forceinline__ Item item_of(const PrefillArgs& a, int i, int head_groups, int tiles) {
   Item it;
-  const int x = i / head_groups, y = i - x * head_groups;
+  const int y = i / tiles, x = i - y * tiles;
   const int pack = 1 << a.pack_shift;
   int req = 0, tile = x;
   if (a.work != nullptr) {
@@ -94,21 +99,22 @@ __device__ __forceinline__ Item item_of(const PrefillArgs& a, int i, int head_gr
 // Persistent: gridDim.x CTAs (at most one per SM) take items blockIdx.x, + gridDim.x, ... of
 // `items` = tiles x head groups; the producer runs ahead into the next item (its Q as soon as the
 // consumers' last Q K^T of the current one is done), so loads hide under the previous epilogue.
-// PINGPONG: the two consumers take turns issuing their wgmmas (named barriers 3 and 4), so one's
-// softmax runs under the other's matrix products (FA3's inter-warpgroup schedule).
-template <typename T, int D, bool PINGPONG>
+// The two consumers take turns issuing their wgmmas (named barriers 3 and 4), so one's softmax runs
+// under the other's matrix products (FA3's inter-warpgroup "ping-pong").
+template <typename T, int D, int QB>
 __global__ void __launch_bounds__(384, 1)
     prefill_hopper_kernel(const __grid_constant__ PrefillArgs a, int tiles, int head_groups) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Cfg = HopperConfig<D>;
-  constexpr int BN = Cfg::kBlockN, S = Cfg::kStages, TQ = Cfg::kTileQ;
+  using Cfg = HopperConfig<D, QB>;
+  constexpr int BN = Cfg::kBlockN, S = Cfg::kStages, TQ = Cfg::kTileQ, LAG = Cfg::kLag;
+  constexpr bool PINGPONG = true;
   constexpr int C = D / 8;  // 16-byte chunks per row
   constexpr bool BF16 = !__is_same(T, __half);
-  static_assert(BN == 128 && S >= 3, "the producer maps two key rows per lane pair; its hand-over lag needs 3 stages");
+  static_assert(BN == 128 && LAG >= 1 && LAG < S, "two key rows per lane pair; the hand-over lag must be below S");
   extern __shared__ uint8_t smem_raw[];
   __shared__ __align__(8) uint64_t bars_mem[Bars<S>::kCount];
   const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
-  const uint32_t sQ = base, sK = sQ + Cfg::kQBytes, sV = sK + S * Cfg::kKVBytes;
+  const uint32_t sQ = base, sK = sQ + QB * Cfg::kQBytes, sV = sK + S * Cfg::kKVBytes;
   const Bars<S> bars{smem_addr(bars_mem)};
   const int items = tiles * head_groups;
 
@@ -116,8 +122,10 @@ __global__ void __launch_bounds__(384, 1)
   const int pack_shift = a.pack_shift, pack = 1 << pack_shift;
 
   if (tid == 0) {
-    mbar_init(bars.q_full(), 128);
-    mbar_init(bars.q_empty(), 8);  // one arrival per consumer warp
+    for (int b = 0; b < 2; b++) {
+      mbar_init(bars.q_full(b), 128);
+      mbar_init(bars.q_empty(b), 8);  // one arrival per consumer warp
+    }
     for (int s = 0; s < S; s++) {
       mbar_init(bars.k_full(s), 128);
       mbar_init(bars.v_full(s), 128);
@@ -139,7 +147,8 @@ __global__ void __launch_bounds__(384, 1)
       const Item it = item_of<BN, TQ>(a, i, head_groups, tiles);
       if (it.num_tiles == 0) continue;  // the consumers write zeros without reading anything
       // Q, once the consumers are done with the previous item's (rows past the request are zero).
-      if (q_uses > 0) mbar_wait(bars.q_empty(), (q_uses - 1) & 1);
+      const int qb = q_uses % QB, q_use = q_uses / QB;
+      if (q_use > 0) mbar_wait(bars.q_empty(qb), (q_use - 1) & 1);
       q_uses++;
       const T* q_base = static_cast<const T*>(a.q) + (int64_t)(it.qo_start + it.q0) * a.q_stride_n +
                         (int64_t)it.head0 * a.q_stride_h;
@@ -149,7 +158,7 @@ __global__ void __launch_bounds__(384, 1)
         const T* src = ok ? q_base + (int64_t)(r >> pack_shift) * a.q_stride_n +
                                 (int64_t)(r & (pack - 1)) * a.q_stride_h + c * 8
                           : q_base;
-        cp_async_16(sQ + tile_off(r, c, TQ), src, ok);
+        cp_async_16(sQ + qb * Cfg::kQBytes + tile_off(r, c, TQ), src, ok);
       }
       cp_async_commit();
       const T* k_base = static_cast<const T*>(a.k) + (int64_t)it.kv_head * a.k_stride_h;
@@ -175,10 +184,10 @@ __global__ void __launch_bounds__(384, 1)
         mbar_arrive(bars.k_full(tile % S));
         mbar_arrive(bars.v_full(tile % S));
       };
-      // Tile t's copies are issued in step t and handed over two steps later (or at the item's end)
-      // once landed, so up to three tiles are in flight and the producer never waits on fresh
+      // Tile t's copies are issued in step t and handed over LAG = S - 1 steps later (or at the
+      // item's end) once landed, so S tiles are in flight and the producer never waits on fresh
       // copies. Q is handed over in step 1. Step t waits for the Q K^T and the P V of the tile S
-      // back to free its stage; with S = 3 those need only tiles the producer handed over before.
+      // back to free its stage; with LAG < S those need only tiles the producer handed over before.
       const int n = it.num_tiles;
       for (int t = 0; t < n; t++, g++) {
         const int s = g % S, use = g / S;
@@ -203,10 +212,10 @@ __global__ void __launch_bounds__(384, 1)
         copy_tile(sK + s * Cfg::kKVBytes, k_base, row, slot, a.k_stride_page, a.k_stride_n);
         cp_async_commit();
         if (t >= 1) {
-          cp_async_wait<3>();  // all but K(t), V(t - 1), K(t - 1), V(t - 2): Q, and tile t - 2
+          cp_async_wait<2 * LAG - 1>();  // all but K(t) and the LAG - 1 tiles before: Q, tile t - LAG
           fence_proxy_async();
-          if (t == 1) mbar_arrive(bars.q_full());
-          else hand_over(g - 2);
+          if (t == 1) mbar_arrive(bars.q_full(qb));
+          if (t >= LAG) hand_over(g - LAG);
         }
         if (use > 0) mbar_wait(bars.v_empty(s), (use - 1) & 1);
         copy_tile(sV + s * Cfg::kKVBytes, v_base, row, slot, a.v_stride_page, a.v_stride_n);
@@ -214,9 +223,8 @@ __global__ void __launch_bounds__(384, 1)
       }
       cp_async_wait<0>();
       fence_proxy_async();
-      if (n == 1) mbar_arrive(bars.q_full());
-      if (n >= 2) hand_over(g - 2);
-      hand_over(g - 1);
+      if (n == 1) mbar_arrive(bars.q_full(qb));
+      for (int t = n > LAG ? n - LAG : 0; t < n; t++) hand_over(g - n + t);
     }
     return;
   }
@@ -234,7 +242,8 @@ __global__ void __launch_bounds__(384, 1)
   float s[BN / 2];
   uint32_t p[BN / 16][4];
 
-  const uint64_t q_desc = make_desc(sQ + wg * 64 * 128, 16, 1024);
+  const uint64_t q_desc0 = make_desc(sQ + wg * 64 * 128, 16, 1024);
+  uint64_t q_desc = q_desc0;
   const uint64_t k_desc = make_desc(sK, 16, 1024);
   const uint64_t v_desc = make_desc(sV, BN * 128, 1024);
   const bool plain = a.soft_cap <= 0.f;
@@ -356,8 +365,10 @@ __global__ void __launch_bounds__(384, 1)
     // while in flight (else it serializes the wgmmas).
     const int n = it.num_tiles;
     if (n > 0) {
-      mbar_wait(bars.q_full(), q_uses & 1);
+      const int qb = q_uses % QB, q_use = q_uses / QB;
+      mbar_wait(bars.q_full(qb), q_use & 1);
       q_uses++;
+      q_desc = q_desc0 + ((qb * Cfg::kQBytes) >> 4);
       float corr[2];
       mbar_wait(bars.k_full(g % S), (g / S) & 1);
       turn_begin();
@@ -367,7 +378,7 @@ __global__ void __launch_bounds__(384, 1)
       pin(s);
       if (lane == 0) {
         mbar_arrive(bars.k_empty(g % S));
-        if (n == 1) mbar_arrive(bars.q_empty());
+        if (n == 1) mbar_arrive(bars.q_empty(qb));
       }
       softmax(0, corr);  // O is still 0: no rescale
       to_p();
@@ -383,7 +394,7 @@ __global__ void __launch_bounds__(384, 1)
         pin(s);
         if (lane == 0) {
           mbar_arrive(bars.k_empty(st));
-          if (t == n - 1) mbar_arrive(bars.q_empty());  // the producer may load the next item's Q
+          if (t == n - 1) mbar_arrive(bars.q_empty(qb));  // the producer may load this buffer again
         }
         softmax(t, corr);
         wgmma_wait<0>();  // P V (t - 1) is done: O may be rescaled, P rewritten, V(t - 1) freed
