@@ -2,8 +2,6 @@
 // dim 64 or 128. Its own file so it compiles in parallel with the FA2 instantiations.
 #include "prefill_hopper.h"
 
-#include <cstdlib>
-
 #include "../kernels/prefill/hopper.cuh"
 #include "dispatch.h"
 
@@ -46,7 +44,7 @@ bool available() {
     cudaFuncAttributes attr{};
     const bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
                     major == 9 &&
-                    cudaFuncGetAttributes(&attr, hopper::prefill_hopper_kernel<__nv_bfloat16, 128, 1>) == cudaSuccess &&
+                    cudaFuncGetAttributes(&attr, hopper::prefill_hopper_kernel<__nv_bfloat16, 128, 2>) == cudaSuccess &&
                     attr.binaryVersion == 90;
     cudaGetLastError();  // a failed query must not leak into the next launch check
     cached[dev] = ok ? 1 : 2;
@@ -60,14 +58,8 @@ int32_t launch_d(const prefill::PrefillArgs& a, int dtype, int tiles, int heads,
 }
 
 int32_t launch(const prefill::PrefillArgs& a, int dtype, int head_dim, int tiles, int heads, cudaStream_t stream) {
-  static const bool qbuf2 = [] {  // TEMPORARY (tuning): FI_PREFILL_HOPPER_QBUF=2 double-buffers Q
-    const char* e = std::getenv("FI_PREFILL_HOPPER_QBUF");
-    return e && e[0] == '2';
-  }();
-  if (head_dim == 128) return qbuf2 ? launch_d<128, 2>(a, dtype, tiles, heads, stream)
-                                    : launch_d<128, 1>(a, dtype, tiles, heads, stream);
-  if (head_dim == 64) return qbuf2 ? launch_d<64, 2>(a, dtype, tiles, heads, stream)
-                                   : launch_d<64, 1>(a, dtype, tiles, heads, stream);
+  if (head_dim == 128) return launch_d<128, 2>(a, dtype, tiles, heads, stream);
+  if (head_dim == 64) return launch_d<64, 2>(a, dtype, tiles, heads, stream);
   return set_error(FI_ERR_UNSUPPORTED, "prefill (hopper): head dim %d is not compiled", head_dim);
 }
 
