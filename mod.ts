@@ -37,6 +37,7 @@ export {
 } from "./src/attention/prefill.ts";
 export { type BoolArray, packbits, segmentPackbits } from "./src/attention/mask.ts";
 export { PREFILL_CONFIGS } from "./src/attention/prefill_configs.ts";
+export { lastPrefillKernel, type PrefillKernel, setPrefillKernel } from "./src/attention/prefill_launch.ts";
 export {
   BatchAttention,
   type BatchAttentionOptions,

@@ -18,6 +18,8 @@ import { prefillWork, tileCost } from "../src/attention/prefill_scheduler.ts";
 import type { KvLayout } from "../src/attention/variants.ts";
 import { type DType, DTYPE_CODE, roundTo } from "../src/runtime/dtype.ts";
 import { native } from "../src/runtime/library.ts";
+import { Device } from "../src/runtime/device.ts";
+import { lastPrefillKernel, type PrefillKernel, setPrefillKernel } from "../src/attention/prefill_launch.ts";
 import { CudaGraph, Stream } from "../src/runtime/stream.ts";
 import { Tensor } from "../src/runtime/tensor.ts";
 import { Workspace } from "../src/runtime/workspace.ts";
@@ -1132,3 +1134,144 @@ test("BatchAttention: bad plans are refused before any native call", () => {
     /request 1 with 4 queries and 3 keys/,
   );
 });
+
+// ---------------------------------------------------------------- kernel choice (Hopper wgmma vs FA2)
+
+test("prefill kernel: an unknown choice is refused", () => {
+  assertThrowsCode(
+    () => setPrefillKernel("fa3" as PrefillKernel),
+    "INVALID_ARGUMENT",
+    /'kernel' must be "auto", "fa2" or "hopper": received "fa3"/,
+  );
+});
+
+/** Runs fn with the prefill kernel forced, checking every launch went to it. */
+function withKernel(kernel: "fa2" | "hopper", fn: (expect: () => void) => void): void {
+  setPrefillKernel(kernel);
+  try {
+    fn(() => assert.equal(lastPrefillKernel(), kernel, `the launch went to ${lastPrefillKernel()}`));
+  } finally {
+    setPrefillKernel(undefined);
+  }
+}
+
+const onHopper = () => Device.current().computeCapability[0] === 9;
+
+gpuTest("prefill kernel: auto takes the Hopper kernel where it applies, FA2 elsewhere", () => {
+  const base = { dtype: "bf16" as DType, qoLen: 70, kvLen: 90, hq: 4, hkv: 2, layout: "NHD" as KvLayout, causal: true };
+  runSingle({ ...base, dqk: 128 });
+  assert.equal(lastPrefillKernel(), onHopper() ? "hopper" : "fa2");
+  runSingle({ ...base, dqk: 64, variant: { logitsSoftCap: 30, windowLeft: 20 } });
+  assert.equal(lastPrefillKernel(), onHopper() ? "hopper" : "fa2");
+  for (
+    const c of [{ dqk: 256 }, { dqk: 192, dvo: 128 }, { dqk: 128, variant: { posEncodingMode: "ALIBI" as const } }]
+  ) {
+    runSingle({ ...base, ...c });
+    assert.equal(lastPrefillKernel(), "fa2", JSON.stringify(c));
+  }
+  runSingle({ ...base, dqk: 128, maskFn: (i, j) => (i + j) % 3 !== 0 });
+  assert.equal(lastPrefillKernel(), "fa2", "custom mask");
+  if (!onHopper()) return;
+  setPrefillKernel("hopper");
+  try {
+    assertThrowsCode(() => runSingle({ ...base, dqk: 256 }), "UNSUPPORTED", /Hopper kernel was requested/);
+  } finally {
+    setPrefillKernel(undefined);
+  }
+});
+
+for (const kernel of ["hopper", "fa2"] as const) {
+  gpuTest(`prefill kernel ${kernel}: single, ragged and paged (pages 1, 16), fp16/bf16, hd 64/128, GQA, LSE`, () => {
+    if (kernel === "hopper" && !onHopper()) return;
+    withKernel(kernel, (expect) => {
+      for (const dtype of ["f16", "bf16"] as DType[]) {
+        for (const dqk of [64, 128]) {
+          for (const causal of [false, true]) {
+            // group 4 (packed), 1 and 3 (unpacked); NHD and HND
+            for (
+              const [hq, hkv, layout] of [[8, 2, "NHD"], [4, 4, "HND"], [6, 2, "NHD"]] as [number, number, KvLayout][]
+            ) {
+              const qoLen = randint(rng, 1, 400), kvLen = qoLen + randint(rng, 0, 300);
+              runSingle({ dtype, dqk, qoLen, kvLen, hq, hkv, layout, causal });
+              expect();
+            }
+          }
+          runSingle({
+            dtype,
+            dqk,
+            qoLen: 300,
+            kvLen: 700,
+            hq: 4,
+            hkv: 1,
+            layout: "NHD",
+            causal: true,
+            variant: { windowLeft: 150 },
+          });
+          expect();
+          runSingle({
+            dtype,
+            dqk,
+            qoLen: 200,
+            kvLen: 260,
+            hq: 2,
+            hkv: 2,
+            layout: "HND",
+            causal: false,
+            variant: { logitsSoftCap: 5, smScale: 0.4 },
+          });
+          expect();
+        }
+      }
+      runSingle({ dtype: "bf16", dqk: 128, qoLen: 2048, kvLen: 2048, hq: 8, hkv: 2, layout: "NHD", causal: true });
+      expect();
+      runSingle({ dtype: "f16", dqk: 64, qoLen: 1, kvLen: 1, hq: 2, hkv: 2, layout: "NHD", causal: true });
+      expect();
+      using ws = new Workspace(64 << 20);
+      for (const [dtype, dqk] of [["bf16", 128], ["f16", 64], ["f16", 128], ["bf16", 64]] as [DType, number][]) {
+        for (const causal of [true, false]) {
+          runBatch({
+            paged: false,
+            pageSize: 1,
+            layout: "NHD",
+            dtype,
+            dqk,
+            ...randomMix(5, 400),
+            hq: 8,
+            hkv: 2,
+            causal,
+          }, ws);
+          expect();
+          for (const pageSize of [1, 16]) {
+            runBatch({
+              paged: true,
+              pageSize,
+              layout: causal ? "NHD" : "HND",
+              dtype,
+              dqk,
+              ...randomMix(4, 300),
+              hq: 8,
+              hkv: 2,
+              causal,
+              pair: pageSize === 1,
+            }, ws);
+            expect();
+          }
+        }
+      }
+      runBatch({
+        paged: true,
+        pageSize: 16,
+        layout: "NHD",
+        dtype: "bf16",
+        dqk: 128,
+        qoLens: [1500, 1, 129],
+        kvLens: [1600, 900, 129],
+        hq: 32,
+        hkv: 8,
+        causal: true,
+        graph: true,
+      }, ws);
+      expect();
+    });
+  });
+}

@@ -260,12 +260,20 @@ FI_API int32_t fi_chain_speculative_sampling(uint64_t draft_probs, uint64_t draf
 // counted per SM arrival) or SMs ([6] = 1) start on the prefill queue (the rest start on decode; each
 // drains the other queue after its own); [0..2] and [8..263] zero before the first run (every run
 // leaves them at zero). The counts are read on the device, so a captured launch replays later plans.
-// Page ids outside [0, decode num_pages) read as zeros in both parts. Compiled for head dims 64 and 128 (qk = vo),
-// fp16 / bf16 q and KV, without fused RoPE or ALiBi (src/attention/compiled.ts lists it).
+// Page ids outside [0, decode num_pages) read as zeros in both parts. Compiled for head dims 64 and
+// 128 (qk = vo), fp16 / bf16 q and KV, without fused RoPE or ALiBi (src/attention/compiled.ts).
 FI_API int32_t fi_batch_attention_run(const uint8_t* prefill_params, const uint8_t* decode_params, uint64_t queue,
                                       uint64_t stream);
 // The CTAs one launch keeps resident (SMs x CTAs per SM), or minus a status (0 when not compiled).
 FI_API int32_t fi_batch_attention_ctas(int32_t head_dim, int32_t dtype);
+
+// ---- attention: prefill kernel choice ---------------------------------------------------------
+// fi_prefill_run picks the Hopper (wgmma) kernel where it applies (sm_90, q and kv both fp16 or bf16,
+// head dim 64 or 128, no RoPE / ALiBi / custom mask), else the FA2 (mma.sync) kernel.
+// mode: 0 that choice (default), 1 FA2 always, 2 Hopper or an UNSUPPORTED error. Process-wide.
+FI_API int32_t fi_prefill_set_kernel(int32_t mode);
+// The kernel of the last fi_prefill_run launch in this process: 1 FA2, 2 Hopper, 0 none yet.
+FI_API int32_t fi_prefill_last_kernel(void);
 
 #ifdef __cplusplus
 }

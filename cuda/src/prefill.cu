@@ -8,6 +8,7 @@
 #include "attention_args.h"
 #include "dispatch.h"
 #include "prefill_configs.h"
+#include "prefill_hopper.h"
 
 using namespace fi;
 using fi::prefill::PrefillArgs;
@@ -49,7 +50,26 @@ int tile_q_of(int dqk, int dvo) {
   return 0;
 }
 
+// Which kernel serves a launch: 0 auto (Hopper wgmma where it applies), 1 FA2 always, 2 Hopper or
+// an UNSUPPORTED error. last_kernel: 1 FA2, 2 Hopper, 0 none yet (for tests and benchmarks).
+int kernel_mode = 0;
+int last_kernel = 0;
+
+// The Hopper kernel covers 16-bit q = kv, head dim 64 / 128 (qk = vo), causal, windows and soft cap.
+bool hopper_applies(const fi_prefill_params& p) {
+  return p.kv_dtype == p.dtype && p.head_dim_qk == p.head_dim_vo && (p.head_dim_qk == 64 || p.head_dim_qk == 128) &&
+         p.pos_encoding == 0 && p.mask == 0 && fi::prefill_hopper::available();
+}
+
 }  // namespace
+
+extern "C" int32_t fi_prefill_set_kernel(int32_t mode) {
+  if (mode < 0 || mode > 2) return set_error(FI_ERR_INVALID_ARGUMENT, "prefill: kernel mode %d is not 0, 1 or 2", mode);
+  kernel_mode = mode;
+  return FI_OK;
+}
+
+extern "C" int32_t fi_prefill_last_kernel(void) { return last_kernel; }
 
 static_assert(sizeof(fi_prefill_params) == 256, "fi_prefill_params layout is part of the ABI");
 static_assert(offsetof(fi_prefill_params, q_stride_n) == 96 && offsetof(fi_prefill_params, num_work) == 176 &&
@@ -156,6 +176,17 @@ extern "C" int32_t fi_prefill_run(const uint8_t* params, uint64_t stream) {
   if (const int32_t st = prefill::args_from_params(p, a, tiles); st != FI_OK) return st;
   if (tiles == 0) return FI_OK;
   const cudaStream_t s = as_stream(stream);
+  if (kernel_mode != 1) {
+    if (hopper_applies(p)) {
+      last_kernel = 2;
+      return fi::prefill_hopper::launch(a, p.dtype, p.head_dim_qk, tiles, p.num_qo_heads, s);
+    }
+    if (kernel_mode == 2)
+      return set_error(FI_ERR_UNSUPPORTED,
+                       "prefill: the Hopper kernel was requested but does not apply (sm_90 device, q and kv both "
+                       "fp16 or bf16, head dim 64 or 128, no RoPE, ALiBi or custom mask)");
+  }
+  last_kernel = 1;
   if (p.kv_dtype != p.dtype) {
     if ((p.kv_dtype != FI_E4M3 && p.kv_dtype != FI_E5M2) || !fi_prefill_fp8_compiled(p.head_dim_qk, p.head_dim_vo))
       return set_error(FI_ERR_UNSUPPORTED, "prefill: kv dtype %d with head dims %d/%d is not compiled", p.kv_dtype,

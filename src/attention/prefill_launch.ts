@@ -6,6 +6,7 @@ import { expectRank, expectShape, expectTensor } from "../runtime/check.ts";
 import { type DType, DTYPE_BYTES, DTYPE_CODE } from "../runtime/dtype.ts";
 import { FlashInferError, invalid, show } from "../runtime/errors.ts";
 import { check, native } from "../runtime/library.ts";
+import { env } from "../runtime/platform.ts";
 import { streamHandle, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
 import type { KvLayout, ResolvedVariant, VariantOptions } from "./variants.ts";
@@ -165,6 +166,45 @@ export interface LaunchParams {
   vScale: number;
 }
 
+/**
+ * Which prefill kernel serves fp16/bf16 launches: "auto" (default) takes the Hopper (wgmma) kernel on
+ * sm_90 for head dim 64 / 128 (qk = vo) without RoPE, ALiBi or a custom mask, else the FA2 kernel;
+ * "fa2" always the FA2 kernel; "hopper" the Hopper kernel or an UNSUPPORTED error where it does not
+ * apply. The default comes from the environment variable FLASHINFER_TS_PREFILL_KERNEL.
+ */
+export type PrefillKernel = "auto" | "fa2" | "hopper";
+const KERNEL_MODES: Record<PrefillKernel, number> = { auto: 0, fa2: 1, hopper: 2 };
+let requestedKernel: PrefillKernel | undefined;
+let sentMode = -1;
+let envKernel: string | undefined | null = null; // null: not read yet (read once, at the first launch)
+
+/** Chooses the prefill kernel for this process (see PrefillKernel); undefined: back to the environment's. */
+export function setPrefillKernel(kernel: PrefillKernel | undefined): void {
+  if (kernel !== undefined && !(kernel in KERNEL_MODES)) {
+    invalid("set the prefill kernel", "kernel", '"auto", "fa2" or "hopper"', kernel);
+  }
+  requestedKernel = kernel;
+}
+
+/** The kernel of this process's last prefill launch ("none" before the first). */
+export function lastPrefillKernel(): "fa2" | "hopper" | "none" {
+  const k = native().fi_prefill_last_kernel();
+  return k === 1 ? "fa2" : k === 2 ? "hopper" : "none";
+}
+
+function kernelMode(op: string): number {
+  let kernel = requestedKernel;
+  if (kernel === undefined) {
+    if (envKernel === null) envKernel = env("FLASHINFER_TS_PREFILL_KERNEL");
+    const fromEnv = envKernel;
+    if (fromEnv !== undefined && fromEnv !== "" && !(fromEnv in KERNEL_MODES)) {
+      invalid(op, "FLASHINFER_TS_PREFILL_KERNEL", '"auto", "fa2" or "hopper"', fromEnv);
+    }
+    kernel = (fromEnv || "auto") as PrefillKernel;
+  }
+  return KERNEL_MODES[kernel];
+}
+
 const paramBuffer = new ArrayBuffer(256);
 const view = new DataView(paramBuffer);
 const paramBytes = new Uint8Array(paramBuffer);
@@ -214,5 +254,11 @@ export function prefillParams(p: LaunchParams): Uint8Array {
 }
 
 export function launchPrefill(op: string, p: LaunchParams, stream: StreamLike): void {
-  check(native().fi_prefill_run(prefillParams(p), streamHandle(stream)), op);
+  const bytes = prefillParams(p);
+  const mode = kernelMode(op);
+  if (mode !== sentMode) {
+    check(native().fi_prefill_set_kernel(mode), op);
+    sentMode = mode;
+  }
+  check(native().fi_prefill_run(bytes, streamHandle(stream)), op);
 }

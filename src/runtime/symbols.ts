@@ -304,6 +304,14 @@ export const symbols = {
   fi_batch_attention_ctas: {
     parameters: ["i32", /* head_dim */ "i32" /* dtype code */],
     result: "i32", // resident CTAs of one launch, or minus a status (0: not compiled)
+  // ---- attention: prefill kernel choice ----
+  fi_prefill_set_kernel: {
+    parameters: ["i32" /* mode: 0 auto (Hopper where it applies), 1 FA2, 2 Hopper or UNSUPPORTED */],
+    result: "i32",
+  },
+  fi_prefill_last_kernel: {
+    parameters: [],
+    result: "i32", // the last launch's kernel: 1 FA2, 2 Hopper, 0 none yet
   },
 } as const satisfies Record<string, SymbolSpec>;
 
