@@ -1,7 +1,7 @@
 // BatchAttention's fused-launch planning (pure host logic): which requests go to which queue, how the
 // decode items address their query rows, and how many CTAs start on each queue.
 import { assert, test } from "./harness.ts";
-import { planMixed } from "../src/attention/batch_attention_plan.ts";
+import { planMixed, splitPrefillSms } from "../src/attention/batch_attention_plan.ts";
 import { ITEM_INTS } from "../src/attention/scheduler.ts";
 
 const base = {
@@ -85,4 +85,13 @@ test("planMixed: a batch of one kind starts every CTA on its queue; big prefill 
   });
   assert.equal(parted.placement, 1);
   assert.equal(parted.prefillFirst, 66);
+});
+
+test("splitPrefillSms: the prefill half gets the SMs that finish both halves together", () => {
+  // the issue's batch: 137 GFLOP of causal prefill beside 4.3 GB of decode on 132 SMs
+  const p = splitPrefillSms(137e9, 4.3e9, 132);
+  assert.ok(p >= 20 && p <= 32, `${p}`);
+  // more prefill takes more SMs; no decode bytes leaves the decode one SM
+  assert.ok(splitPrefillSms(274e9, 4.3e9, 132) > p);
+  assert.equal(splitPrefillSms(137e9, 0, 132), 131);
 });

@@ -844,8 +844,11 @@ interface MixedCase {
   qoLens: number[];
   kvLens: number[];
   variant?: { windowLeft?: number; logitsSoftCap?: number; posEncodingMode?: "ALIBI" };
-  /** The path plan must pick. */
-  path: "fused" | "prefill";
+  backend?: "auto" | "fused";
+  /** The path plan must pick ("split" stands for "fused" where the split form does not apply). */
+  path: "split" | "fused" | "prefill";
+  /** Also capture a run in a CUDA graph and replay it (same plan). */
+  graph?: boolean;
   /** Run this many times (the fused launch must leave its queue and split counters at zero). */
   runs?: number;
   /** Capture one run in a CUDA graph, re-plan with these lengths (no larger), replay and compare. */
@@ -934,18 +937,35 @@ function runMixed(c: MixedCase): void {
   const q = randTensor([qo[qo.length - 1], hq, D], dtype);
   using kt = cache.k;
   using vt = cache.v;
-  using attention = new BatchAttention({ backend: "auto", workspace: new Workspace(16 << 20), kvLayout: c.layout });
+  using attention = new BatchAttention({
+    backend: c.backend ?? "auto",
+    workspace: new Workspace(16 << 20),
+    kvLayout: c.layout,
+  });
   const planOpts = { qDtype: dtype, kvDtype: dtype, oDtype: dtype, pageSize: ps, causal: c.causal, ...c.variant };
   attention.plan(qo, new Int32Array(c.kvLens), cache.table, hq, hkv, D, D, planOpts);
-  assert.equal(attention.path, c.path);
-  const what = `BatchAttention ${c.path} ${dtype} hd${D} ${hq}/${hkv} p${ps} ${c.layout}${c.causal ? " causal" : ""}`;
+  const splits = native().fi_batch_attention_split_sms(D, DTYPE_CODE[dtype]) > 0;
+  const path = c.path === "split" && !splits ? "fused" : c.path;
+  assert.equal(attention.path, path);
+  const what = `BatchAttention ${path} ${dtype} hd${D} ${hq}/${hkv} p${ps} ${c.layout}${c.causal ? " causal" : ""}`;
   for (let r = 0; r < (c.runs ?? 1); r++) {
     using out = poisoned([qo[qo.length - 1], hq, D], dtype);
     using lse = poisoned([qo[qo.length - 1], hq], "f32");
     attention.run(q.t, [kt, vt], { out, lse });
     checkMixed(c, c.qoLens, c.kvLens, q.x, cache, out.toArray(), lse.toArray(), `${what} run ${r}`);
   }
-  if (c.path === "fused") {
+  if (c.graph) {
+    using out = poisoned([qo[qo.length - 1], hq, D], dtype);
+    using lse = poisoned([qo[qo.length - 1], hq], "f32");
+    using stream = new Stream();
+    check0(native().fi_stream_synchronize(0n));
+    using graph = CudaGraph.capture(stream, () => attention.run(q.t, [kt, vt], { out, lse, stream }));
+    graph.replay(stream);
+    graph.replay(stream);
+    stream.synchronize();
+    checkMixed(c, c.qoLens, c.kvLens, q.x, cache, out.toArray(), lse.toArray(), `${what} graph`);
+  }
+  if (path !== "prefill") {
     assertThrowsCode(
       () => attention.run(q.t, [kt, vt], { vScale: 2 }),
       "INVALID_ARGUMENT",
@@ -981,54 +1001,66 @@ function runMixed(c: MixedCase): void {
   checkMixed(c, c.replan.qoLens, c.replan.kvLens, qfull, cache2, out.toArray(), lse.toArray(), `${what} graph replay`);
 }
 
-gpuTest("BatchAttention: fused launch, bf16 hd128 GQA 8/2, causal, mixed prefill and decode, page 16", () => {
+gpuTest("BatchAttention: bf16 hd128 GQA 8/2, causal, mixed prefill and decode, page 16 (split and fused)", () => {
   const qoLens = [1, 1, 37, 1, 200, 1, 130, 1];
-  runMixed({
-    dtype: "bf16",
-    d: 128,
-    hq: 8,
-    hkv: 2,
-    ps: 16,
-    layout: "NHD",
-    causal: true,
-    path: "fused",
-    runs: 2,
-    qoLens,
-    kvLens: qoLens.map((q) => q + randint(rng, 0, 600)),
-  });
+  const kvLens = qoLens.map((q) => q + randint(rng, 0, 600));
+  for (const backend of ["auto", "fused"] as const) {
+    runMixed({
+      dtype: "bf16",
+      d: 128,
+      hq: 8,
+      hkv: 2,
+      ps: 16,
+      layout: "NHD",
+      causal: true,
+      backend,
+      path: backend === "auto" ? "split" : "fused",
+      runs: 2,
+      graph: true,
+      qoLens,
+      kvLens,
+    });
+  }
 });
 
-gpuTest("BatchAttention: fused launch, fp16 hd64 4/4, HND, page 1, non-causal, soft cap and window", () => {
+gpuTest("BatchAttention: fp16 hd64 4/4, HND, page 1, non-causal, soft cap and window (split and fused)", () => {
   const qoLens = [3, 1, 1, 64, 1];
-  runMixed({
-    dtype: "f16",
-    d: 64,
-    hq: 4,
-    hkv: 4,
-    ps: 1,
-    layout: "HND",
-    causal: false,
-    path: "fused",
-    variant: { logitsSoftCap: 30, windowLeft: 90 },
-    qoLens,
-    kvLens: qoLens.map((q) => q + randint(rng, 0, 300)),
-  });
+  const kvLens = qoLens.map((q) => q + randint(rng, 0, 300));
+  for (const backend of ["auto", "fused"] as const) {
+    runMixed({
+      dtype: "f16",
+      d: 64,
+      hq: 4,
+      hkv: 4,
+      ps: 1,
+      layout: "HND",
+      causal: false,
+      backend,
+      path: backend === "auto" ? "split" : "fused",
+      variant: { logitsSoftCap: 30, windowLeft: 90 },
+      qoLens,
+      kvLens,
+    });
+  }
 });
 
-gpuTest("BatchAttention: fused launch, decode only with split KV (run twice: counters reset)", () => {
-  runMixed({
-    dtype: "bf16",
-    d: 128,
-    hq: 32,
-    hkv: 8,
-    ps: 16,
-    layout: "NHD",
-    causal: true,
-    path: "fused",
-    runs: 2,
-    qoLens: [1, 1, 1],
-    kvLens: [5000, 1, 2048],
-  });
+gpuTest("BatchAttention: decode only with split KV (run twice: counters reset), split and fused", () => {
+  for (const backend of ["auto", "fused"] as const) {
+    runMixed({
+      dtype: "bf16",
+      d: 128,
+      hq: 32,
+      hkv: 8,
+      ps: 16,
+      layout: "NHD",
+      causal: true,
+      backend,
+      path: backend === "auto" ? "split" : "fused",
+      runs: 2,
+      qoLens: [1, 1, 1],
+      kvLens: [5000, 1, 2048],
+    });
+  }
 });
 
 gpuTest("BatchAttention: prefill only and ALiBi take the prefill kernel", () => {
@@ -1068,6 +1100,7 @@ gpuTest("BatchAttention: a captured run replays a later, smaller plan", () => {
     ps: 16,
     layout: "NHD",
     causal: true,
+    backend: "fused",
     path: "fused",
     qoLens: [1, 150, 1, 1],
     kvLens: [900, 400, 3000, 17],
@@ -1084,6 +1117,7 @@ gpuTest("BatchAttention: a captured run replays a decode-free plan and a plan of
     ps: 16,
     layout: "NHD",
     causal: true,
+    backend: "fused",
     path: "fused",
     qoLens: [1, 200, 1, 1, 1, 1, 1],
     kvLens: [100, 300, 70, 90, 33, 12, 400],
@@ -1097,6 +1131,7 @@ gpuTest("BatchAttention: a captured run replays a decode-free plan and a plan of
     ps: 16,
     layout: "NHD",
     causal: true,
+    backend: "fused",
     path: "fused",
     qoLens: [1, 200, 1, 1],
     kvLens: [4000, 300, 3500, 90],

@@ -104,15 +104,15 @@ export const batchAttentionSuite: Suite = {
     const bytes = 2 * 2 * hkv * d * (chunk + decodes * ctx);
     const shape = `1x${chunk} prefill + ${decodes}x${ctx} decode, 32/8 hd128 p16`;
     const rows: Row[] = [];
-    const configs = [
-      { placement: "mix", share: 0.5 },
-      { placement: "partition", share: 0.3 },
-      { placement: "partition", share: 0.4 },
-      { placement: "partition", share: 0.5 },
-      { placement: "partition", share: 0.6 },
-    ] as const;
-    for (const { placement, share } of configs) {
-      using attention = new BatchAttention({ workspace: ws });
+    const configs: { backend: "auto" | "fused"; share?: number; placement?: "mix" | "partition" }[] = [
+      { backend: "auto" },
+      { backend: "auto", share: 0.15 },
+      { backend: "auto", share: 0.25 },
+      { backend: "fused", share: 0.5, placement: "partition" },
+      { backend: "fused", share: 0.5, placement: "mix" },
+    ];
+    for (const { backend, share, placement } of configs) {
+      using attention = new BatchAttention({ workspace: ws, backend });
       attention.plan(qo, kvLens, table, hq, hkv, d, d, {
         qDtype: "bf16",
         pageSize: ps,
@@ -120,12 +120,13 @@ export const batchAttentionSuite: Suite = {
         prefillShare: share,
         placement,
       });
+      const how = share === undefined ? "rate model" : `prefillShare ${share}`;
       rows.push({
-        op: `BatchAttention mixed bf16 (${attention.path}, ${placement} ${share})`,
+        op: `BatchAttention mixed bf16 (${attention.path}, ${placement ? placement + " " : ""}${how})`,
         shape,
         flops,
         bytes,
-        note: placement === "mix" && share === 0.5
+        note: backend === "auto" && share === undefined
           ? "target <= 1600 us (FlashInfer BatchAttention 1781 us)"
           : "exploration",
         us: timeKernel(stream, () => attention.run(q, [k, v], { out, lse, stream }), { warmup: 2, iters: 10 }),
@@ -133,7 +134,7 @@ export const batchAttentionSuite: Suite = {
     }
     // Each half alone through the fused launch: what the two queues cost without the other.
     {
-      using attention = new BatchAttention({ workspace: ws });
+      using attention = new BatchAttention({ workspace: ws, backend: "fused" });
       attention.plan(qo.subarray(0, 2), kvLens.subarray(0, 1), table.subarray(0, maxBlocks), hq, hkv, d, d, {
         qDtype: "bf16",
         pageSize: ps,

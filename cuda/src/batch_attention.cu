@@ -6,6 +6,7 @@
 #include "attention_args.h"
 #include "dispatch.h"
 #include "prefill_configs.h"
+#include "prefill_hopper.h"
 
 using namespace fi;
 using namespace fi::attn;
@@ -113,5 +114,81 @@ extern "C" int32_t fi_batch_attention_run(const uint8_t* prefill_params, const u
   if (d == 64)
     return FI_DISPATCH_HALF(pp.dtype, T, return Fused<T, 64>::run(pa, packs, da, width, state, s););
   return FI_DISPATCH_HALF(pp.dtype, T, return Fused<T, 128>::run(pa, packs, da, width, state, s););
+  FI_GUARD_END
+}
+
+// ---- the split form: the Hopper prefill kernel on prefill_ctas SMs beside the plain decode kernel --
+namespace {
+
+// A high-priority side stream and two events per device, made on first use: the prefill half runs on
+// the side stream (its CTAs are placed first), joined back into the caller's stream.
+struct SideStream {
+  cudaStream_t stream = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
+};
+
+int32_t side_stream(SideStream** out) {
+  static SideStream sides[64];
+  int dev = 0;
+  FI_CUDA(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) return set_error(FI_ERR_INVALID_ARGUMENT, "batch attention: device %d", dev);
+  SideStream& s = sides[dev];
+  if (s.stream == nullptr) {
+    int least = 0, greatest = 0;
+    FI_CUDA(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    FI_CUDA(cudaStreamCreateWithPriority(&s.stream, cudaStreamNonBlocking, greatest));
+    FI_CUDA(cudaEventCreateWithFlags(&s.fork, cudaEventDisableTiming));
+    FI_CUDA(cudaEventCreateWithFlags(&s.join, cudaEventDisableTiming));
+  }
+  *out = &s;
+  return FI_OK;
+}
+
+}  // namespace
+
+extern "C" int32_t fi_batch_attention_split_sms(int32_t head_dim, int32_t dtype) {
+  FI_GUARD_BEGIN
+  if (!compiled(head_dim, dtype) || !prefill_hopper::available()) return 0;
+  int dev = 0, sms = 0;
+  FI_CUDA(cudaGetDevice(&dev));
+  FI_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  return sms;
+  FI_GUARD_END
+}
+
+extern "C" int32_t fi_batch_attention_run_split(const uint8_t* prefill_params, const uint8_t* decode_params,
+                                                int32_t prefill_ctas, uint64_t stream) {
+  FI_GUARD_BEGIN
+  fi_prefill_params pp;
+  fi_decode_params dp;
+  std::memcpy(&pp, prefill_params, sizeof pp);
+  std::memcpy(&dp, decode_params, sizeof dp);
+  const int d = pp.head_dim_qk;
+  if (!compiled(d, pp.dtype) || pp.head_dim_vo != d || pp.kv_dtype != pp.dtype || pp.pos_encoding != 0 ||
+      !pp.paged || pp.work == 0 || pp.mask != 0 || !prefill_hopper::available())
+    return set_error(FI_ERR_UNSUPPORTED, "batch attention: the split form needs the Hopper prefill kernel (sm_90, "
+                                         "fp16/bf16, head dim 64 or 128, no RoPE, ALiBi or mask)");
+  if (dp.head_dim != d || dp.q_dtype != pp.dtype || dp.kv_dtype != pp.dtype || dp.rope || dp.alibi ||
+      dp.num_qo_heads != pp.num_qo_heads || dp.num_kv_heads != pp.num_kv_heads)
+    return set_error(FI_ERR_INVALID_ARGUMENT, "batch attention: the decode block disagrees with the prefill block");
+  prefill::PrefillArgs pa;
+  int work = 0;
+  if (const int32_t st = prefill::args_from_params(pp, pa, work); st != FI_OK) return st;
+  pa.num_pages = dp.num_pages;
+  const cudaStream_t s = as_stream(stream);
+  if (work == 0) return fi_batch_decode_run(decode_params, stream);
+  if (dp.num_items == 0) return prefill_hopper::launch(pa, pp.dtype, d, work, pp.num_qo_heads, s);
+  SideStream* side = nullptr;
+  if (const int32_t st = side_stream(&side); st != FI_OK) return st;
+  FI_CUDA(cudaEventRecord(side->fork, s));
+  FI_CUDA(cudaStreamWaitEvent(side->stream, side->fork, 0));
+  if (const int32_t st = prefill_hopper::launch(pa, pp.dtype, d, work, pp.num_qo_heads, side->stream,
+                                                prefill_ctas > 0 ? prefill_ctas : 1);
+      st != FI_OK)
+    return st;
+  const int32_t st = fi_batch_decode_run(decode_params, stream);
+  FI_CUDA(cudaEventRecord(side->join, side->stream));  // join even when the decode launch failed
+  FI_CUDA(cudaStreamWaitEvent(s, side->join, 0));
+  return st;
   FI_GUARD_END
 }

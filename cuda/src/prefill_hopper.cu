@@ -10,7 +10,7 @@ namespace fi::prefill_hopper {
 namespace {
 
 template <typename T, int D, int QB>
-int32_t launch_one(const prefill::PrefillArgs& a, int tiles, int heads, cudaStream_t stream) {
+int32_t launch_one(const prefill::PrefillArgs& a, int tiles, int heads, cudaStream_t stream, int max_ctas) {
   using Cfg = hopper::HopperConfig<D, QB>;
   auto kernel = hopper::prefill_hopper_kernel<T, D, QB>;
   static bool configured = false;  // the attribute is per device function; setting it twice is harmless
@@ -27,7 +27,8 @@ int32_t launch_one(const prefill::PrefillArgs& a, int tiles, int heads, cudaStre
   FI_CUDA(cudaGetDevice(&dev));
   if (dev < 0 || dev >= 64) return set_error(FI_ERR_INVALID_ARGUMENT, "prefill (hopper): device %d", dev);
   if (sms[dev] == 0) FI_CUDA(cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev));
-  const int grid = (int)(items < sms[dev] ? items : sms[dev]);
+  const int cap = max_ctas > 0 && max_ctas < sms[dev] ? max_ctas : sms[dev];
+  const int grid = (int)(items < cap ? items : cap);
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, tiles, head_groups);
   FI_CHECK_LAUNCH("prefill (hopper)");
   return FI_OK;
@@ -53,13 +54,14 @@ bool available() {
 }
 
 template <int D, int QB>
-int32_t launch_d(const prefill::PrefillArgs& a, int dtype, int tiles, int heads, cudaStream_t stream) {
-  return FI_DISPATCH_HALF(dtype, T, return launch_one<T, D, QB>(a, tiles, heads, stream););
+int32_t launch_d(const prefill::PrefillArgs& a, int dtype, int tiles, int heads, cudaStream_t stream, int max_ctas) {
+  return FI_DISPATCH_HALF(dtype, T, return launch_one<T, D, QB>(a, tiles, heads, stream, max_ctas););
 }
 
-int32_t launch(const prefill::PrefillArgs& a, int dtype, int head_dim, int tiles, int heads, cudaStream_t stream) {
-  if (head_dim == 128) return launch_d<128, 2>(a, dtype, tiles, heads, stream);
-  if (head_dim == 64) return launch_d<64, 2>(a, dtype, tiles, heads, stream);
+int32_t launch(const prefill::PrefillArgs& a, int dtype, int head_dim, int tiles, int heads, cudaStream_t stream,
+               int max_ctas) {
+  if (head_dim == 128) return launch_d<128, 2>(a, dtype, tiles, heads, stream, max_ctas);
+  if (head_dim == 64) return launch_d<64, 2>(a, dtype, tiles, heads, stream, max_ctas);
   return set_error(FI_ERR_UNSUPPORTED, "prefill (hopper): head dim %d is not compiled", head_dim);
 }
 

@@ -10,7 +10,9 @@ namespace fi::prefill_hopper {
 // 1 when the current device is sm_90 and the library holds sm_90a code of the kernel.
 bool available();
 // Runs `tiles` x (heads >> pack_shift) work items of 128 query rows (the FA2 kernel's tile and work
-// table) on a persistent grid of at most one CTA per SM.
-int32_t launch(const prefill::PrefillArgs& a, int dtype, int head_dim, int tiles, int heads, cudaStream_t stream);
+// table) on a persistent grid of at most one CTA per SM, and at most max_ctas CTAs when max_ctas > 0
+// (BatchAttention leaves the other SMs to a concurrent decode).
+int32_t launch(const prefill::PrefillArgs& a, int dtype, int head_dim, int tiles, int heads, cudaStream_t stream,
+               int max_ctas = 0);
 
 }  // namespace fi::prefill_hopper

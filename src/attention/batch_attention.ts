@@ -10,9 +10,13 @@
  * cuda/kernels/attention/batch_attention.cuh). Other batches run every request on the batch prefill
  * kernel in one launch.
  *
- * CUDA graphs: the queue sizes live in device memory and the tables keep their addresses while a plan
- * fits the capacity of the largest plan so far, so a captured run() replays any later plan that fits.
- * Plan the largest batch first, then capture.
+ * On an sm_90 GPU the default backend ("auto") runs such a batch in split form instead: the Hopper
+ * prefill kernel on part of the SMs beside the decode kernel on the rest, two launches forked and
+ * joined inside run() (faster: the Hopper kernel is about twice the fused kernel's prefill part).
+ *
+ * CUDA graphs: a captured run() replays its own plan. With backend "fused" it also replays any later
+ * plan that fits the capacity of the largest plan so far: the queue sizes live in device memory and
+ * the tables keep their addresses. Plan the largest batch first, then capture.
  */
 import { expectShape, expectTensor } from "../runtime/check.ts";
 import { Device } from "../runtime/device.ts";
@@ -24,7 +28,7 @@ import { PinnedBuffer } from "../runtime/memory.ts";
 import { Event, streamHandle, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
 import { Workspace } from "../runtime/workspace.ts";
-import { planMixed } from "./batch_attention_plan.ts";
+import { planMixed, splitPrefillSms } from "./batch_attention_plan.ts";
 import { BATCH_ATTENTION_FUSED } from "./compiled.ts";
 import { decodeParams } from "./decode.ts";
 import { kvCacheView } from "./paged_kv_cache.ts";
@@ -34,8 +38,13 @@ import { ITEM_INTS } from "./scheduler.ts";
 import { type KvLayout, type ResolvedVariant, resolveVariant, type VariantOptions } from "./variants.ts";
 
 export interface BatchAttentionOptions {
-  /** Only "auto" for now. */
-  backend?: "auto";
+  /**
+   * "auto" (default): on an sm_90 GPU, a batch with one-token requests runs the Hopper prefill kernel
+   * on part of the SMs beside the decode kernel on the rest (two launches, forked and joined inside
+   * run(); a captured run replays its own plan). "fused": one persistent launch of both queues, whose
+   * captured run replays any later plan that fits (see the class comment).
+   */
+  backend?: "auto" | "fused";
   /** Workspace for the plan's tables (allocated, 128 MiB, when omitted). */
   workspace?: Workspace;
   /** Layout of the cache pages: NHD [pages, pageSize, Hkv, D] (default) or HND [pages, Hkv, pageSize, D]. */
@@ -78,6 +87,8 @@ interface FusedPlan {
   numItems: number;
   maxPage: number;
   layout: Layout;
+  /** SMs for the prefill half of the split form; 0: the fused launch. */
+  splitSms: number;
 }
 
 /** Byte offsets in the workspace; capacities only grow, so addresses hold across plans that fit. */
@@ -135,6 +146,7 @@ export class BatchAttention implements Disposable {
   readonly #workspace: Workspace;
   readonly #ownsWorkspace: boolean;
   readonly #kvLayout: KvLayout;
+  readonly #backend: "auto" | "fused";
   #prefill: BatchPrefillWithPagedKvCache | undefined;
   #prefillKvDtype: DType = "bf16";
   #fused: FusedPlan | undefined;
@@ -145,7 +157,10 @@ export class BatchAttention implements Disposable {
 
   constructor(options: BatchAttentionOptions = {}) {
     const backend = options.backend ?? "auto";
-    if (backend !== "auto") invalid("make a BatchAttention", "backend", `"auto"`, backend);
+    if (backend !== "auto" && backend !== "fused") {
+      invalid("make a BatchAttention", "backend", `"auto" or "fused"`, backend);
+    }
+    this.#backend = backend;
     const layout = options.kvLayout ?? "NHD";
     if (layout !== "NHD" && layout !== "HND") invalid("make a BatchAttention", "kvLayout", `"NHD" or "HND"`, layout);
     this.#kvLayout = layout;
@@ -153,9 +168,13 @@ export class BatchAttention implements Disposable {
     this.#workspace = options.workspace ?? new Workspace();
   }
 
-  /** "fused" (one persistent prefill + decode launch) or "prefill" (all requests on the prefill kernel). */
-  get path(): "fused" | "prefill" | undefined {
-    return this.#fused ? "fused" : this.#prefill ? "prefill" : undefined;
+  /**
+   * The planned path: "split" (Hopper prefill beside the decode kernel), "fused" (one persistent launch)
+   * or "prefill" (every request on the prefill kernel).
+   */
+  get path(): "split" | "fused" | "prefill" | undefined {
+    if (this.#fused) return this.#fused.splitSms > 0 ? "split" : "fused";
+    return this.#prefill ? "prefill" : undefined;
   }
 
   /**
@@ -239,6 +258,7 @@ export class BatchAttention implements Disposable {
       causal: options.causal ?? false,
       variant,
       share,
+      shareGiven: options.prefillShare !== undefined,
       placement,
       stream: options.stream,
     });
@@ -259,6 +279,7 @@ export class BatchAttention implements Disposable {
       causal: boolean;
       variant: ResolvedVariant;
       share: number;
+      shareGiven: boolean;
       placement: "mix" | "partition";
       stream?: StreamLike;
     },
@@ -355,9 +376,25 @@ export class BatchAttention implements Disposable {
     this.#pinned.copyToDevice(this.#workspace.ptr, L.uploadEnd, o.stream);
     (this.#uploaded ??= new Event()).record(o.stream);
 
+    // The split form where it applies (an sm_90 GPU): the Hopper prefill on the SMs the rate model gives
+    // it (or prefillShare of them), the decode kernel on the rest.
+    let splitSms = 0;
+    const sms = this.#backend === "auto" ? lib.fi_batch_attention_split_sms(headDim, code) : 0;
+    if (sms > 1) {
+      let flops = 0, bytes = 0;
+      for (let b = 0; b < batch; b++) {
+        const n = qo[b + 1] - qo[b], kv = kvLens[b];
+        if (n === 1) bytes += kv * numKvHeads * headDim * 2 * 2;
+        else flops += 4 * numQoHeads * headDim * (o.causal ? n * kv - (n * (n - 1)) / 2 : n * kv);
+      }
+      splitSms = o.shareGiven
+        ? Math.min(sms - 1, Math.max(1, Math.round(o.share * sms)))
+        : splitPrefillSms(flops, bytes, sms);
+    }
     this.#prefill?.dispose();
     this.#prefill = undefined;
     this.#fused = {
+      splitSms,
       batch,
       nnzQo: qo[batch],
       numQoHeads,
@@ -488,7 +525,10 @@ export class BatchAttention implements Disposable {
       kScale,
       vScale,
     });
-    check(native().fi_batch_attention_run(prefill, decode, at(L.queue), streamHandle(options.stream)), op);
+    const lib = native();
+    if (p.splitSms > 0) {
+      check(lib.fi_batch_attention_run_split(prefill, decode, p.splitSms, streamHandle(options.stream)), op);
+    } else check(lib.fi_batch_attention_run(prefill, decode, at(L.queue), streamHandle(options.stream)), op);
     return { out, lse };
   }
 

@@ -304,6 +304,20 @@ export const symbols = {
   fi_batch_attention_ctas: {
     parameters: ["i32", /* head_dim */ "i32" /* dtype code */],
     result: "i32", // resident CTAs of one launch, or minus a status (0: not compiled)
+  },
+  fi_batch_attention_run_split: {
+    parameters: [
+      "buffer", // const fi_prefill_params*
+      "buffer", // const fi_decode_params*
+      "i32", // prefill_ctas: SMs for the prefill half
+      "u64", // stream
+    ],
+    result: "i32",
+  },
+  fi_batch_attention_split_sms: {
+    parameters: ["i32", /* head_dim */ "i32" /* dtype code */],
+    result: "i32", // SMs of the device when the split form applies, else 0
+  },
   // ---- attention: prefill kernel choice ----
   fi_prefill_set_kernel: {
     parameters: ["i32" /* mode: 0 auto (Hopper where it applies), 1 FA2, 2 Hopper or UNSUPPORTED */],
