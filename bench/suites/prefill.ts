@@ -106,8 +106,9 @@ export const batchAttentionSuite: Suite = {
     const rows: Row[] = [];
     const configs: { backend: "auto" | "fused"; share?: number; placement?: "mix" | "partition" }[] = [
       { backend: "auto" },
-      { backend: "auto", share: 0.15 },
       { backend: "auto", share: 0.25 },
+      { backend: "auto", share: 0.3 },
+      { backend: "auto", share: 0.35 },
       { backend: "fused", share: 0.5, placement: "partition" },
       { backend: "fused", share: 0.5, placement: "mix" },
     ];
