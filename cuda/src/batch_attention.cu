@@ -70,6 +70,29 @@ bool compiled(int head_dim, int dtype) {
   return (head_dim == 64 || head_dim == 128) && (dtype == FI_F16 || dtype == FI_BF16);
 }
 
+// Reads and checks both parameter blocks of one batch and turns them into kernel arguments; `form`
+// names the entry in the error.
+int32_t read_blocks(const uint8_t* prefill_params, const uint8_t* decode_params, const char* form,
+                    fi_prefill_params& pp, fi_decode_params& dp, prefill::PrefillArgs& pa, DecodeArgs& da,
+                    int& work) {
+  std::memcpy(&pp, prefill_params, sizeof pp);
+  std::memcpy(&dp, decode_params, sizeof dp);
+  const int d = pp.head_dim_qk;
+  if (!compiled(d, pp.dtype) || pp.head_dim_vo != d || pp.kv_dtype != pp.dtype || pp.pos_encoding != 0 ||
+      !pp.paged || pp.work == 0 || pp.mask != 0)
+    return set_error(FI_ERR_UNSUPPORTED,
+                     "batch attention (%s): head dims %d/%d, dtype %d, kv dtype %d, pos encoding %d, paged %d, "
+                     "mask %d is not compiled",
+                     form, d, pp.head_dim_vo, pp.dtype, pp.kv_dtype, pp.pos_encoding, pp.paged, pp.mask != 0);
+  if (dp.head_dim != d || dp.q_dtype != pp.dtype || dp.kv_dtype != pp.dtype || dp.rope || dp.alibi ||
+      dp.num_qo_heads != pp.num_qo_heads || dp.num_kv_heads != pp.num_kv_heads)
+    return set_error(FI_ERR_INVALID_ARGUMENT, "batch attention: the decode block disagrees with the prefill block");
+  if (const int32_t st = prefill::args_from_params(pp, pa, work); st != FI_OK) return st;
+  if (const int32_t st = attn::args_from_params(dp, da); st != FI_OK) return st;
+  pa.num_pages = dp.num_pages;  // a replayed graph may meet page ids its capture never checked
+  return FI_OK;
+}
+
 }  // namespace
 
 extern "C" int32_t fi_batch_attention_ctas(int32_t head_dim, int32_t dtype) {
@@ -88,25 +111,14 @@ extern "C" int32_t fi_batch_attention_run(const uint8_t* prefill_params, const u
   FI_GUARD_BEGIN
   fi_prefill_params pp;
   fi_decode_params dp;
-  std::memcpy(&pp, prefill_params, sizeof pp);
-  std::memcpy(&dp, decode_params, sizeof dp);
-  const int d = pp.head_dim_qk;
-  if (!compiled(d, pp.dtype) || pp.head_dim_vo != d || pp.kv_dtype != pp.dtype || pp.pos_encoding != 0 ||
-      !pp.paged || pp.work == 0)
-    return set_error(FI_ERR_UNSUPPORTED,
-                     "batch attention: head dims %d/%d, dtype %d, kv dtype %d, pos encoding %d, paged %d is not "
-                     "compiled for the fused launch",
-                     d, pp.head_dim_vo, pp.dtype, pp.kv_dtype, pp.pos_encoding, pp.paged);
-  if (dp.head_dim != d || dp.q_dtype != pp.dtype || dp.kv_dtype != pp.dtype || dp.rope || dp.alibi ||
-      dp.num_qo_heads != pp.num_qo_heads || dp.num_kv_heads != pp.num_kv_heads)
-    return set_error(FI_ERR_INVALID_ARGUMENT, "batch attention: the decode block disagrees with the prefill block");
-  if (queue == 0 || (queue & 15)) return set_error(FI_ERR_INVALID_ARGUMENT, "batch attention: queue not 16-byte aligned");
   prefill::PrefillArgs pa;
-  int work = 0;
-  if (const int32_t st = prefill::args_from_params(pp, pa, work); st != FI_OK) return st;
   DecodeArgs da;
-  if (const int32_t st = attn::args_from_params(dp, da); st != FI_OK) return st;
-  pa.num_pages = dp.num_pages;  // a replayed graph may meet page ids its capture never checked
+  int work = 0;
+  if (const int32_t st = read_blocks(prefill_params, decode_params, "fused", pp, dp, pa, da, work); st != FI_OK)
+    return st;
+  if (queue == 0 || (queue & 15))
+    return set_error(FI_ERR_INVALID_ARGUMENT, "batch attention: queue not 16-byte aligned");
+  const int d = pp.head_dim_qk;
   const int packs = pp.num_qo_heads >> pa.pack_shift;
   const int width = dp.num_kv_heads * da.head_groups;
   int* state = as_ptr<int>(queue);
@@ -161,20 +173,14 @@ extern "C" int32_t fi_batch_attention_run_split(const uint8_t* prefill_params, c
   FI_GUARD_BEGIN
   fi_prefill_params pp;
   fi_decode_params dp;
-  std::memcpy(&pp, prefill_params, sizeof pp);
-  std::memcpy(&dp, decode_params, sizeof dp);
-  const int d = pp.head_dim_qk;
-  if (!compiled(d, pp.dtype) || pp.head_dim_vo != d || pp.kv_dtype != pp.dtype || pp.pos_encoding != 0 ||
-      !pp.paged || pp.work == 0 || pp.mask != 0 || !prefill_hopper::available())
-    return set_error(FI_ERR_UNSUPPORTED, "batch attention: the split form needs the Hopper prefill kernel (sm_90, "
-                                         "fp16/bf16, head dim 64 or 128, no RoPE, ALiBi or mask)");
-  if (dp.head_dim != d || dp.q_dtype != pp.dtype || dp.kv_dtype != pp.dtype || dp.rope || dp.alibi ||
-      dp.num_qo_heads != pp.num_qo_heads || dp.num_kv_heads != pp.num_kv_heads)
-    return set_error(FI_ERR_INVALID_ARGUMENT, "batch attention: the decode block disagrees with the prefill block");
   prefill::PrefillArgs pa;
+  DecodeArgs da;
   int work = 0;
-  if (const int32_t st = prefill::args_from_params(pp, pa, work); st != FI_OK) return st;
-  pa.num_pages = dp.num_pages;
+  if (const int32_t st = read_blocks(prefill_params, decode_params, "split", pp, dp, pa, da, work); st != FI_OK)
+    return st;
+  if (!prefill_hopper::available())
+    return set_error(FI_ERR_UNSUPPORTED, "batch attention: the split form needs the Hopper prefill kernel (sm_90)");
+  const int d = pp.head_dim_qk;
   const cudaStream_t s = as_stream(stream);
   if (work == 0) return fi_batch_decode_run(decode_params, stream);
   if (dp.num_items == 0) return prefill_hopper::launch(pa, pp.dtype, d, work, pp.num_qo_heads, s);
