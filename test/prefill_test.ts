@@ -186,6 +186,11 @@ test("batch prefill: bad plans and run before plan are refused before any native
     /'kvIndices' must be at least kvIndptr\[2\] = 2 long/,
   );
   assertThrowsCode(
+    () => paged.plan(qo, new Int32Array([0, 1, 2]), new Int32Array([3, -2]), new Int32Array([4, 6]), 8, 2, 128, 16),
+    "INVALID_ARGUMENT",
+    /'kvIndices' must be non-negative page ids: received kvIndices\[1\] = -2/,
+  );
+  assertThrowsCode(
     () =>
       paged.plan(qo, new Int32Array([0, 1, 2]), new Int32Array([0, 1]), new Int32Array([3, 6]), 8, 2, 128, 16, {
         causal: true,
@@ -1142,6 +1147,11 @@ gpuTest("BatchAttention: a captured run replays a decode-free plan and a plan of
 test("BatchAttention: bad plans are refused before any native call", () => {
   const attention = new BatchAttention({ workspace: fakeWorkspace });
   const qo = new Int32Array([0, 1, 5]);
+  assertThrowsCode(
+    () => attention.plan(qo, new Int32Array([4, 8]), new Int32Array([7, -3]), 8, 2, 128, 128, { pageSize: 16 }),
+    "INVALID_ARGUMENT",
+    /'kvBlockTable' must be non-negative page ids: received a page id -3/,
+  );
   assertThrowsCode(
     () => attention.plan([0, 1] as unknown as Int32Array, new Int32Array([4]), new Int32Array(4), 8, 2, 128, 128),
     "INVALID_ARGUMENT",

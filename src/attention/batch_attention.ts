@@ -30,8 +30,8 @@ import { Tensor } from "../runtime/tensor.ts";
 import { Workspace } from "../runtime/workspace.ts";
 import { planMixed, splitPrefillSms } from "./batch_attention_plan.ts";
 import { BATCH_ATTENTION_FUSED } from "./compiled.ts";
-import { decodeParams } from "./decode.ts";
-import { kvCacheView } from "./paged_kv_cache.ts";
+import { decodeParams, expectQoLayout } from "./decode.ts";
+import { expectPagesCover, kvCacheView, maxPageId } from "./paged_kv_cache.ts";
 import { BatchPrefillWithPagedKvCache, expectHeads, expectIndptr } from "./prefill.ts";
 import { prefillParams, type PrefillResult } from "./prefill_launch.ts";
 import { ITEM_INTS } from "./scheduler.ts";
@@ -300,12 +300,7 @@ export class BatchAttention implements Disposable {
         }
       }
     }
-    let maxPage = -1;
-    for (let i = 0; i < indices.length; i++) {
-      const id = indices[i];
-      if (id < 0) invalid(op, "kvBlockTable", "non-negative page ids", `=a page id ${id}`);
-      if (id > maxPage) maxPage = id;
-    }
+    const maxPage = maxPageId(op, "kvBlockTable", indices, indices.length, (i) => `a page id ${indices[i]}`);
     const lib = native();
     const code = DTYPE_CODE[dtype];
     const tileRows = lib.fi_prefill_tile_q(headDim, headDim, code);
@@ -434,7 +429,7 @@ export class BatchAttention implements Disposable {
     }
     expectTensor(op, "q", q, [p.dtype]);
     expectShape(op, "q", q, [p.nnzQo, p.numQoHeads, p.headDim]);
-    expectRowsAligned(op, "q", q);
+    expectQoLayout(op, "q", q);
     const view = kvCacheView(op, kv, this.#kvLayout);
     if (view.dtype !== p.dtype) invalid(op, "kvCache", `of dtype ${p.dtype}`, view.dtype);
     if (view.pageSize !== p.pageSize || view.numKvHeads !== p.numKvHeads || view.headDim !== p.headDim) {
@@ -445,21 +440,14 @@ export class BatchAttention implements Disposable {
         `=${view.pageSize} x ${view.numKvHeads} x ${view.headDim}`,
       );
     }
-    if (p.maxPage >= view.numPages) {
-      invalid(
-        op,
-        "kvCache",
-        `at least ${p.maxPage + 1} pages (the largest planned page id is ${p.maxPage})`,
-        `=${view.numPages} pages`,
-      );
-    }
+    expectPagesCover(op, "kvCache", p.maxPage, view.numPages);
     const kScale = options.kScale ?? 1, vScale = options.vScale ?? 1;
     if (!(Number.isFinite(kScale) && kScale > 0)) invalid(op, "kScale", "a positive number", kScale);
     if (vScale !== 1) invalid(op, "vScale", `1 for ${p.dtype} KV (a scale is for fp8 KV)`, vScale);
     const out = options.out ?? Tensor.empty([p.nnzQo, p.numQoHeads, p.headDim], p.dtype);
     expectTensor(op, "out", out, [p.dtype]);
     expectShape(op, "out", out, [p.nnzQo, p.numQoHeads, p.headDim]);
-    expectRowsAligned(op, "out", out);
+    expectQoLayout(op, "out", out);
     const lse = options.lse ?? Tensor.empty([p.nnzQo, p.numQoHeads], "f32");
     expectTensor(op, "lse", lse, ["f32"]);
     expectShape(op, "lse", lse, [p.nnzQo, p.numQoHeads]);
@@ -550,12 +538,5 @@ export class BatchAttention implements Disposable {
 
   [Symbol.dispose](): void {
     this.dispose();
-  }
-}
-
-/** Rows and heads 16-byte aligned, the head dim contiguous: both kernels copy 16-byte chunks. */
-function expectRowsAligned(op: string, arg: string, t: Tensor): void {
-  if (t.strides[2] !== 1 || t.strides[0] % 8 !== 0 || t.strides[1] % 8 !== 0 || t.ptr % 16n !== 0n) {
-    invalid(op, arg, "contiguous in the head dim with 16-byte aligned rows and heads", `=strides ${show(t.strides)}`);
   }
 }

@@ -414,7 +414,8 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
   }
 }
 
-function expectQoLayout(op: string, arg: string, t: Tensor): void {
+/** q / out of 16-bit rows: the head dim contiguous, rows and heads on 16 bytes (the kernels copy 16-byte chunks). */
+export function expectQoLayout(op: string, arg: string, t: Tensor): void {
   if (t.strides[2] !== 1 || t.strides[0] % 8 !== 0 || t.strides[1] % 8 !== 0 || t.ptr % 16n !== 0n) {
     invalid(op, arg, "contiguous in the head dim with 16-byte aligned heads", `=strides ${show(t.strides)}`);
   }

@@ -152,6 +152,29 @@ function expectI32Vector(op: string, arg: string, t: Tensor, length?: number): v
   if (!t.isContiguous()) invalid(op, arg, "contiguous", `=strides ${show(t.strides)}`);
 }
 
+/**
+ * The largest page id of ids[0, n) in one scan, refusing a negative one; `where(i)` names a bad entry
+ * in the error (default `${arg}[i] = id`).
+ */
+export function maxPageId(
+  op: string,
+  arg: string,
+  ids: Int32Array,
+  n = ids.length,
+  where = (i: number) => `${arg}[${i}] = ${ids[i]}`,
+): number {
+  const { max, negative } = scanIndices(ids, n);
+  if (negative) invalid(op, arg, "non-negative page ids", `=${where(ids.subarray(0, n).findIndex((x) => x < 0))}`);
+  return max;
+}
+
+/** Refuses a cache with fewer pages than the plan's largest page id needs. */
+export function expectPagesCover(op: string, arg: string, maxPage: number, pages: number): void {
+  if (maxPage >= pages) {
+    invalid(op, arg, `at least ${maxPage + 1} pages (the largest planned page id is ${maxPage})`, `=${pages} pages`);
+  }
+}
+
 export interface AppendOptions {
   kvLayout?: KvLayout;
   stream?: StreamLike;

@@ -15,6 +15,7 @@ import { Event, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
 import type { Workspace } from "../runtime/workspace.ts";
 import { type BoolArray, packbits } from "./mask.ts";
+import { expectPagesCover, maxPageId } from "./paged_kv_cache.ts";
 import { prefillConfig, tileTokens } from "./prefill_configs.ts";
 import {
   expectRows,
@@ -250,6 +251,7 @@ abstract class BatchPrefillBase extends Resource {
     numKvHeads: number,
     headDimQk: number,
     o: BatchPrefillPlanOptions,
+    maxPage = -1, // paged: the largest page id (checked non-negative by the caller)
   ): void {
     this.assertAlive("plan");
     const batch = qoIndptr.length - 1;
@@ -337,8 +339,6 @@ abstract class BatchPrefillBase extends Resource {
     this.#uploaded ??= new Event();
     this.#uploaded.record(o.stream);
 
-    let maxPage = -1;
-    if (kvIndices) { for (let i = 0; i < kvIndices.length; i++) maxPage = Math.max(maxPage, kvIndices[i]); }
     this.plan_ = {
       batch,
       nnzQo: qoIndptr[batch],
@@ -502,9 +502,7 @@ export class BatchPrefillWithPagedKvCache extends BatchPrefillBase {
     if (kvIndices.length < kvIndptr[batch]) {
       invalid(op, "kvIndices", `at least kvIndptr[${batch}] = ${kvIndptr[batch]} long`, `=length ${kvIndices.length}`);
     }
-    for (let i = 0; i < kvIndptr[batch]; i++) {
-      if (kvIndices[i] < 0) invalid(op, "kvIndices", "non-negative page ids", `=kvIndices[${i}] = ${kvIndices[i]}`);
-    }
+    const maxPage = maxPageId(op, "kvIndices", kvIndices, kvIndptr[batch]);
     if (!(kvLastPageLen instanceof Int32Array)) invalid(op, "kvLastPageLen", "an Int32Array", kvLastPageLen);
     if (kvLastPageLen.length !== batch) {
       invalid(op, "kvLastPageLen", `of length batch = ${batch}`, `=length ${kvLastPageLen.length}`);
@@ -533,6 +531,7 @@ export class BatchPrefillWithPagedKvCache extends BatchPrefillBase {
       numKvHeads,
       headDimQk,
       options,
+      maxPage,
     );
   }
 
@@ -582,14 +581,7 @@ export class BatchPrefillWithPagedKvCache extends BatchPrefillBase {
       k = kt.ptr;
       v = vt.ptr;
     }
-    if (p.maxPage >= pages) {
-      invalid(
-        op,
-        "kvCache",
-        `at least ${p.maxPage + 1} pages (the largest planned page id is ${p.maxPage})`,
-        `=${pages} pages`,
-      );
-    }
+    expectPagesCover(op, "kvCache", p.maxPage, pages);
     return this.launch(op, p, q, k, v, ks, vs, options, true);
   }
 }
