@@ -27,7 +27,7 @@ import { check, native } from "../runtime/library.ts";
 import { PinnedBuffer } from "../runtime/memory.ts";
 import { Event, streamHandle, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
-import { Workspace } from "../runtime/workspace.ts";
+import { tableCursor, Workspace } from "../runtime/workspace.ts";
 import { planMixed, splitPrefillSms } from "./batch_attention_plan.ts";
 import { BATCH_ATTENTION_FUSED } from "./compiled.ts";
 import { decodeParams, expectQoLayout } from "./decode.ts";
@@ -117,17 +117,11 @@ interface Layout {
   total: number;
 }
 
-const align256 = (n: number) => Math.ceil(n / 256) * 256;
 /** int32s of the launch's queue state (kQueueInts in cuda/kernels/attention/batch_attention.cuh). */
 const QUEUE_INTS = 8 + 256;
 
 function layoutOf(c: Capacity): Layout {
-  let at = 0;
-  const take = (bytes: number) => {
-    const start = at;
-    at = align256(at + bytes);
-    return start;
-  };
+  const tables = tableCursor(256), take = tables.take;
   const queue = take(4 * QUEUE_INTS);
   const qoIndptr = take(4 * (c.batch + 1));
   const kvIndptr = take(4 * (c.batch + 1));
@@ -136,10 +130,23 @@ function layoutOf(c: Capacity): Layout {
   const kvIndices = take(4 * Math.max(1, c.pages));
   const items = take(4 * ITEM_INTS * c.items);
   const counters = take(4 * c.counters);
-  const uploadEnd = at;
+  const uploadEnd = tables.end;
   const tmpO = take(4 * c.partialRows * c.heads * c.headDim);
   const tmpLse = take(4 * c.partialRows * c.heads);
-  return { queue, qoIndptr, kvIndptr, kvLens, work, kvIndices, items, counters, uploadEnd, tmpO, tmpLse, total: at };
+  return {
+    queue,
+    qoIndptr,
+    kvIndptr,
+    kvLens,
+    work,
+    kvIndices,
+    items,
+    counters,
+    uploadEnd,
+    tmpO,
+    tmpLse,
+    total: tables.end,
+  };
 }
 
 export class BatchAttention implements Disposable {

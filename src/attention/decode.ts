@@ -22,7 +22,7 @@ import { check, native } from "../runtime/library.ts";
 import { PinnedBuffer } from "../runtime/memory.ts";
 import { Event, streamHandle, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
-import { Workspace } from "../runtime/workspace.ts";
+import { tableCursor, Workspace } from "../runtime/workspace.ts";
 import { requireCompiledDecode } from "./compiled.ts";
 import { checkPageTable, type KvCacheView, kvCacheView, type KvLayout, type PagedKvCache } from "./paged_kv_cache.ts";
 import { ITEM_INTS, type Schedule, scheduleDecode, waveBalanceChunks } from "./scheduler.ts";
@@ -108,8 +108,6 @@ interface WorkspaceLayout {
   total: number;
 }
 
-const align256 = (n: number) => Math.ceil(n / 256) * 256;
-
 interface StagingViews {
   layout: WorkspaceLayout;
   heads: number;
@@ -132,14 +130,15 @@ function layoutFor(
   headDim: number,
   ctasPerItem: number,
 ): WorkspaceLayout {
-  const items = 0;
-  const counters = align256(items + itemCap * ITEM_INTS * 4);
-  const alibi = align256(counters + batchCap * ctasPerItem * 4);
-  const indices = align256(alibi + heads * 4);
-  const intBytes = align256(indices + Math.max(1, pageCap) * 4);
-  const tmpO = intBytes;
-  const tmpLse = align256(tmpO + itemCap * heads * headDim * 4);
-  const total = align256(tmpLse + itemCap * heads * 4);
+  const tables = tableCursor(256), take = tables.take;
+  const items = take(itemCap * ITEM_INTS * 4);
+  const counters = take(batchCap * ctasPerItem * 4);
+  const alibi = take(heads * 4);
+  const indices = take(Math.max(1, pageCap) * 4);
+  const intBytes = tables.end;
+  const tmpO = take(itemCap * heads * headDim * 4);
+  const tmpLse = take(itemCap * heads * 4);
+  const total = tables.end;
   return { items, counters, alibi, indices, intBytes, tmpO, tmpLse, total };
 }
 

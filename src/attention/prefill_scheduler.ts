@@ -4,6 +4,8 @@
  * early and the short ones fill the tail, and the byte layout of the tables in the workspace.
  */
 
+import { tableCursor } from "../runtime/workspace.ts";
+
 /** Keys a query tile visits: the cost used to order the work. */
 export function tileCost(
   qoLen: number,
@@ -56,20 +58,13 @@ export interface PrefillTableLayout {
   bytes: number;
 }
 
-const align16 = (n: number) => Math.ceil(n / 16) * 16;
-
 export function prefillTableLayout(
   batch: number,
   workItems: number,
   pages: number,
   maskBytes: number,
 ): PrefillTableLayout {
-  let at = 0;
-  const take = (bytes: number) => {
-    const start = at;
-    at = align16(at + bytes);
-    return start;
-  };
+  const tables = tableCursor(16), take = tables.take;
   const qoIndptr = take(4 * (batch + 1));
   const kvIndptr = take(4 * (batch + 1));
   const kvLens = take(4 * batch);
@@ -77,5 +72,5 @@ export function prefillTableLayout(
   const kvIndices = take(4 * pages);
   const maskIndptr = take(4 * (batch + 1));
   const mask = take(maskBytes);
-  return { qoIndptr, kvIndptr, kvLens, work, kvIndices, maskIndptr, mask, bytes: at };
+  return { qoIndptr, kvIndptr, kvLens, work, kvIndices, maskIndptr, mask, bytes: tables.end };
 }

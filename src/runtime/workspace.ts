@@ -38,3 +38,21 @@ export class Workspace implements Disposable {
     this.dispose();
   }
 }
+
+/**
+ * Lays tables out one after another in a workspace: take(bytes) returns a table's byte offset and
+ * moves past it, rounded up to `align`; `end` is the bytes used so far.
+ */
+export function tableCursor(align: number): { take(bytes: number): number; readonly end: number } {
+  let at = 0;
+  return {
+    take(bytes: number): number {
+      const start = at;
+      at = Math.ceil((at + bytes) / align) * align;
+      return start;
+    },
+    get end() {
+      return at;
+    },
+  };
+}
