@@ -1006,18 +1006,23 @@ function runMixed(c: MixedCase): void {
   checkMixed(c, c.replan.qoLens, c.replan.kvLens, qfull, cache2, out.toArray(), lse.toArray(), `${what} graph replay`);
 }
 
+/** bf16, hd128, 8 q heads over 2 kv heads, page 16, NHD, causal: the shape most BatchAttention cases share. */
+const LLAMA_LIKE = {
+  dtype: "bf16",
+  d: 128,
+  hq: 8,
+  hkv: 2,
+  ps: 16,
+  layout: "NHD",
+  causal: true,
+} as const;
+
 gpuTest("BatchAttention: bf16 hd128 GQA 8/2, causal, mixed prefill and decode, page 16 (split and fused)", () => {
   const qoLens = [1, 1, 37, 1, 200, 1, 130, 1];
   const kvLens = qoLens.map((q) => q + randint(rng, 0, 600));
   for (const backend of ["auto", "fused"] as const) {
     runMixed({
-      dtype: "bf16",
-      d: 128,
-      hq: 8,
-      hkv: 2,
-      ps: 16,
-      layout: "NHD",
-      causal: true,
+      ...LLAMA_LIKE,
       backend,
       path: backend === "auto" ? "split" : "fused",
       runs: 2,
@@ -1098,13 +1103,7 @@ gpuTest("BatchAttention: prefill only and ALiBi take the prefill kernel", () => 
 
 gpuTest("BatchAttention: a captured run replays a later, smaller plan", () => {
   runMixed({
-    dtype: "bf16",
-    d: 128,
-    hq: 8,
-    hkv: 2,
-    ps: 16,
-    layout: "NHD",
-    causal: true,
+    ...LLAMA_LIKE,
     backend: "fused",
     path: "fused",
     qoLens: [1, 150, 1, 1],
@@ -1115,13 +1114,7 @@ gpuTest("BatchAttention: a captured run replays a later, smaller plan", () => {
 
 gpuTest("BatchAttention: a captured run replays a decode-free plan and a plan of more decode items", () => {
   runMixed({
-    dtype: "bf16",
-    d: 128,
-    hq: 8,
-    hkv: 2,
-    ps: 16,
-    layout: "NHD",
-    causal: true,
+    ...LLAMA_LIKE,
     backend: "fused",
     path: "fused",
     qoLens: [1, 200, 1, 1, 1, 1, 1],
@@ -1129,13 +1122,7 @@ gpuTest("BatchAttention: a captured run replays a decode-free plan and a plan of
     replan: { qoLens: [120, 80], kvLens: [120, 100] },
   });
   runMixed({
-    dtype: "bf16",
-    d: 128,
-    hq: 8,
-    hkv: 2,
-    ps: 16,
-    layout: "NHD",
-    causal: true,
+    ...LLAMA_LIKE,
     backend: "fused",
     path: "fused",
     qoLens: [1, 200, 1, 1],

@@ -70,28 +70,34 @@ bool compiled(int head_dim, int dtype) {
   return (head_dim == 64 || head_dim == 128) && (dtype == FI_F16 || dtype == FI_BF16);
 }
 
-// Reads and checks both parameter blocks of one batch and turns them into kernel arguments; `form`
-// names the entry in the error.
-int32_t read_blocks(const uint8_t* prefill_params, const uint8_t* decode_params, const char* form,
-                    fi_prefill_params& pp, fi_decode_params& dp, prefill::PrefillArgs& pa, DecodeArgs& da,
-                    int& work) {
-  std::memcpy(&pp, prefill_params, sizeof pp);
-  std::memcpy(&dp, decode_params, sizeof dp);
-  const int d = pp.head_dim_qk;
-  if (!compiled(d, pp.dtype) || pp.head_dim_vo != d || pp.kv_dtype != pp.dtype || pp.pos_encoding != 0 ||
-      !pp.paged || pp.work == 0 || pp.mask != 0)
-    return set_error(FI_ERR_UNSUPPORTED,
-                     "batch attention (%s): head dims %d/%d, dtype %d, kv dtype %d, pos encoding %d, paged %d, "
-                     "mask %d is not compiled",
-                     form, d, pp.head_dim_vo, pp.dtype, pp.kv_dtype, pp.pos_encoding, pp.paged, pp.mask != 0);
-  if (dp.head_dim != d || dp.q_dtype != pp.dtype || dp.kv_dtype != pp.dtype || dp.rope || dp.alibi ||
-      dp.num_qo_heads != pp.num_qo_heads || dp.num_kv_heads != pp.num_kv_heads)
-    return set_error(FI_ERR_INVALID_ARGUMENT, "batch attention: the decode block disagrees with the prefill block");
-  if (const int32_t st = prefill::args_from_params(pp, pa, work); st != FI_OK) return st;
-  if (const int32_t st = attn::args_from_params(dp, da); st != FI_OK) return st;
-  pa.num_pages = dp.num_pages;  // a replayed graph may meet page ids its capture never checked
-  return FI_OK;
-}
+// Both parameter blocks of one batch, checked and turned into kernel arguments.
+struct Blocks {
+  fi_prefill_params pp;
+  fi_decode_params dp;
+  prefill::PrefillArgs pa;
+  DecodeArgs da;
+  int work = 0;  // prefill work entries
+
+  // `form` names the entry in the error.
+  int32_t read(const uint8_t* prefill_params, const uint8_t* decode_params, const char* form) {
+    std::memcpy(&pp, prefill_params, sizeof pp);
+    std::memcpy(&dp, decode_params, sizeof dp);
+    const int d = pp.head_dim_qk;
+    if (!compiled(d, pp.dtype) || pp.head_dim_vo != d || pp.kv_dtype != pp.dtype || pp.pos_encoding != 0 ||
+        !pp.paged || pp.work == 0 || pp.mask != 0)
+      return set_error(FI_ERR_UNSUPPORTED,
+                       "batch attention (%s): head dims %d/%d, dtype %d, kv dtype %d, pos encoding %d, paged %d, "
+                       "mask %d is not compiled",
+                       form, d, pp.head_dim_vo, pp.dtype, pp.kv_dtype, pp.pos_encoding, pp.paged, pp.mask != 0);
+    if (dp.head_dim != d || dp.q_dtype != pp.dtype || dp.kv_dtype != pp.dtype || dp.rope || dp.alibi ||
+        dp.num_qo_heads != pp.num_qo_heads || dp.num_kv_heads != pp.num_kv_heads)
+      return set_error(FI_ERR_INVALID_ARGUMENT, "batch attention: the decode block disagrees with the prefill block");
+    if (const int32_t st = prefill::args_from_params(pp, pa, work); st != FI_OK) return st;
+    if (const int32_t st = attn::args_from_params(dp, da); st != FI_OK) return st;
+    pa.num_pages = dp.num_pages;  // a replayed graph may meet page ids its capture never checked
+    return FI_OK;
+  }
+};
 
 }  // namespace
 
@@ -109,23 +115,18 @@ extern "C" int32_t fi_batch_attention_ctas(int32_t head_dim, int32_t dtype) {
 extern "C" int32_t fi_batch_attention_run(const uint8_t* prefill_params, const uint8_t* decode_params,
                                           uint64_t queue, uint64_t stream) {
   FI_GUARD_BEGIN
-  fi_prefill_params pp;
-  fi_decode_params dp;
-  prefill::PrefillArgs pa;
-  DecodeArgs da;
-  int work = 0;
-  if (const int32_t st = read_blocks(prefill_params, decode_params, "fused", pp, dp, pa, da, work); st != FI_OK)
-    return st;
+  Blocks b;
+  if (const int32_t st = b.read(prefill_params, decode_params, "fused"); st != FI_OK) return st;
   if (queue == 0 || (queue & 15))
     return set_error(FI_ERR_INVALID_ARGUMENT, "batch attention: queue not 16-byte aligned");
-  const int d = pp.head_dim_qk;
-  const int packs = pp.num_qo_heads >> pa.pack_shift;
-  const int width = dp.num_kv_heads * da.head_groups;
+  const int d = b.pp.head_dim_qk;
+  const int packs = b.pp.num_qo_heads >> b.pa.pack_shift;
+  const int width = b.dp.num_kv_heads * b.da.head_groups;
   int* state = as_ptr<int>(queue);
   const cudaStream_t s = as_stream(stream);
   if (d == 64)
-    return FI_DISPATCH_HALF(pp.dtype, T, return Fused<T, 64>::run(pa, packs, da, width, state, s););
-  return FI_DISPATCH_HALF(pp.dtype, T, return Fused<T, 128>::run(pa, packs, da, width, state, s););
+    return FI_DISPATCH_HALF(b.pp.dtype, T, return Fused<T, 64>::run(b.pa, packs, b.da, width, state, s););
+  return FI_DISPATCH_HALF(b.pp.dtype, T, return Fused<T, 128>::run(b.pa, packs, b.da, width, state, s););
   FI_GUARD_END
 }
 
@@ -171,24 +172,19 @@ extern "C" int32_t fi_batch_attention_split_sms(int32_t head_dim, int32_t dtype)
 extern "C" int32_t fi_batch_attention_run_split(const uint8_t* prefill_params, const uint8_t* decode_params,
                                                 int32_t prefill_ctas, uint64_t stream) {
   FI_GUARD_BEGIN
-  fi_prefill_params pp;
-  fi_decode_params dp;
-  prefill::PrefillArgs pa;
-  DecodeArgs da;
-  int work = 0;
-  if (const int32_t st = read_blocks(prefill_params, decode_params, "split", pp, dp, pa, da, work); st != FI_OK)
-    return st;
+  Blocks b;
+  if (const int32_t st = b.read(prefill_params, decode_params, "split"); st != FI_OK) return st;
   if (!prefill_hopper::available())
     return set_error(FI_ERR_UNSUPPORTED, "batch attention: the split form needs the Hopper prefill kernel (sm_90)");
-  const int d = pp.head_dim_qk;
+  const int d = b.pp.head_dim_qk;
   const cudaStream_t s = as_stream(stream);
-  if (work == 0) return fi_batch_decode_run(decode_params, stream);
-  if (dp.num_items == 0) return prefill_hopper::launch(pa, pp.dtype, d, work, pp.num_qo_heads, s);
+  if (b.work == 0) return fi_batch_decode_run(decode_params, stream);
+  if (b.dp.num_items == 0) return prefill_hopper::launch(b.pa, b.pp.dtype, d, b.work, b.pp.num_qo_heads, s);
   SideStream* side = nullptr;
   if (const int32_t st = side_stream(&side); st != FI_OK) return st;
   FI_CUDA(cudaEventRecord(side->fork, s));
   FI_CUDA(cudaStreamWaitEvent(side->stream, side->fork, 0));
-  if (const int32_t st = prefill_hopper::launch(pa, pp.dtype, d, work, pp.num_qo_heads, side->stream,
+  if (const int32_t st = prefill_hopper::launch(b.pa, b.pp.dtype, d, b.work, b.pp.num_qo_heads, side->stream,
                                                 prefill_ctas > 0 ? prefill_ctas : 1);
       st != FI_OK)
     return st;
