@@ -222,7 +222,6 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   const TKV* kbase = static_cast<const TKV*>(a.k) + int64_t(kvh) * a.kv_sh;
   const TKV* vbase = static_cast<const TKV*>(a.v) + int64_t(kvh) * a.kv_sh;
   int pages[RPT];  // page ids of this thread's rows in the next tile to issue (loaded one tile ahead)
-  const uint64_t evict_first = l2_evict_first();
   auto fetch_pages = [&](int t) {
 #pragma unroll
     for (int i = 0; i < RPT; i++) {
@@ -243,11 +242,8 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
       const int64_t off = valid ? int64_t(pages[i]) * a.kv_sp + int64_t(slot) * a.kv_ss : 0;
       const int kdst = FP8 ? r * ROW_BYTES + fp8_k_chunk<D>(r, lc) * 16 : swz<D>(r, lc) * 2;
       const int vdst = FP8 ? r * ROW_BYTES + fp8_v_chunk<D>(r, lc) * 16 : kdst;
-      // Every KV byte is read once (the whole GQA group shares the CTA): evict it first.
-      cp_async_16(sk + stage * STAGE_BYTES + kdst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid,
-                  evict_first);
-      cp_async_16(sv + stage * STAGE_BYTES + vdst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid,
-                  evict_first);
+      cp_async_16(sk + stage * STAGE_BYTES + kdst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid);
+      cp_async_16(sv + stage * STAGE_BYTES + vdst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid);
     }
   };
 
