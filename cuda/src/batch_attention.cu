@@ -133,8 +133,8 @@ extern "C" int32_t fi_batch_attention_run(const uint8_t* prefill_params, const u
 // ---- the split form: the Hopper prefill kernel on prefill_ctas SMs beside the plain decode kernel --
 namespace {
 
-// A high-priority side stream and two events per device, made on first use: the prefill half runs on
-// the side stream (its CTAs are placed first), joined back into the caller's stream.
+// A high-priority side stream and two events per device, made on first use: the decode half runs on
+// the side stream, forked from and joined back into the caller's stream.
 struct SideStream {
   cudaStream_t stream = nullptr;
   cudaEvent_t fork = nullptr, join = nullptr;
@@ -182,13 +182,16 @@ extern "C" int32_t fi_batch_attention_run_split(const uint8_t* prefill_params, c
   if (b.dp.num_items == 0) return prefill_hopper::launch(b.pa, b.pp.dtype, d, b.work, b.pp.num_qo_heads, s);
   SideStream* side = nullptr;
   if (const int32_t st = side_stream(&side); st != FI_OK) return st;
+  // The prefill goes first, on the caller's stream; the decode follows on the side stream. A kernel
+  // behind the cross-stream fork starts a few microseconds late: when that was the prefill, back-to-back
+  // runs had the decode's CTAs fill every SM first and the prefill's wait for a decode wave to end.
   FI_CUDA(cudaEventRecord(side->fork, s));
   FI_CUDA(cudaStreamWaitEvent(side->stream, side->fork, 0));
-  if (const int32_t st = prefill_hopper::launch(b.pa, b.pp.dtype, d, b.work, b.pp.num_qo_heads, side->stream,
+  if (const int32_t st = prefill_hopper::launch(b.pa, b.pp.dtype, d, b.work, b.pp.num_qo_heads, s,
                                                 prefill_ctas > 0 ? prefill_ctas : 1);
       st != FI_OK)
     return st;
-  const int32_t st = fi_batch_decode_run(decode_params, stream);
+  const int32_t st = fi_batch_decode_run(decode_params, reinterpret_cast<uint64_t>(side->stream));
   FI_CUDA(cudaEventRecord(side->join, side->stream));  // join even when the decode launch failed
   FI_CUDA(cudaStreamWaitEvent(s, side->join, 0));
   return st;
