@@ -150,9 +150,6 @@ __global__ void __launch_bounds__(384, 1)
     regs_dec<Cfg::kProducerRegs>();
     const int warp = tid >> 5;
     const bool paged = a.paged != 0;
-    // K and V are re-read by every query tile of their head: keep them in L2 while BatchAttention's
-    // decode streams its KV through beside this kernel.
-    const uint64_t keep = l2_evict_last();
     int g = 0;       // K/V tiles issued so far (all items): stage g % S, its use g / S
     int q_uses = 0;  // items handed over so far
     for (int i_static = blockIdx.x;; i_static += gridDim.x) {
@@ -210,7 +207,7 @@ __global__ void __launch_bounds__(384, 1)
           const uint32_t to = dst + r * 128, x = uint32_t(half ^ (r & 7)) << 4;
 #pragma unroll
           for (int k = 0; k < C / 2; k++)
-            cp_async_16_keep(to + ((2 * k) >> 3) * BN * 128 + ((((2 * k) & 7) << 4) ^ x), from + 32 * k, ok, keep);
+            cp_async_16(to + ((2 * k) >> 3) * BN * 128 + ((((2 * k) & 7) << 4) ^ x), from + 32 * k, ok);
         }
       };
       // Each tile is handed over by the copies themselves: every producer thread's arrival on the
