@@ -76,7 +76,17 @@ struct RowCtx {
   bool compacted;
   int hist_phase;  // which HistSmem buffer the next histogram round fills
   int global_passes, rounds;
+  __device__ __forceinline__ void mark(int slot) const;
 };
+
+// debug_trace: the lead thread's checkpoints (null when not asked for), kept out of registers.
+__shared__ int32_t* trace_row;
+__shared__ long long trace_t0;
+
+template <int VEC>
+__device__ __forceinline__ void RowCtx<VEC>::mark(int slot) const {
+  if (trace_row && threadIdx.x == 0) trace_row[slot] = int32_t(clock64() - trace_t0);
+}
 
 template <int VEC>
 __device__ __forceinline__ float weight(const RowCtx<VEC>& c, float x) {
@@ -282,7 +292,9 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
   for (int round = 0; round < kMaxRounds; ++round) {
     ++c.rounds;
     if (c.compacted) {  // the bracket's weights are in shared memory: histogram rounds
-      if (hist_round<CL>(c, sm, too_big, lo, c_lo, s_lo, hi, c_hi, s_hi)) return {lo, c_lo, s_lo};
+      const bool done = hist_round<CL>(c, sm, too_big, lo, c_lo, s_lo, hi, c_hi, s_hi);
+      c.mark(2 + min(c.rounds - 1, 9));
+      if (done) return {lo, c_lo, s_lo};
       if (!(lo < hi)) break;
       continue;
     }
@@ -297,17 +309,20 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
       for (int j = 0; j < kPivots; ++j) t[j] = lo + (hi - lo) * float(j + 1) / float(kPivots + 1);
     }
     // Compact the weights above lo into shared memory once they fit. Before that, speculate: keep
-    // those above the second pivot (14 binades below hi in a wide bracket); that list is used when
-    // it did not overflow and the new lo lands at or above it, which saves a pass over the row.
+    // those above the second pivot (14 binades below hi in a wide bracket); a warp whose segment
+    // fills raises its own level to the next pivot (dropping, and counting, what falls below), so
+    // the list always holds every weight above the cluster's highest level. It is used when the new
+    // lo lands at or above that level, which saves a pass over the row.
     // c_lo counts the whole cluster's weights above lo; each CTA holds its own slice's.
     const bool compact_now = !c.compacted && c_lo <= 0.75f * float(c.list_cap) * CL;  // slack: warps fill unevenly
     const bool speculate = !c.compacted && !compact_now;
     const bool append = compact_now || speculate;
-    const float append_lo = compact_now ? lo : t[1];
+    float append_lo = compact_now ? lo : t[1];
+    int level = 1;  // speculating: append_lo is t[level] (warp-uniform)
     int my_n = 0;  // this warp's entries (the same in every lane)
     // acc: counts[kPivots], sums[kPivots], count_in, sum_in | min_in | max_in, overflow (this lane
-    // saw its warp's segment full; reduced with the rest so every CTA of a cluster agrees)
-    float acc[2 * kPivots + 5];
+    // saw its warp's segment full; reduced with the rest so every CTA of a cluster agrees), level
+    float acc[2 * kPivots + 6];
 #pragma unroll
     for (int j = 0; j < 2 * kPivots + 2; ++j) acc[j] = 0.f;
     acc[2 * kPivots + 2] = INFINITY;
@@ -341,8 +356,38 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
       const float w = weight(c, x);
       bool stored = false;
       if (append) {  // warp-aggregated append into the warp's own segment
-        const bool keep = w > append_lo;
-        const unsigned mask = __ballot_sync(0xffffffffu, keep);
+        bool keep = w > append_lo;
+        unsigned mask = __ballot_sync(0xffffffffu, keep);
+        while (speculate && my_n + __popc(mask) > c.seg_cap && level < kPivots - 1) {
+          // The segment would overflow: raise this warp's level one pivot and drop (counting them
+          // now, as the pass did not) the entries at or below it, compacting the segment in place.
+          ++level;
+          float nl = t[0];
+#pragma unroll
+          for (int j = 1; j < kPivots; ++j) nl = j == level ? t[j] : nl;
+          int n2 = 0;
+          for (int i0 = 0; i0 < my_n; i0 += 32) {
+            const int i = i0 + lane;
+            const bool in = i < my_n;
+            const float w2 = in ? seg_w[i] : 0.f;
+            const int i2 = in ? seg_i[i] : 0;
+            const bool k2 = in && w2 > nl;
+            const unsigned m2 = __ballot_sync(0xffffffffu, k2);
+            __syncwarp();  // every lane has read its entry before any is overwritten
+            if (k2) {
+              const int pos = n2 + __popc(m2 & ((1u << lane) - 1u));
+              seg_w[pos] = w2;
+              seg_i[pos] = i2;
+            } else if (in && w2 > lo && w2 <= hi) {
+              count_in(w2), count_pivots(w2);
+            }
+            n2 += __popc(m2);
+          }
+          __syncwarp();
+          my_n = n2, append_lo = nl;
+          keep = w > append_lo;
+          mask = __ballot_sync(0xffffffffu, keep);
+        }
         if (keep) {
           const int pos = my_n + __popc(mask & ((1u << lane) - 1u));
           if (pos < c.seg_cap) {
@@ -357,10 +402,11 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
       }
       if (!stored && w > lo && w <= hi) {
         count_in(w);
-        if (!append || w > append_lo) {
+        if (!speculate || w > append_lo) {
           count_pivots(w);
-        } else if (w > t[0]) {
-          acc[0] += 1.f, acc[kPivots] += w;
+        } else if (w > t[0]) {  // w <= t[level]: passes only pivots below the level
+          if (level == 1) acc[0] += 1.f, acc[kPivots] += w;
+          else count_pivots(w);
         }
       }
     });
@@ -373,7 +419,10 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
       }
       if (lane == 0) sm.warp_n[warp] = my_n;
     }
-    row_reduce<CL, 2 * kPivots + 2, 1, 2>(acc, sm.red);  // its barriers also publish warp_n
+    acc[2 * kPivots + 5] = append_lo;
+    row_reduce<CL, 2 * kPivots + 2, 1, 3>(acc, sm.red);  // its barriers also publish warp_n
+    append_lo = acc[2 * kPivots + 5];  // the cluster's highest level
+    c.mark(2 + min(c.rounds - 1, 9));
     const bool listed = append && acc[2 * kPivots + 4] == 0.f;  // the list holds every weight above append_lo
     if (compact_now) c.compacted = listed;
     const float cnt_in = acc[2 * kPivots], min_in = acc[2 * kPivots + 2], max_in = acc[2 * kPivots + 3];
@@ -517,6 +566,7 @@ __device__ __forceinline__ void cluster_done() {
 template <int VEC, int CL>
 __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_params p) {
   extern __shared__ __align__(16) uint8_t smem_raw[];
+  const long long t_start = clock64();
   SamplerSmem& sm = *reinterpret_cast<SamplerSmem*>(smem_raw);
   const int rank = cluster_rank<CL>();
   const int64_t b = blockIdx.x / CL;
@@ -576,6 +626,12 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   c.hist_phase = 0;
   c.global_passes = 1;
   c.rounds = 0;
+  if (threadIdx.x == 0) {
+    trace_row = lead && p.debug_trace ? reinterpret_cast<int32_t*>(p.debug_trace) + 16 * b : nullptr;
+    trace_t0 = t_start;
+  }
+  __syncthreads();
+  c.mark(0);
 
   // ---- plain sampling: one pass does the race and the NaN check together
   if (p.op == kOpSample && p.filter == 0) {
@@ -595,8 +651,10 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     };
     if (VEC == 4 && !c.logits) group_race(c, key, badf[0], best);
     else race_global(c, key, admit, enter);
+    c.mark(13);
     row_reduce<CL, 0, 0, 1>(badf, sm.red);
     best = row_max_u64<CL>(best, sm.red);
+    c.mark(14);
     if (lead) {
       const bool found = best != 0 && badf[0] == 0.f;
       reinterpret_cast<int32_t*>(p.output)[b] = found ? int32_t(0xFFFFFFFFu - uint32_t(best)) : 0;
@@ -607,6 +665,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
       }
     }
     cluster_done<CL>();
+    c.mark(15);
     return;
   }
 
@@ -639,6 +698,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     row_reduce<CL, 2, 0, 2>(acc, sm.red);
     total = acc[0], positives = acc[1], max_w = acc[2], bad = acc[3] > 0.f;
   }
+  c.mark(1);
   if (bad || !(total > 0.f) || total == INFINITY) {
     finish_invalid();
     cluster_done<CL>();
@@ -669,6 +729,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
       th = search<CL>(c, sm, use_k, rp.k, use_p, rp.p * total, 0.f, positives, total, max_w);
     }
   }
+  c.mark(12);
   const float lo = th.lo;
   const float min_keep = (filter & kMinP) ? rp.min_p * max_w : 0.f;
   auto admissible = [&](float w) { return w > lo && w >= min_keep && w > 0.f; };
@@ -709,7 +770,9 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     ++c.global_passes;
     race_global(c, key, admissible, enter);
   }
+  c.mark(13);
   best = row_max_u64<CL>(best, sm.red);
+  c.mark(14);
   if (lead) {
     const bool found = best != 0;
     reinterpret_cast<int32_t*>(p.output)[b] = found ? int32_t(0xFFFFFFFFu - uint32_t(best)) : 0;
@@ -720,6 +783,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     }
   }
   cluster_done<CL>();
+  c.mark(15);
 }
 
 // Moves a device-side offset on after a launch, so a replayed CUDA graph draws fresh numbers.
