@@ -45,6 +45,13 @@ for (const cl of [1, 2, 4, 8, 16]) {
     run: (x, o) => topPSamplingFromProbs(x, 0.9, { ...o, ctasPerRow: cl }),
   });
 }
+for (const cl of [4, 8, 16]) {
+  probes.push({
+    name: `topK 50 topP 0.9 ctas ${cl}`,
+    batch: 1,
+    run: (x, o) => topKTopPSamplingFromProbs(x, 50, 0.9, { ...o, ctasPerRow: cl }),
+  });
+}
 for (const batch of [1, 128]) {
   probes.push({ name: "minP 0.1 (2 passes, 0 rounds)", batch, run: (x, o) => minPSamplingFromProbs(x, 0.1, o) });
   probes.push({

@@ -17,6 +17,7 @@ struct ReduceSmem {
   unsigned long long warp64[32];
   unsigned long long part64[2];
   unsigned long long res64;
+  unsigned long long lead64[16];  // rank 0: every CTA's partial of the final reduction
   int phase;
 };
 
@@ -113,6 +114,38 @@ __device__ __forceinline__ unsigned long long row_max_u64(unsigned long long v, 
   }
   __syncthreads();
   return sm.res64;
+}
+
+// The row's maximum, for thread 0 of the cluster's rank 0 only (other threads get their block's).
+// Every CTA pushes its partial into rank 0's shared memory before one cluster barrier, so no CTA
+// reads a peer afterwards: the CTAs may leave right after it, with no closing barrier.
+template <int CL>
+__device__ __forceinline__ unsigned long long row_max_u64_to_lead(unsigned long long v, ReduceSmem& sm) {
+  static_assert(CL <= 16, "lead64 holds 16 partials");
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const unsigned long long u = __shfl_xor_sync(0xffffffffu, v, o);
+    v = u > v ? u : v;
+  }
+  if (lane == 0) sm.warp64[warp] = v;
+  __syncthreads();
+  unsigned long long a = 0;
+  if (threadIdx.x == 0) {
+    a = sm.warp64[0];
+    for (int w = 1; w < warps; ++w) a = sm.warp64[w] > a ? sm.warp64[w] : a;
+  }
+  if constexpr (CL > 1) {
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    if (threadIdx.x == 0) *cluster.map_shared_rank(&sm.lead64[cluster.block_rank()], 0) = a;
+    cluster.sync();  // release / acquire: rank 0 sees every push
+    if (threadIdx.x == 0 && cluster.block_rank() == 0) {
+      a = sm.lead64[0];
+      for (int q = 1; q < CL; ++q) a = sm.lead64[q] > a ? sm.lead64[q] : a;
+    }
+  }
+  return a;
 }
 
 }  // namespace sampling
