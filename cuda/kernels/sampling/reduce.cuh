@@ -10,14 +10,17 @@ namespace sampling {
 
 constexpr int kMaxSlots = 24;  // floats one reduction may combine
 
+constexpr int kMaxCluster = 16;
+
 struct ReduceSmem {
   float warp[32][kMaxSlots];
-  float part[2][kMaxSlots];     // this block's partials, double-buffered for the cluster exchange
+  float part[kMaxSlots];  // this block's partials
+  float peer[2][kMaxCluster][kMaxSlots];  // the cluster's partials, pushed by each block (double-buffered)
   float res[kMaxSlots];
   unsigned long long warp64[32];
   unsigned long long part64[2];
   unsigned long long res64;
-  unsigned long long lead64[16];  // rank 0: every CTA's partial of the final reduction
+  unsigned long long lead64[kMaxCluster];  // rank 0: every CTA's partial of the final reduction
   int phase;
 };
 
@@ -59,17 +62,27 @@ __device__ __forceinline__ void row_reduce(float (&v)[NS + NMIN + NMAX], ReduceS
     if constexpr (CL == 1) {
       if (lane == 0) sm.res[i] = a;
     } else {
-      if (lane == 0) sm.part[sm.phase][i] = a;
+      if (lane == 0) sm.part[i] = a;
     }
   }
   if constexpr (CL > 1) {
+    // Push this block's partials into every peer (stores: a load from a peer costs far more), one
+    // barrier, then combine the peers' partials locally in rank order. A peer rewrites this phase's
+    // buffer only two reductions later, after a barrier this block reaches after its reads.
+    static_assert(CL <= kMaxCluster, "peer holds kMaxCluster partials");
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
+    const int ph = sm.phase;
+    __syncthreads();  // part is complete
+    const int me = int(cluster.block_rank());
+    for (int t = threadIdx.x; t < N * CL; t += blockDim.x) {
+      *cluster.map_shared_rank(&sm.peer[ph][me][t % N], t / N) = sm.part[t % N];
+    }
     cluster.sync();
     for (int i = warp; i < N; i += warps) {
       const Op op = slot_op<NS, NMIN, NMAX>(i);
       const float id = op == kSum ? 0.f : op == kMin ? INFINITY : -INFINITY;
-      float a = lane < CL ? *cluster.map_shared_rank(&sm.part[sm.phase][i], lane) : id;
+      float a = lane < CL ? sm.peer[ph][lane][i] : id;
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) a = combine(op, a, __shfl_xor_sync(0xffffffffu, a, o));
       if (lane == 0) sm.res[i] = a;

@@ -11,7 +11,10 @@
 //     rounds on that list are histogram rounds (kBins bins of the bracket's float keys, integer
 //     counts and masses), which resolve a bracket of two binades in about two rounds. A round over
 //     the row tests the pivots only on the weights it does not store; the stored ones are counted
-//     afterwards from shared memory (the row pass was bound by instructions, not bytes);
+//     afterwards from shared memory (the row pass was bound by instructions, not bytes). A slice
+//     small enough for the list (a small batch, its rows split over a cluster) is compacted by
+//     the stats pass, so the search never reads the row. Cluster CTAs exchange partials only by
+//     stores into their peers' shared memory (loads from a peer cost far more);
 //  3. the draw is an exponential race: argmax over admissible i of w_i / E_i with E_i = -log U_i and
 //     U_i from Philox(seed, offset, row, i). That is an exact sample of w restricted to the set,
 //     needs no normalizer and no scan, and gives the same token whatever order the elements are
@@ -42,13 +45,12 @@ enum FilterBits { kTopK = 1, kTopP = 2, kMinP = 4, kTopKFirst = 8 };
 
 constexpr int kBins = 256;  // histogram rounds split the bracket into this many key ranges
 
-// A histogram round's bins: double-buffered because cluster peers read them (see hist_round).
-// Masses are fixed point (w / hi * 2^24, so integer sums: exact in any order) in two 32-bit words:
+// A histogram round's bins. Masses are fixed point (w / hi * 2^24, so integer sums: exact in any order) in two 32-bit words:
 // a 64-bit shared atomicAdd is a compare-and-swap spin loop (ATOMS.CAST.SPIN.64) that serializes
 // on hot bins, while 32-bit ATOMS.ADD is native; the low word's returned value gives the carry.
 struct HistSmem {
-  uint4 bin[2][kBins];  // count, mass low word, mass high word, unused: one 16-byte load a peer bin
-  uint4 half[kBins];    // the partial totals of the upper half of the peers
+  uint4 bin[kBins];    // this CTA's: count, mass low word, mass high word, unused
+  uint4 stage[kBins];  // cluster: [peer][kBins / CL] the peers' bins of the range this CTA totals
   unsigned tot_cnt[kBins];  // the cluster's totals
   unsigned long long tot_mass[kBins];
   float res[5];  // the scan's verdict: bin, count and mass above it, count and mass with it
@@ -74,7 +76,6 @@ struct RowCtx {
   int list_cap;
   int seg_cap;  // list entries per warp
   bool compacted;
-  int hist_phase;  // which HistSmem buffer the next histogram round fills
   int global_passes, rounds;
   __device__ __forceinline__ void mark(int slot) const;
 };
@@ -182,55 +183,58 @@ template <int CL, int VEC, typename TooBig>
 __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, float& lo, float& c_lo,
                            float& s_lo, float& hi, float& c_hi, float& s_hi) {
   HistSmem& h = sm.hist;
-  const int ph = c.hist_phase;
-  c.hist_phase ^= 1;
   const uint32_t base = (lo > 0.f ? __float_as_uint(lo) : 0u) + 1u, top = __float_as_uint(hi);
   const uint32_t range = top - base;  // keys base..top
   int shift = 0;
   while ((range >> shift) >= uint32_t(kBins)) ++shift;
-  for (int i = threadIdx.x; i < kBins; i += kThreads) h.bin[ph][i] = make_uint4(0u, 0u, 0u, 0u);
+  for (int i = threadIdx.x; i < kBins; i += kThreads) h.bin[i] = make_uint4(0u, 0u, 0u, 0u);
   __syncthreads();
   for_each_listed(c, sm, [&](float w, int) {
     if (w > lo && w <= hi) {
       const int b = int((__float_as_uint(w) - base) >> shift);
       const unsigned q = __float2uint_rn(__fdiv_rn(w, hi) * kMassScale);  // <= 2^24
-      atomicAdd(&h.bin[ph][b].x, 1u);
-      const unsigned old = atomicAdd(&h.bin[ph][b].y, q);
-      if (old + q < old) atomicAdd(&h.bin[ph][b].z, 1u);  // the low word wrapped
+      atomicAdd(&h.bin[b].x, 1u);
+      const unsigned old = atomicAdd(&h.bin[b].y, q);
+      if (old + q < old) atomicAdd(&h.bin[b].z, 1u);  // the low word wrapped
     }
   });
+  // The cluster's totals by pushes, never by loads (a load from a peer's shared memory costs far
+  // more than a store): CTA r totals bins [r * kBins / CL, (r + 1) * kBins / CL). Every CTA stores
+  // its bins of that range into r's stage, a barrier, r sums them in peer order and stores the
+  // totals into every CTA, a barrier. No buffer is rewritten before its readers have passed the
+  // barrier that follows their reads, so nothing is double-buffered.
+  __syncthreads();
   if constexpr (CL > 1) {
-    cooperative_groups::this_cluster().sync();
-  } else {
-    __syncthreads();
-  }
-  // The cluster's totals: thread t sums bin t % kBins over half of the peers, every load issued
-  // before the first is used (a peer's shared memory is a few hundred cycles away).
-  static_assert(kThreads == 2 * kBins, "two threads a bin");
-  {
-    const int i = threadIdx.x % kBins, half = threadIdx.x / kBins;
+    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    constexpr int kOwn = kBins / CL;
+    const int me = int(cluster.block_rank());
+    if (threadIdx.x < kBins) {
+      const int i = threadIdx.x;
+      *cluster.map_shared_rank(&h.stage[me * kOwn + i % kOwn], i / kOwn) = h.bin[i];
+    }
+    cluster.sync();
+    // thread t: bin me * kOwn + t % kOwn for peer t / kOwn (kOwn * CL == kBins threads)
     unsigned n = 0u;
     unsigned long long m = 0ull;
-    if constexpr (CL > 1) {
-      cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
-      constexpr int kPer = CL / 2;
-      uint4 v[kPer];
+    const int j = threadIdx.x % kOwn;
 #pragma unroll
-      for (int q = 0; q < kPer; ++q) v[q] = *cluster.map_shared_rank(&h.bin[ph][i], half * kPer + q);
-#pragma unroll
-      for (int q = 0; q < kPer; ++q) n += v[q].x, m += (static_cast<unsigned long long>(v[q].z) << 32) | v[q].y;
-    } else if (half == 0) {
-      const uint4 v = h.bin[ph][i];
-      n = v.x, m = (static_cast<unsigned long long>(v.z) << 32) | v.y;
+    for (int q = 0; q < CL; ++q) {
+      const uint4 v = h.stage[q * kOwn + j];
+      n += v.x, m += (static_cast<unsigned long long>(v.z) << 32) | v.y;
     }
-    if (half == 1) h.half[i] = make_uint4(n, unsigned(m), unsigned(m >> 32), 0u);
+    if (threadIdx.x < kBins) {
+      const int dest = threadIdx.x / kOwn, b = me * kOwn + j;
+      *cluster.map_shared_rank(&h.tot_cnt[b], dest) = n;
+      *cluster.map_shared_rank(&h.tot_mass[b], dest) = m;
+    }
+    cluster.sync();
+  } else {
+    for (int i = threadIdx.x; i < kBins; i += kThreads) {
+      const uint4 v = h.bin[i];
+      h.tot_cnt[i] = v.x, h.tot_mass[i] = (static_cast<unsigned long long>(v.z) << 32) | v.y;
+    }
     __syncthreads();
-    if (half == 0) {
-      const uint4 u = h.half[i];
-      h.tot_cnt[i] = n + u.x, h.tot_mass[i] = m + ((static_cast<unsigned long long>(u.z) << 32) | u.y);
-    }
   }
-  __syncthreads();
   // Warp 0 finds the highest bin whose upper set (with the bin) still keeps too much; lane l owns
   // bins [l * per, (l + 1) * per). too_big is monotone, so the bins that keep too much are a prefix.
   if (threadIdx.x < 32) {
@@ -307,7 +311,9 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
   float c_hi = 0.f, s_hi = 0.f;  // size and mass above hi
   for (int round = 0; round < kMaxRounds; ++round) {
     ++c.rounds;
-    if (c.compacted) {  // the bracket's weights are in shared memory: histogram rounds
+    // The bracket's weights are in shared memory: histogram rounds, except for a first round over
+    // (0, max] (the list was filled by the stats pass), which the pivots split with no atomics.
+    if (c.compacted && (lo > 0.f || round > 0)) {
       const bool done = hist_round<CL>(c, sm, too_big, lo, c_lo, s_lo, hi, c_hi, s_hi);
       c.mark(2 + min(c.rounds - 1, 9));
       if (done) return {lo, c_lo, s_lo};
@@ -406,7 +412,6 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
     // passes no pivot (compacting) or only those below the level (speculating). The stored weights
     // are counted after the pass from the warp's own segment: far fewer instructions than eight
     // pivot tests on every weight of the row. A weight that found its segment full is counted here.
-    ++c.global_passes;
     auto element = [&](float x, int idx) {
       const float w = weight(c, x);
       bool stored = false;
@@ -434,13 +439,18 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
         }
       }
     };
-    for_each_vector(
-        c, c.logits ? -INFINITY : 0.f,
-        [&](const float (&x)[VEC], int first) {
+    if (c.compacted) {  // a pivot round over the list: only the count below
+      my_n = sm.warp_n[warp];
+    } else {
+      ++c.global_passes;
+      for_each_vector(
+          c, c.logits ? -INFINITY : 0.f,
+          [&](const float (&x)[VEC], int first) {
 #pragma unroll
-          for (int j = 0; j < VEC; ++j) element(x[j], first + j);
-        },
-        make_room);
+            for (int j = 0; j < VEC; ++j) element(x[j], first + j);
+          },
+          make_room);
+    }
     {
       __syncwarp();  // the segment was written by the warp's other lanes
       const int n = min(my_n, c.seg_cap);
@@ -654,7 +664,6 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   c.list_cap = int(p.list_cap);
   c.seg_cap = c.list_cap / (kThreads / 32);
   c.compacted = false;
-  c.hist_phase = 0;
   c.global_passes = 1;
   c.rounds = 0;
   if (threadIdx.x == 0) {
@@ -700,11 +709,29 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   }
 
   // ---- stats: max, total weight, positive count, NaN / negative / +inf
+  // With top-k or top-p, a slice small enough for the list (every warp's share fits its segment:
+  // small batches, where the row is split over a cluster) is compacted by this pass itself, so the
+  // search never reads the row again and its first round splits the list.
+  const int64_t slice_iters = (c.v1 - c.v0 + int64_t(kThreads) * kUnroll - 1) / (int64_t(kThreads) * kUnroll);
+  const bool list_in_stats =
+      (p.filter & (kTopK | kTopP)) && p.op != kOpSoftmax && slice_iters * 32 * VEC * kUnroll <= c.seg_cap;
+  const int s_warp = threadIdx.x >> 5, s_lane = threadIdx.x & 31;
+  int s_n = 0;  // this warp's entries
+  auto stats_append = [&](float x, int i, bool keep) {
+    const unsigned mask = __ballot_sync(0xffffffffu, keep);
+    if (keep) {
+      const int pos = s_warp * c.seg_cap + s_n + __popc(mask & ((1u << s_lane) - 1u));
+      c.list_w[pos] = x;
+      c.list_i[pos] = i;
+    }
+    s_n += __popc(mask);
+  };
   float max_w, total, positives;
   bool bad;
   if (c.logits) {
     float m = -INFINITY, s = 0.f, n = 0.f, badf = 0.f;
-    for_each_global(c, -INFINITY, [&](float x, int) {
+    for_each_global(c, -INFINITY, [&](float x, int i) {
+      if (list_in_stats) stats_append(x, i, x > -INFINITY);  // pads are -inf
       if (x != x || x == INFINITY) badf = 1.f;
       else if (x > -INFINITY) {
         n += 1.f;
@@ -721,12 +748,23 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     max_w = 1.f, total = b2[0], positives = b2[1], bad = a[1] > 0.f;
   } else {
     float acc[4] = {0.f, 0.f, 0.f, 0.f};  // sum, count | max, bad
-    for_each_global(c, 0.f, [&](float x, int) {
+    for_each_global(c, 0.f, [&](float x, int i) {
+      if (list_in_stats) stats_append(x, i, x > 0.f);  // pads are 0
       if (!(x >= 0.f) || x == INFINITY) acc[3] = 1.f;
       else acc[0] += x, acc[1] += x > 0.f ? 1.f : 0.f, acc[2] = fmaxf(acc[2], x);
     });
     row_reduce<CL, 2, 0, 2>(acc, sm.red);
     total = acc[0], positives = acc[1], max_w = acc[2], bad = acc[3] > 0.f;
+  }
+  if (list_in_stats) {
+    if (s_lane == 0) sm.warp_n[s_warp] = s_n;
+    if (c.logits) {  // the list holds logits: turn them into weights now that the max is known
+      __syncwarp();
+      float* w = c.list_w + s_warp * c.seg_cap;
+      for (int i = s_lane; i < s_n; i += 32) w[i] = weight(c, w[i]);
+    }
+    __syncwarp();
+    c.compacted = true;
   }
   c.mark(1);
   if (bad || !(total > 0.f) || total == INFINITY) {
