@@ -11,6 +11,7 @@ import { Tensor } from "../src/runtime/tensor.ts";
 import { CudaGraph, Stream } from "../src/runtime/stream.ts";
 import {
   minPSamplingFromProbs,
+  samplingFromProbs,
   type SamplingOptions,
   topKSamplingFromProbs,
   topKTopPSamplingFromProbs,
@@ -44,6 +45,13 @@ for (const cl of [1, 2, 4, 8, 16]) {
     run: (x, o) => topPSamplingFromProbs(x, 0.9, { ...o, ctasPerRow: cl }),
   });
 }
+for (const cl of [4, 8, 16]) {
+  probes.push({
+    name: `topK 50 topP 0.9 ctas ${cl}`,
+    batch: 1,
+    run: (x, o) => topKTopPSamplingFromProbs(x, 50, 0.9, { ...o, ctasPerRow: cl }),
+  });
+}
 for (const batch of [1, 128]) {
   probes.push({ name: "minP 0.1 (2 passes, 0 rounds)", batch, run: (x, o) => minPSamplingFromProbs(x, 0.1, o) });
   probes.push({
@@ -58,6 +66,7 @@ for (const batch of [1, 128]) {
     probes.push({ name: `topP ${p}`, batch, run: (x, o) => topPSamplingFromProbs(x, p, o) });
   }
   probes.push({ name: "topK 50 topP 0.9", batch, run: (x, o) => topKTopPSamplingFromProbs(x, 50, 0.9, o) });
+  probes.push({ name: "plain", batch, run: (x, o) => samplingFromProbs(x, o) });
 }
 
 using stream = new Stream();
@@ -76,6 +85,16 @@ for (const pr of probes) {
   for (let i = 0; i < pr.batch; i++) {
     passes += r[2 * i], rounds += r[2 * i + 1], maxP = Math.max(maxP, r[2 * i]), maxR = Math.max(maxR, r[2 * i + 1]);
   }
+  // Checkpoint cycles (setup, stats, rounds 0-9, search, race, reduce, end; 0 = not reached): the
+  // slowest row and the median row by end time.
+  using trace = Tensor.empty([pr.batch, 16], "i32").fillBytes(0);
+  pr.run(xs[1 % xs.length], { seed: 1, debugTrace: trace, stream }).dispose();
+  stream.synchronize();
+  const tr = trace.toRaw() as Int32Array;
+  const order = Array.from({ length: pr.batch }, (_, i) => i).sort((a, b) => tr[16 * a + 15] - tr[16 * b + 15]);
+  const fmt = (i: number) => Array.from(tr.subarray(16 * i, 16 * i + 16), (v) => (v / 1000).toFixed(1)).join(" ");
+  console.log(`  trace kcycles slowest row ${order[pr.batch - 1]}: ${fmt(order[pr.batch - 1])}`);
+  if (pr.batch > 1) console.log(`  trace kcycles median row ${order[pr.batch >> 1]}: ${fmt(order[pr.batch >> 1])}`);
   const outs = Array.from({ length: LAUNCHES }, () => Tensor.empty([pr.batch], "i32"));
   let call = 0;
   using graph = CudaGraph.capture(stream, () => {

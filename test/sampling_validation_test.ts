@@ -111,6 +111,11 @@ test("sampling validation: seeds, offsets, outputs and options", () => {
     BAD,
     /'filterApplyOrder'/,
   );
+  assertThrowsCode(
+    () => samplingFromProbs(probs, { debugTrace: fake([4, 2], "i32") }),
+    BAD,
+    /'debugTrace' must be of shape \[4, 16\]/,
+  );
   assertThrowsCode(() => samplingFromProbs(probs, { ctasPerRow: 3 }), BAD, /'ctasPerRow'/);
   assertThrowsCode(() => samplingFromProbs(probs, { ctasPerRow: 32 }), BAD, /'ctasPerRow' must be 1, 2, 4, 8 or 16/);
   assertThrowsCode(

@@ -241,6 +241,7 @@ typedef struct fi_sampling_params {
   int64_t offset_step;
   int64_t list_cap;          // set by the library
   int64_t cluster;           // CTAs per row: 0 automatic, or 1, 2, 4, 8, 16 (16: 8 where a GPC cannot hold it)
+  uint64_t debug_trace;      // i32 [batch, 16]: SM cycles since the row's start at checkpoints (diagnostic)
 } fi_sampling_params;
 // params: one fi_sampling_params as bytes.
 FI_API int32_t fi_sampling_run(uint8_t* params, uint64_t stream);

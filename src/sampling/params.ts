@@ -1,4 +1,4 @@
-/** Writes fi_sampling_params (cuda/include/flashinfer_ts.h): 29 fields of 8 bytes, in order. */
+/** Writes fi_sampling_params (cuda/include/flashinfer_ts.h): 30 fields of 8 bytes, in order. */
 
 export const SamplingOp = { sample: 0, renorm: 1, mask: 2, softmax: 3 } as const;
 export const Filter = { topK: 1, topP: 2, minP: 4, topKFirst: 8 } as const;
@@ -15,6 +15,7 @@ export interface SamplingParams {
   seedPtr?: bigint;
   offsetPtr?: bigint;
   debugRounds?: bigint;
+  debugTrace?: bigint;
   inStride: number;
   outStride: number;
   batch: number;
@@ -34,7 +35,7 @@ export interface SamplingParams {
   cluster: number;
 }
 
-export const SAMPLING_PARAMS_BYTES = 232;
+export const SAMPLING_PARAMS_BYTES = 240;
 
 const buffer = new ArrayBuffer(SAMPLING_PARAMS_BYTES);
 const view = new DataView(buffer);
@@ -54,6 +55,7 @@ export function encodeSamplingParams(p: SamplingParams): Uint8Array {
   u64(p.seed), u64(p.offset), u64(p.offsetStep);
   i64(0); // list_cap: set by the library
   i64(p.cluster);
+  u64(p.debugTrace);
   if (o !== SAMPLING_PARAMS_BYTES) throw new Error(`fi_sampling_params layout: wrote ${o} bytes`);
   return bytes;
 }

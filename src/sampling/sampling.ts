@@ -50,6 +50,8 @@ export interface SamplingOptions {
   valid?: Tensor;
   /** Test hook: i32 [batch, 2] receives the passes over the row and the pivot rounds taken. */
   debugRounds?: Tensor;
+  /** Diagnostic hook: i32 [batch, 16] receives the row's SM cycles at checkpoints (setup, stats, rounds 0-9, search, race, reduce, end). */
+  debugTrace?: Tensor;
   /** CTAs per row (1, 2, 4, 8 or 16; 16 falls back to 8 where a GPC cannot hold it); chosen from the batch size when omitted. */
   ctasPerRow?: number;
   stream?: StreamLike;
@@ -264,6 +266,7 @@ export function runSampler(
     checkOutput(op, "out", options.out, [batch], "i32");
     checkOutput(op, "valid", options.valid, [batch], "u8");
     checkOutput(op, "debugRounds", options.debugRounds, [batch, 2], "i32");
+    checkOutput(op, "debugTrace", options.debugTrace, [batch, 16], "i32");
     flush(up);
     const out = outputTensor(op, "out", options.out, [batch], "i32");
     const valid = options.valid, dbg = options.debugRounds;
@@ -279,6 +282,7 @@ export function runSampler(
       seedPtr: seed.ptr,
       offsetPtr: offset.ptr,
       debugRounds: dbg?.ptr,
+      debugTrace: options.debugTrace?.ptr,
       inStride: x.stride,
       outStride: 0,
       batch,

@@ -10,13 +10,17 @@ namespace sampling {
 
 constexpr int kMaxSlots = 24;  // floats one reduction may combine
 
+constexpr int kMaxCluster = 16;
+
 struct ReduceSmem {
   float warp[32][kMaxSlots];
-  float part[2][kMaxSlots];     // this block's partials, double-buffered for the cluster exchange
+  float part[kMaxSlots];  // this block's partials
+  float peer[2][kMaxCluster][kMaxSlots];  // the cluster's partials, pushed by each block (double-buffered)
   float res[kMaxSlots];
   unsigned long long warp64[32];
   unsigned long long part64[2];
   unsigned long long res64;
+  unsigned long long lead64[kMaxCluster];  // rank 0: every CTA's partial of the final reduction
   int phase;
 };
 
@@ -58,17 +62,27 @@ __device__ __forceinline__ void row_reduce(float (&v)[NS + NMIN + NMAX], ReduceS
     if constexpr (CL == 1) {
       if (lane == 0) sm.res[i] = a;
     } else {
-      if (lane == 0) sm.part[sm.phase][i] = a;
+      if (lane == 0) sm.part[i] = a;
     }
   }
   if constexpr (CL > 1) {
+    // Push this block's partials into every peer (stores: a load from a peer costs far more), one
+    // barrier, then combine the peers' partials locally in rank order. A peer rewrites this phase's
+    // buffer only two reductions later, after a barrier this block reaches after its reads.
+    static_assert(CL <= kMaxCluster, "peer holds kMaxCluster partials");
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
+    const int ph = sm.phase;
+    __syncthreads();  // part is complete
+    const int me = int(cluster.block_rank());
+    for (int t = threadIdx.x; t < N * CL; t += blockDim.x) {
+      *cluster.map_shared_rank(&sm.peer[ph][me][t % N], t / N) = sm.part[t % N];
+    }
     cluster.sync();
     for (int i = warp; i < N; i += warps) {
       const Op op = slot_op<NS, NMIN, NMAX>(i);
       const float id = op == kSum ? 0.f : op == kMin ? INFINITY : -INFINITY;
-      float a = lane < CL ? *cluster.map_shared_rank(&sm.part[sm.phase][i], lane) : id;
+      float a = lane < CL ? sm.peer[ph][lane][i] : id;
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) a = combine(op, a, __shfl_xor_sync(0xffffffffu, a, o));
       if (lane == 0) sm.res[i] = a;
@@ -113,6 +127,38 @@ __device__ __forceinline__ unsigned long long row_max_u64(unsigned long long v, 
   }
   __syncthreads();
   return sm.res64;
+}
+
+// The row's maximum, for thread 0 of the cluster's rank 0 only (other threads get their block's).
+// Every CTA pushes its partial into rank 0's shared memory before one cluster barrier, so no CTA
+// reads a peer afterwards: the CTAs may leave right after it, with no closing barrier.
+template <int CL>
+__device__ __forceinline__ unsigned long long row_max_u64_to_lead(unsigned long long v, ReduceSmem& sm) {
+  static_assert(CL <= 16, "lead64 holds 16 partials");
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const unsigned long long u = __shfl_xor_sync(0xffffffffu, v, o);
+    v = u > v ? u : v;
+  }
+  if (lane == 0) sm.warp64[warp] = v;
+  __syncthreads();
+  unsigned long long a = 0;
+  if (threadIdx.x == 0) {
+    a = sm.warp64[0];
+    for (int w = 1; w < warps; ++w) a = sm.warp64[w] > a ? sm.warp64[w] : a;
+  }
+  if constexpr (CL > 1) {
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    if (threadIdx.x == 0) *cluster.map_shared_rank(&sm.lead64[cluster.block_rank()], 0) = a;
+    cluster.sync();  // release / acquire: rank 0 sees every push
+    if (threadIdx.x == 0 && cluster.block_rank() == 0) {
+      a = sm.lead64[0];
+      for (int q = 1; q < CL; ++q) a = sm.lead64[q] > a ? sm.lead64[q] : a;
+    }
+  }
+  return a;
 }
 
 }  // namespace sampling

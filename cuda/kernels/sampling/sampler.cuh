@@ -11,7 +11,10 @@
 //     rounds on that list are histogram rounds (kBins bins of the bracket's float keys, integer
 //     counts and masses), which resolve a bracket of two binades in about two rounds. A round over
 //     the row tests the pivots only on the weights it does not store; the stored ones are counted
-//     afterwards from shared memory (the row pass was bound by instructions, not bytes);
+//     afterwards from shared memory (the row pass was bound by instructions, not bytes). A slice
+//     small enough for the list (a small batch, its rows split over a cluster) is compacted by
+//     the stats pass, so the search never reads the row. Cluster CTAs exchange partials only by
+//     stores into their peers' shared memory (loads from a peer cost far more);
 //  3. the draw is an exponential race: argmax over admissible i of w_i / E_i with E_i = -log U_i and
 //     U_i from Philox(seed, offset, row, i). That is an exact sample of w restricted to the set,
 //     needs no normalizer and no scan, and gives the same token whatever order the elements are
@@ -42,13 +45,12 @@ enum FilterBits { kTopK = 1, kTopP = 2, kMinP = 4, kTopKFirst = 8 };
 
 constexpr int kBins = 256;  // histogram rounds split the bracket into this many key ranges
 
-// A histogram round's bins: double-buffered because cluster peers read them (see hist_round).
-// Masses are fixed point (w / hi * 2^24, so integer sums: exact in any order) in two 32-bit words:
+// A histogram round's bins. Masses are fixed point (w / hi * 2^24, so integer sums: exact in any order) in two 32-bit words:
 // a 64-bit shared atomicAdd is a compare-and-swap spin loop (ATOMS.CAST.SPIN.64) that serializes
 // on hot bins, while 32-bit ATOMS.ADD is native; the low word's returned value gives the carry.
 struct HistSmem {
-  unsigned cnt[2][kBins];
-  unsigned mass_lo[2][kBins], mass_hi[2][kBins];
+  uint4 bin[kBins];    // this CTA's: count, mass low word, mass high word, unused
+  uint4 stage[kBins];  // cluster: [peer][kBins / CL] the peers' bins of the range this CTA totals
   unsigned tot_cnt[kBins];  // the cluster's totals
   unsigned long long tot_mass[kBins];
   float res[5];  // the scan's verdict: bin, count and mass above it, count and mass with it
@@ -74,9 +76,18 @@ struct RowCtx {
   int list_cap;
   int seg_cap;  // list entries per warp
   bool compacted;
-  int hist_phase;  // which HistSmem buffer the next histogram round fills
   int global_passes, rounds;
+  __device__ __forceinline__ void mark(int slot) const;
 };
+
+// debug_trace: the lead thread's checkpoints (null when not asked for), kept out of registers.
+__shared__ int32_t* trace_row;
+__shared__ long long trace_t0;
+
+template <int VEC>
+__device__ __forceinline__ void RowCtx<VEC>::mark(int slot) const {
+  if (trace_row && threadIdx.x == 0) trace_row[slot] = int32_t(clock64() - trace_t0);
+}
 
 template <int VEC>
 __device__ __forceinline__ float weight(const RowCtx<VEC>& c, float x) {
@@ -85,14 +96,20 @@ __device__ __forceinline__ float weight(const RowCtx<VEC>& c, float x) {
 
 constexpr int kPadIndex = -(1 << 30);
 
+struct NoHook {
+  __device__ __forceinline__ void operator()() const {}
+};
+
 // Calls f(x[VEC], first_index) for every vector of this CTA's slice, with the same trip count in
-// every thread (missing vectors come filled with `pad`), so f may use warp collectives.
-template <int VEC, typename F>
-__device__ __forceinline__ void for_each_vector(const RowCtx<VEC>& c, float pad, F&& f) {
+// every thread (missing vectors come filled with `pad`), so f may use warp collectives. before()
+// runs at the start of every iteration (kUnroll vectors a thread), also in every thread.
+template <int VEC, typename F, typename Before = NoHook>
+__device__ __forceinline__ void for_each_vector(const RowCtx<VEC>& c, float pad, F&& f, Before&& before = Before()) {
   const int64_t n = c.v1 - c.v0;
   const int64_t step = int64_t(kThreads) * kUnroll;
   const int64_t iters = (n + step - 1) / step;
   for (int64_t it = 0; it < iters; ++it) {
+    before();
     float x[kUnroll][VEC];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -166,45 +183,58 @@ template <int CL, int VEC, typename TooBig>
 __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, float& lo, float& c_lo,
                            float& s_lo, float& hi, float& c_hi, float& s_hi) {
   HistSmem& h = sm.hist;
-  const int ph = c.hist_phase;
-  c.hist_phase ^= 1;
   const uint32_t base = (lo > 0.f ? __float_as_uint(lo) : 0u) + 1u, top = __float_as_uint(hi);
   const uint32_t range = top - base;  // keys base..top
   int shift = 0;
   while ((range >> shift) >= uint32_t(kBins)) ++shift;
-  for (int i = threadIdx.x; i < kBins; i += kThreads) h.cnt[ph][i] = 0u, h.mass_lo[ph][i] = 0u, h.mass_hi[ph][i] = 0u;
+  for (int i = threadIdx.x; i < kBins; i += kThreads) h.bin[i] = make_uint4(0u, 0u, 0u, 0u);
   __syncthreads();
   for_each_listed(c, sm, [&](float w, int) {
     if (w > lo && w <= hi) {
       const int b = int((__float_as_uint(w) - base) >> shift);
       const unsigned q = __float2uint_rn(__fdiv_rn(w, hi) * kMassScale);  // <= 2^24
-      atomicAdd(&h.cnt[ph][b], 1u);
-      const unsigned old = atomicAdd(&h.mass_lo[ph][b], q);
-      if (old + q < old) atomicAdd(&h.mass_hi[ph][b], 1u);  // the low word wrapped
+      atomicAdd(&h.bin[b].x, 1u);
+      const unsigned old = atomicAdd(&h.bin[b].y, q);
+      if (old + q < old) atomicAdd(&h.bin[b].z, 1u);  // the low word wrapped
     }
   });
+  // The cluster's totals by pushes, never by loads (a load from a peer's shared memory costs far
+  // more than a store): CTA r totals bins [r * kBins / CL, (r + 1) * kBins / CL). Every CTA stores
+  // its bins of that range into r's stage, a barrier, r sums them in peer order and stores the
+  // totals into every CTA, a barrier. No buffer is rewritten before its readers have passed the
+  // barrier that follows their reads, so nothing is double-buffered.
+  __syncthreads();
   if constexpr (CL > 1) {
-    cooperative_groups::this_cluster().sync();
-  } else {
-    __syncthreads();
-  }
-  for (int i = threadIdx.x; i < kBins; i += kThreads) {
+    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    constexpr int kOwn = kBins / CL;
+    const int me = int(cluster.block_rank());
+    if (threadIdx.x < kBins) {
+      const int i = threadIdx.x;
+      *cluster.map_shared_rank(&h.stage[me * kOwn + i % kOwn], i / kOwn) = h.bin[i];
+    }
+    cluster.sync();
+    // thread t: bin me * kOwn + t % kOwn for peer t / kOwn (kOwn * CL == kBins threads)
     unsigned n = 0u;
     unsigned long long m = 0ull;
-    if constexpr (CL > 1) {
-      cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    const int j = threadIdx.x % kOwn;
 #pragma unroll
-      for (int q = 0; q < CL; ++q) {
-        n += *cluster.map_shared_rank(&h.cnt[ph][i], q);
-        m += (static_cast<unsigned long long>(*cluster.map_shared_rank(&h.mass_hi[ph][i], q)) << 32) |
-             *cluster.map_shared_rank(&h.mass_lo[ph][i], q);
-      }
-    } else {
-      n = h.cnt[ph][i], m = (static_cast<unsigned long long>(h.mass_hi[ph][i]) << 32) | h.mass_lo[ph][i];
+    for (int q = 0; q < CL; ++q) {
+      const uint4 v = h.stage[q * kOwn + j];
+      n += v.x, m += (static_cast<unsigned long long>(v.z) << 32) | v.y;
     }
-    h.tot_cnt[i] = n, h.tot_mass[i] = m;
+    if (threadIdx.x < kBins) {
+      const int dest = threadIdx.x / kOwn, b = me * kOwn + j;
+      *cluster.map_shared_rank(&h.tot_cnt[b], dest) = n;
+      *cluster.map_shared_rank(&h.tot_mass[b], dest) = m;
+    }
+    cluster.sync();
+  } else {
+    for (int i = threadIdx.x; i < kBins; i += kThreads) {
+      const uint4 v = h.bin[i];
+      h.tot_cnt[i] = v.x, h.tot_mass[i] = (static_cast<unsigned long long>(v.z) << 32) | v.y;
+    }
+    __syncthreads();
   }
-  __syncthreads();
   // Warp 0 finds the highest bin whose upper set (with the bin) still keeps too much; lane l owns
   // bins [l * per, (l + 1) * per). too_big is monotone, so the bins that keep too much are a prefix.
   if (threadIdx.x < 32) {
@@ -281,8 +311,12 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
   float c_hi = 0.f, s_hi = 0.f;  // size and mass above hi
   for (int round = 0; round < kMaxRounds; ++round) {
     ++c.rounds;
-    if (c.compacted) {  // the bracket's weights are in shared memory: histogram rounds
-      if (hist_round<CL>(c, sm, too_big, lo, c_lo, s_lo, hi, c_hi, s_hi)) return {lo, c_lo, s_lo};
+    // The bracket's weights are in shared memory: histogram rounds, except for a first round over
+    // (0, max] (the list was filled by the stats pass), which the pivots split with no atomics.
+    if (c.compacted && (lo > 0.f || round > 0)) {
+      const bool done = hist_round<CL>(c, sm, too_big, lo, c_lo, s_lo, hi, c_hi, s_hi);
+      c.mark(2 + min(c.rounds - 1, 9));
+      if (done) return {lo, c_lo, s_lo};
       if (!(lo < hi)) break;
       continue;
     }
@@ -297,17 +331,19 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
       for (int j = 0; j < kPivots; ++j) t[j] = lo + (hi - lo) * float(j + 1) / float(kPivots + 1);
     }
     // Compact the weights above lo into shared memory once they fit. Before that, speculate: keep
-    // those above the second pivot (14 binades below hi in a wide bracket); that list is used when
-    // it did not overflow and the new lo lands at or above it, which saves a pass over the row.
+    // those above the second pivot (14 binades below hi in a wide bracket); a warp whose segment
+    // could fill in the coming iteration raises its own level to the next pivot first (dropping,
+    // and counting, what falls below), so the list always holds every weight above the cluster's
+    // highest level. It is used when the new lo lands at or above that level, which saves a pass.
     // c_lo counts the whole cluster's weights above lo; each CTA holds its own slice's.
     const bool compact_now = !c.compacted && c_lo <= 0.75f * float(c.list_cap) * CL;  // slack: warps fill unevenly
     const bool speculate = !c.compacted && !compact_now;
-    const bool append = compact_now || speculate;
-    const float append_lo = compact_now ? lo : t[1];
+    float append_lo = compact_now ? lo : t[1];
+    int level = 1;  // speculating: append_lo is t[level] (warp-uniform)
     int my_n = 0;  // this warp's entries (the same in every lane)
     // acc: counts[kPivots], sums[kPivots], count_in, sum_in | min_in | max_in, overflow (this lane
-    // saw its warp's segment full; reduced with the rest so every CTA of a cluster agrees)
-    float acc[2 * kPivots + 5];
+    // saw its warp's segment full; reduced with the rest so every CTA of a cluster agrees), level
+    float acc[2 * kPivots + 6];
 #pragma unroll
     for (int j = 0; j < 2 * kPivots + 2; ++j) acc[j] = 0.f;
     acc[2 * kPivots + 2] = INFINITY;
@@ -332,39 +368,90 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     float* seg_w = c.list_w + warp * c.seg_cap;
     int* seg_i = c.list_i + warp * c.seg_cap;
+    // Before each iteration (at most 32 * VEC * kUnroll appends a warp): raise the level until they
+    // fit. The dropped entries lie in (t[level - 1], t[level]]: they pass exactly the pivots below
+    // the new level, so they are counted in bulk.
+    auto make_room = [&]() {
+      constexpr int kBurst = 32 * VEC * kUnroll;
+      while (speculate && my_n + kBurst > c.seg_cap && level < kPivots - 1) {
+        ++level;
+        float nl = t[0];
+#pragma unroll
+        for (int j = 1; j < kPivots; ++j) nl = j == level ? t[j] : nl;
+        float e_n = 0.f, e_s = 0.f, e_min = INFINITY, e_max = -INFINITY;
+        int n2 = 0;
+        for (int i0 = 0; i0 < my_n; i0 += 32) {
+          const int i = i0 + lane;
+          const bool in = i < my_n;
+          const float w2 = in ? seg_w[i] : 0.f;
+          const int i2 = in ? seg_i[i] : 0;
+          const bool k2 = in && w2 > nl;
+          const unsigned m2 = __ballot_sync(0xffffffffu, k2);
+          __syncwarp();  // every lane has read its entry before any is overwritten
+          if (k2) {
+            const int pos = n2 + __popc(m2 & ((1u << lane) - 1u));
+            seg_w[pos] = w2;
+            seg_i[pos] = i2;
+          } else if (in && w2 > lo && w2 <= hi) {
+            e_n += 1.f, e_s += w2, e_min = fminf(e_min, w2), e_max = fmaxf(e_max, w2);
+          }
+          n2 += __popc(m2);
+        }
+        __syncwarp();
+        acc[2 * kPivots] += e_n, acc[2 * kPivots + 1] += e_s;
+        acc[2 * kPivots + 2] = fminf(acc[2 * kPivots + 2], e_min);
+        acc[2 * kPivots + 3] = fmaxf(acc[2 * kPivots + 3], e_max);
+#pragma unroll
+        for (int j = 0; j < kPivots - 1; ++j) {
+          if (j < level) acc[j] += e_n, acc[kPivots + j] += e_s;
+        }
+        my_n = n2, append_lo = nl;
+      }
+    };
     // The pass over the row counts only what it does not store: a weight at or below append_lo
-    // passes no pivot (compacting) or only the first (speculating). The stored weights are counted
-    // after the pass from the warp's own segment: far fewer instructions than eight pivot tests on
-    // every weight of the row. A weight that found its segment full is counted in the pass.
-    ++c.global_passes;
-    for_each_global(c, c.logits ? -INFINITY : 0.f, [&](float x, int idx) {
+    // passes no pivot (compacting) or only those below the level (speculating). The stored weights
+    // are counted after the pass from the warp's own segment: far fewer instructions than eight
+    // pivot tests on every weight of the row. A weight that found its segment full is counted here.
+    auto element = [&](float x, int idx) {
       const float w = weight(c, x);
       bool stored = false;
-      if (append) {  // warp-aggregated append into the warp's own segment
-        const bool keep = w > append_lo;
-        const unsigned mask = __ballot_sync(0xffffffffu, keep);
-        if (keep) {
-          const int pos = my_n + __popc(mask & ((1u << lane) - 1u));
-          if (pos < c.seg_cap) {
-            seg_w[pos] = w;
-            seg_i[pos] = idx;
-            stored = true;
-          } else {
-            acc[2 * kPivots + 4] = 1.f;
-          }
+      // warp-aggregated append into the warp's own segment
+      const bool keep = w > append_lo;
+      const unsigned mask = __ballot_sync(0xffffffffu, keep);
+      if (keep) {
+        const int pos = my_n + __popc(mask & ((1u << lane) - 1u));
+        if (pos < c.seg_cap) {
+          seg_w[pos] = w;
+          seg_i[pos] = idx;
+          stored = true;
+        } else {
+          acc[2 * kPivots + 4] = 1.f;
         }
-        my_n += __popc(mask);
       }
+      my_n += __popc(mask);
       if (!stored && w > lo && w <= hi) {
         count_in(w);
-        if (!append || w > append_lo) {
+        if (!speculate || w > append_lo) {
           count_pivots(w);
-        } else if (w > t[0]) {
-          acc[0] += 1.f, acc[kPivots] += w;
+        } else if (w > t[0]) {  // w <= t[level]: passes only pivots below the level
+          if (level == 1) acc[0] += 1.f, acc[kPivots] += w;
+          else count_pivots(w);
         }
       }
-    });
-    if (append) {
+    };
+    if (c.compacted) {  // a pivot round over the list: only the count below
+      my_n = sm.warp_n[warp];
+    } else {
+      ++c.global_passes;
+      for_each_vector(
+          c, c.logits ? -INFINITY : 0.f,
+          [&](const float (&x)[VEC], int first) {
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) element(x[j], first + j);
+          },
+          make_room);
+    }
+    {
       __syncwarp();  // the segment was written by the warp's other lanes
       const int n = min(my_n, c.seg_cap);
       for (int i = lane; i < n; i += 32) {
@@ -373,8 +460,11 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
       }
       if (lane == 0) sm.warp_n[warp] = my_n;
     }
-    row_reduce<CL, 2 * kPivots + 2, 1, 2>(acc, sm.red);  // its barriers also publish warp_n
-    const bool listed = append && acc[2 * kPivots + 4] == 0.f;  // the list holds every weight above append_lo
+    acc[2 * kPivots + 5] = append_lo;
+    row_reduce<CL, 2 * kPivots + 2, 1, 3>(acc, sm.red);  // its barriers also publish warp_n
+    append_lo = acc[2 * kPivots + 5];  // the cluster's highest level
+    c.mark(2 + min(c.rounds - 1, 9));
+    const bool listed = acc[2 * kPivots + 4] == 0.f;  // the list holds every weight above append_lo
     if (compact_now) c.compacted = listed;
     const float cnt_in = acc[2 * kPivots], min_in = acc[2 * kPivots + 2], max_in = acc[2 * kPivots + 3];
     if (cnt_in <= 1.f || min_in >= max_in) {  // one value left in the bracket: it is the threshold
@@ -517,6 +607,7 @@ __device__ __forceinline__ void cluster_done() {
 template <int VEC, int CL>
 __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_params p) {
   extern __shared__ __align__(16) uint8_t smem_raw[];
+  const long long t_start = clock64();
   SamplerSmem& sm = *reinterpret_cast<SamplerSmem*>(smem_raw);
   const int rank = cluster_rank<CL>();
   const int64_t b = blockIdx.x / CL;
@@ -573,9 +664,14 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   c.list_cap = int(p.list_cap);
   c.seg_cap = c.list_cap / (kThreads / 32);
   c.compacted = false;
-  c.hist_phase = 0;
   c.global_passes = 1;
   c.rounds = 0;
+  if (threadIdx.x == 0) {
+    trace_row = lead && p.debug_trace ? reinterpret_cast<int32_t*>(p.debug_trace) + 16 * b : nullptr;
+    trace_t0 = t_start;
+  }
+  __syncthreads();
+  c.mark(0);
 
   // ---- plain sampling: one pass does the race and the NaN check together
   if (p.op == kOpSample && p.filter == 0) {
@@ -595,8 +691,10 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     };
     if (VEC == 4 && !c.logits) group_race(c, key, badf[0], best);
     else race_global(c, key, admit, enter);
+    c.mark(13);
     row_reduce<CL, 0, 0, 1>(badf, sm.red);
-    best = row_max_u64<CL>(best, sm.red);
+    best = row_max_u64_to_lead<CL>(best, sm.red);
+    c.mark(14);
     if (lead) {
       const bool found = best != 0 && badf[0] == 0.f;
       reinterpret_cast<int32_t*>(p.output)[b] = found ? int32_t(0xFFFFFFFFu - uint32_t(best)) : 0;
@@ -606,16 +704,34 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
         reinterpret_cast<int32_t*>(p.debug_rounds)[2 * b + 1] = 0;
       }
     }
-    cluster_done<CL>();
-    return;
+    c.mark(15);
+    return;  // no closing cluster barrier: nothing reads a peer's shared memory after the last one
   }
 
   // ---- stats: max, total weight, positive count, NaN / negative / +inf
+  // With top-k or top-p, a slice small enough for the list (every warp's share fits its segment:
+  // small batches, where the row is split over a cluster) is compacted by this pass itself, so the
+  // search never reads the row again and its first round splits the list.
+  const int64_t slice_iters = (c.v1 - c.v0 + int64_t(kThreads) * kUnroll - 1) / (int64_t(kThreads) * kUnroll);
+  const bool list_in_stats =
+      (p.filter & (kTopK | kTopP)) && p.op != kOpSoftmax && slice_iters * 32 * VEC * kUnroll <= c.seg_cap;
+  const int s_warp = threadIdx.x >> 5, s_lane = threadIdx.x & 31;
+  int s_n = 0;  // this warp's entries
+  auto stats_append = [&](float x, int i, bool keep) {
+    const unsigned mask = __ballot_sync(0xffffffffu, keep);
+    if (keep) {
+      const int pos = s_warp * c.seg_cap + s_n + __popc(mask & ((1u << s_lane) - 1u));
+      c.list_w[pos] = x;
+      c.list_i[pos] = i;
+    }
+    s_n += __popc(mask);
+  };
   float max_w, total, positives;
   bool bad;
   if (c.logits) {
     float m = -INFINITY, s = 0.f, n = 0.f, badf = 0.f;
-    for_each_global(c, -INFINITY, [&](float x, int) {
+    for_each_global(c, -INFINITY, [&](float x, int i) {
+      if (list_in_stats) stats_append(x, i, x > -INFINITY);  // pads are -inf
       if (x != x || x == INFINITY) badf = 1.f;
       else if (x > -INFINITY) {
         n += 1.f;
@@ -632,13 +748,25 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     max_w = 1.f, total = b2[0], positives = b2[1], bad = a[1] > 0.f;
   } else {
     float acc[4] = {0.f, 0.f, 0.f, 0.f};  // sum, count | max, bad
-    for_each_global(c, 0.f, [&](float x, int) {
+    for_each_global(c, 0.f, [&](float x, int i) {
+      if (list_in_stats) stats_append(x, i, x > 0.f);  // pads are 0
       if (!(x >= 0.f) || x == INFINITY) acc[3] = 1.f;
       else acc[0] += x, acc[1] += x > 0.f ? 1.f : 0.f, acc[2] = fmaxf(acc[2], x);
     });
     row_reduce<CL, 2, 0, 2>(acc, sm.red);
     total = acc[0], positives = acc[1], max_w = acc[2], bad = acc[3] > 0.f;
   }
+  if (list_in_stats) {
+    if (s_lane == 0) sm.warp_n[s_warp] = s_n;
+    if (c.logits) {  // the list holds logits: turn them into weights now that the max is known
+      __syncwarp();
+      float* w = c.list_w + s_warp * c.seg_cap;
+      for (int i = s_lane; i < s_n; i += 32) w[i] = weight(c, w[i]);
+    }
+    __syncwarp();
+    c.compacted = true;
+  }
+  c.mark(1);
   if (bad || !(total > 0.f) || total == INFINITY) {
     finish_invalid();
     cluster_done<CL>();
@@ -662,13 +790,14 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   Threshold th{0.f, positives, total};
   if (filter & (kTopK | kTopP)) {
     const bool use_k = filter & kTopK, use_p = (filter & kTopP) && rp.p < 1.f;  // p = 1 keeps every token
-    if (use_k && use_p && (filter & kTopKFirst)) {
-      const Threshold tk = search<CL>(c, sm, true, rp.k, false, 0.f, 0.f, positives, total, max_w);
-      th = search<CL>(c, sm, true, rp.k, true, rp.p * tk.S, tk.lo, tk.C, tk.S, max_w);
-    } else {
-      th = search<CL>(c, sm, use_k, rp.k, use_p, rp.p * total, 0.f, positives, total, max_w);
+    // top-k first: the top-k set, then top-p within it. One call site: the search is a lot of code.
+    const bool k_first = use_k && use_p && (filter & kTopKFirst);
+#pragma unroll 1
+    for (int phase = k_first ? 0 : 1; phase < 2; ++phase) {
+      th = search<CL>(c, sm, use_k, rp.k, use_p && phase == 1, rp.p * th.S, th.lo, th.C, th.S, max_w);
     }
   }
+  c.mark(12);
   const float lo = th.lo;
   const float min_keep = (filter & kMinP) ? rp.min_p * max_w : 0.f;
   auto admissible = [&](float w) { return w > lo && w >= min_keep && w > 0.f; };
@@ -702,14 +831,39 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     best = packed > best ? packed : best;
   };
   if (c.compacted) {
-    for_each_listed(c, sm, [&](float w, int idx) {
-      if (admissible(w)) enter(w, pick(philox_group(key, uint32_t(idx) >> 2, kElementNoise), idx & 3), idx);
-    });
+    // Move each warp's admissible entries to the front of its segment (the list is not read after
+    // the draw), so the Philox calls run on full warps instead of on a few lanes of every step.
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int n = min(sm.warp_n[warp], c.seg_cap);
+    float* w_seg = c.list_w + warp * c.seg_cap;
+    int* i_seg = c.list_i + warp * c.seg_cap;
+    int n2 = 0;
+    for (int i0 = 0; i0 < n; i0 += 32) {
+      const int i = i0 + lane;
+      const float w = i < n ? w_seg[i] : 0.f;
+      const int ix = i < n ? i_seg[i] : 0;
+      const bool k = i < n && admissible(w);
+      const unsigned m = __ballot_sync(0xffffffffu, k);
+      __syncwarp();
+      if (k) {
+        const int pos = n2 + __popc(m & ((1u << lane) - 1u));
+        w_seg[pos] = w, i_seg[pos] = ix;
+      }
+      n2 += __popc(m);
+    }
+    __syncwarp();
+    for (int i = lane; i < n2; i += 32) {
+      const float w = w_seg[i];
+      const int idx = i_seg[i];
+      enter(w, pick(philox_group(key, uint32_t(idx) >> 2, kElementNoise), idx & 3), idx);
+    }
   } else {
     ++c.global_passes;
     race_global(c, key, admissible, enter);
   }
-  best = row_max_u64<CL>(best, sm.red);
+  c.mark(13);
+  best = row_max_u64_to_lead<CL>(best, sm.red);
+  c.mark(14);
   if (lead) {
     const bool found = best != 0;
     reinterpret_cast<int32_t*>(p.output)[b] = found ? int32_t(0xFFFFFFFFu - uint32_t(best)) : 0;
@@ -719,7 +873,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
       reinterpret_cast<int32_t*>(p.debug_rounds)[2 * b + 1] = c.rounds;
     }
   }
-  cluster_done<CL>();
+  c.mark(15);  // no closing cluster barrier: nothing reads a peer's shared memory after the last one
 }
 
 // Moves a device-side offset on after a launch, so a replayed CUDA graph draws fresh numbers.
