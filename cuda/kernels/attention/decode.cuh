@@ -36,6 +36,7 @@ struct DecodeArgs {
   float* tmp_o;        // [partial rows, num_qo_heads, D]
   float* tmp_lse;      // [partial rows, num_qo_heads]
   int* counters;       // [requests][grid width]: finished chunks of a split request, zero between runs
+  const int* lane_starts;  // persistent grid: [lanes + 1], row l of CTAs runs items lane_starts[l] ..; else null
   int64_t q_sb, q_sh, o_sb, o_sh;
   int64_t kv_sp, kv_ss, kv_sh;  // page, slot (token) and head strides of k and v, in elements
   int num_qo_heads, group, head_groups, page_size, page_shift, num_pages;
@@ -626,6 +627,18 @@ template <typename T, typename TKV, int D>
 __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_kernel(const __grid_constant__ DecodeArgs a) {
   decode_cta<T, TKV, D>(a);
+}
+
+// Persistent form: a grid of (CTAs an item) x lanes, sized to stay resident; row y runs the items of
+// lane y one after the other (scheduleDecodeLanes in src/attention/scheduler.ts balances their tiles).
+template <typename T, typename TKV, int D>
+__global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
+    batch_decode_lanes_kernel(const __grid_constant__ DecodeArgs a) {
+  const int end = a.lane_starts[blockIdx.y + 1];
+  for (int i = a.lane_starts[blockIdx.y]; i < end; i++) {
+    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)});
+    __syncthreads();  // the next item's loads reuse the shared memory this one merged in
+  }
 }
 
 }  // namespace fi::attn
