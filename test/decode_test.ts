@@ -205,7 +205,8 @@ function runCase(c: Case): void {
   using out = Tensor.empty([c.batch, s.hqo, s.d], s.qDtype).fillBytes(0xff);
   using lse = Tensor.empty([c.batch, s.hqo], "f32").fillBytes(0xff);
   w.run(q, cache.cache, { out, lse, kScale: c.kScale, vScale: c.vScale });
-  const label = `${c.name} (split ${w.schedule?.splitSize}, items ${w.schedule?.numItems}, lanes ${w.schedule?.numLanes})`;
+  const label =
+    `${c.name} (split ${w.schedule?.splitSize}, items ${w.schedule?.numItems}, lanes ${w.schedule?.numLanes})`;
   if (c.persistent !== undefined) assert.equal(w.schedule!.numLanes > 0, c.persistent, `${label}: persistent grid`);
   checkAgainstReference(c, s, out.toArray(), lse.toArray(), rng, label);
   cache.dispose();

@@ -142,7 +142,10 @@ test("scheduler: lanes cut the batch's tiles into equal runs", () => {
     const total = b * Math.ceil(l / DECODE_TILE);
     assert.equal(tiles.reduce((x, y) => x + y, 0), total, `B${b} L${l}: every tile once`);
     const quota = total / s.numLanes;
-    assert.ok(Math.max(...tiles) <= Math.ceil(quota * 1.15) + 1, `B${b} L${l}: balanced (${Math.max(...tiles)} vs ${quota})`);
+    assert.ok(
+      Math.max(...tiles) <= Math.ceil(quota * 1.15) + 1,
+      `B${b} L${l}: balanced (${Math.max(...tiles)} vs ${quota})`,
+    );
     assert.ok(s.numLanes <= 49 && s.numLanes <= total);
   }
   // B64 L2k on 49 lanes: 2048 tiles, about 42 a lane, each request in at most 2 lanes.
@@ -167,7 +170,11 @@ test("scheduler: lanes with mixed, empty and windowed requests", () => {
   assert.equal(empty.anySplit, false);
   // Reuses the caller's tables.
   const items = new Int32Array(4096), mergeTable = new Int32Array(512), laneStarts = new Int32Array(64);
-  const r = scheduleDecodeLanes({ seqLens: lens(64, 2048), pageBase: pageBase(64) }, 49, { items, mergeTable, laneStarts });
+  const r = scheduleDecodeLanes({ seqLens: lens(64, 2048), pageBase: pageBase(64) }, 49, {
+    items,
+    mergeTable,
+    laneStarts,
+  });
   assert.equal(r.items, items);
   assert.equal(r.laneStarts, laneStarts);
 });

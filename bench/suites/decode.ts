@@ -71,13 +71,23 @@ export const decodeSuite: Suite = {
       console.error(`${r.op} | ${r.shape} | ${r.us.toFixed(2)} µs | ${r.note ?? ""}`);
     };
     using ws = new Workspace(256 << 20);
-    type Extra = { disableSplitKv?: boolean; fixedSplitSize?: number; kvLayout?: "HND" };
+    type Extra = {
+      disableSplitKv?: boolean;
+      fixedSplitSize?: number;
+      kvLayout?: "HND";
+      persistent?: boolean;
+      prefetch?: boolean;
+    };
     type Job = [DType, number, number, boolean, Extra?];
     const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
     // FI_BENCH_DECODE_DTYPES=e4m3 times only those KV dtypes (A/B runs of a kernel variant).
     const dtypes = (env("FI_BENCH_DECODE_DTYPES") ?? "bf16,e4m3,e5m2").split(",") as DType[];
     const has = (d: DType) => dtypes.includes(d);
     const fp8Extras: Job[] = [
+      // The persistent grid (lanes) against one CTA row per item, at every target shape.
+      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { persistent: b * 8 < 132 }]),
+      // Experiment: the persistent grid pulling each lane's next item into L2 (FI_DECODE_PREFETCH=1).
+      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { persistent: true, prefetch: true }]),
       ["e4m3", 64, 2048, false, { disableSplitKv: true }],
       ["e4m3", 16, 4096, false, { fixedSplitSize: 2048 }],
       // Each head's tokens contiguous (HND) against NHD's 128-byte rows interleaved by head.
@@ -92,6 +102,8 @@ export const decodeSuite: Suite = {
       ...(has("bf16")
         ? [
           [64, 2048, true],
+          // The persistent grid for bf16 (off by default).
+          ...main.map(([b, l]) => [b, l, false, { persistent: true }]),
           // Scheduler alternatives at the split-sensitive shapes.
           [16, 4096, false, { disableSplitKv: true }],
           [16, 4096, false, { fixedSplitSize: 1024 }],
@@ -108,7 +120,8 @@ export const decodeSuite: Suite = {
         // At least 1 GiB of cache so runs do not hit L2; small shapes rotate over page ranges.
         const minPages = Math.ceil((1 << 30) / (2 * PS * HKV * D * kvBytes));
         const pages = Math.max(pagesNeeded, batch === 1 ? minPages : 0);
-        const { kvLayout, ...planExtra } = extra ?? {};
+        const { kvLayout, prefetch, ...planExtra } = extra ?? {};
+        setEnv("FI_DECODE_PREFETCH", prefetch ? "1" : "0");
         const inner = kvLayout === "HND" ? [HKV, PS, D] : [PS, HKV, D]; // a page's K (or V) half
         using cache = Tensor.fromRaw(randomBits(Math.min(pages, BLOCK) * 2 * PS * HKV * D, kvBytes as 1 | 2), [
           Math.min(pages, BLOCK),
@@ -165,7 +178,9 @@ export const decodeSuite: Suite = {
           bytes,
           note: `${
             shuffle || extra ? "exploration" : dtype === "bf16" ? TARGETS[shape] : `${ratio} target <= 0.6x bf16 time`
-          } (split ${s.splitSize}, items ${s.numItems}${batch === 1 ? ", CUDA graph" : ""})`,
+          } (split ${s.splitSize}, items ${s.numItems}${s.numLanes ? `, lanes ${s.numLanes}` : ""}${
+            batch === 1 ? ", CUDA graph" : ""
+          })`,
         });
         wrappers.forEach((w) => w.dispose());
         big?.dispose();
@@ -230,6 +245,14 @@ export const decodeSuite: Suite = {
     return rows;
   },
 };
+
+/** Sets an environment variable the native library reads at launch (kernel experiments). */
+function setEnv(name: string, value: string): void {
+  // deno-lint-ignore no-explicit-any
+  const g = globalThis as any;
+  if (g.Deno) g.Deno.env.set(name, value);
+  else if (g.process?.env) g.process.env[name] = value;
+}
 
 /** Copies src's bytes into dst (both contiguous, same size) on the stream. */
 function copyRows(dst: Tensor, src: Tensor, stream: Stream): void {

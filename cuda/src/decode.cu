@@ -2,6 +2,7 @@
 // kernels (the set src/attention/compiled.ts names) and launches decode over the planned work items
 // (split requests are merged inside the kernel by their last chunk).
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 
 #include "../kernels/attention/decode.cuh"
@@ -81,6 +82,10 @@ int32_t fi::attn::args_from_params(const fi_decode_params& p, DecodeArgs& a) {
   a.counters = as_ptr<int>(p.counters);
   // The lane starts follow the items.
   a.lane_starts = p.num_lanes > 0 ? as_ptr<const int>(p.items) + int64_t(p.num_items) * kItemInts : nullptr;
+  {  // EXPERIMENT (to be decided by measurement): FI_DECODE_PREFETCH=1 prefetches the next item into L2
+    const char* e = std::getenv("FI_DECODE_PREFETCH");
+    a.prefetch_next = e && e[0] == '1';
+  }
   a.q_sb = p.q_stride_b, a.q_sh = p.q_stride_h, a.o_sb = p.o_stride_b, a.o_sh = p.o_stride_h;
   a.kv_sp = p.kv_stride_page, a.kv_ss = p.kv_stride_slot, a.kv_sh = p.kv_stride_head;
   a.num_qo_heads = p.num_qo_heads;

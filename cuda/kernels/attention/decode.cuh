@@ -37,6 +37,7 @@ struct DecodeArgs {
   float* tmp_lse;      // [partial rows, num_qo_heads]
   int* counters;       // [requests][grid width]: finished chunks of a split request, zero between runs
   const int* lane_starts;  // persistent grid: [lanes + 1], row l of CTAs runs items lane_starts[l] ..; else null
+  int prefetch_next;       // persistent grid: pull the next item's first tiles into L2 while this one merges
   int64_t q_sb, q_sh, o_sb, o_sh;
   int64_t kv_sp, kv_ss, kv_sh;  // page, slot (token) and head strides of k and v, in elements
   int num_qo_heads, group, head_groups, page_size, page_shift, num_pages;
@@ -157,7 +158,7 @@ constexpr int decode_min_ctas() {
 // One CTA's work: cta.x() / cta.y() = (kv head x head group, work item) of a grid cta.width() wide. The kernel below
 // runs one per CTA; the BatchAttention kernel (batch_attention.cuh) runs many in a persistent loop.
 template <typename T, typename TKV, int D, typename Cta = GridCta>
-__device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}) {
+__device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}, const int next_item = -1) {
   constexpr bool FP8 = sizeof(TKV) == 1;
   // Tensor-core type: the q dtype, or fp16 for fp8 KV (fp8 -> fp16 is one cvt per pair; q is
   // converted once per CTA; P in [0, 1] and fp32 accumulators keep the result at q's precision).
@@ -470,6 +471,28 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     }
     __syncwarp();  // this warp's rows of the stage are refilled next iteration
   }
+  if (next_item >= 0) {
+    // The next item of this lane (same kv head): its first tiles' rows into L2 while this one merges.
+    const int4 n0 = __ldg(reinterpret_cast<const int4*>(a.items) + next_item * 2);
+    const int4 n1 = __ldg(reinterpret_cast<const int4*>(a.items) + next_item * 2 + 1);
+    if (n0.x >= 0 && lc == 0) {
+#pragma unroll
+      for (int t = 0; t < STAGES - 1; t++) {
+#pragma unroll
+        for (int i = 0; i < RPT; i++) {
+          const int pos = n0.y + t * TILE + lr0 + i * RSTEP;
+          const int page = shift >= 0 ? pos >> shift : pos / a.page_size;
+          const int id = pos < n0.z ? __ldg(a.indices + n1.y + page) : -1;
+          if (unsigned(id) < unsigned(a.num_pages)) {
+            const int slot = shift >= 0 ? pos & ((1 << shift) - 1) : pos % a.page_size;
+            const int64_t off = int64_t(id) * a.kv_sp + int64_t(slot) * a.kv_ss;
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(kbase + off));
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(vbase + off));
+          }
+        }
+      }
+    }
+  }
   cp_async_wait<0>();
   __syncthreads();
 
@@ -636,7 +659,8 @@ __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_lanes_kernel(const __grid_constant__ DecodeArgs a) {
   const int end = a.lane_starts[blockIdx.y + 1];
   for (int i = a.lane_starts[blockIdx.y]; i < end; i++) {
-    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)});
+    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)},
+                                      a.prefetch_next && i + 1 < end ? i + 1 : -1);
     __syncthreads();  // the next item's loads reuse the shared memory this one merged in
   }
 }
