@@ -76,7 +76,7 @@ export const decodeSuite: Suite = {
       fixedSplitSize?: number;
       kvLayout?: "HND";
       persistent?: boolean;
-      prefetch?: boolean;
+      l2Fetch?: number;
     };
     type Job = [DType, number, number, boolean, Extra?];
     const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
@@ -86,8 +86,11 @@ export const decodeSuite: Suite = {
     const fp8Extras: Job[] = [
       // The persistent grid (lanes) against one CTA row per item, at every target shape.
       ...main.map(([b, l]): Job => ["e4m3", b, l, false, { persistent: b * 8 < 132 }]),
-      // Experiment: the persistent grid pulling each lane's next item into L2 (FI_DECODE_PREFETCH=1).
-      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { persistent: true, prefetch: true }]),
+      // Experiment: 128 / 256-byte L2 fetches for the fp8 tile copies (FI_DECODE_L2_FETCH).
+      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { l2Fetch: 256 }]),
+      ...main.map(([b, l]): Job => ["e5m2", b, l, false, { l2Fetch: 256 }]),
+      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { l2Fetch: 128 }]),
+      ["e4m3", 128, 8192, false, { kvLayout: "HND", l2Fetch: 256 }],
       ["e4m3", 64, 2048, false, { disableSplitKv: true }],
       ["e4m3", 16, 4096, false, { fixedSplitSize: 2048 }],
       // Each head's tokens contiguous (HND) against NHD's 128-byte rows interleaved by head.
@@ -102,8 +105,6 @@ export const decodeSuite: Suite = {
       ...(has("bf16")
         ? [
           [64, 2048, true],
-          // The persistent grid for bf16 (off by default).
-          ...main.map(([b, l]) => [b, l, false, { persistent: true }]),
           // Scheduler alternatives at the split-sensitive shapes.
           [16, 4096, false, { disableSplitKv: true }],
           [16, 4096, false, { fixedSplitSize: 1024 }],
@@ -120,8 +121,8 @@ export const decodeSuite: Suite = {
         // At least 1 GiB of cache so runs do not hit L2; small shapes rotate over page ranges.
         const minPages = Math.ceil((1 << 30) / (2 * PS * HKV * D * kvBytes));
         const pages = Math.max(pagesNeeded, batch === 1 ? minPages : 0);
-        const { kvLayout, prefetch, ...planExtra } = extra ?? {};
-        setEnv("FI_DECODE_PREFETCH", prefetch ? "1" : "0");
+        const { kvLayout, l2Fetch, ...planExtra } = extra ?? {};
+        setEnv("FI_DECODE_L2_FETCH", String(l2Fetch ?? 0));
         const inner = kvLayout === "HND" ? [HKV, PS, D] : [PS, HKV, D]; // a page's K (or V) half
         using cache = Tensor.fromRaw(randomBits(Math.min(pages, BLOCK) * 2 * PS * HKV * D, kvBytes as 1 | 2), [
           Math.min(pages, BLOCK),
