@@ -106,6 +106,7 @@ export const batchAttentionSuite: Suite = {
     const rows: Row[] = [];
     const configs: { backend: "auto" | "fused"; share?: number; placement?: "mix" | "partition" }[] = [
       { backend: "auto" },
+      { backend: "auto", share: 0.2 },
       { backend: "auto", share: 0.25 },
       { backend: "auto", share: 0.3 },
       { backend: "auto", share: 0.35 },
@@ -202,6 +203,20 @@ export const batchAttentionSuite: Suite = {
     decode.plan(dIndptr, dIndices, new Int32Array(decodes).fill(ps), hq, hkv, d, ps, { qDtype: "bf16" });
     const qp = q.narrow(0, 0, chunk), op = out.narrow(0, 0, chunk), lp = lse.narrow(0, 0, chunk);
     const qd = q.narrow(0, chunk, decodes), od = out.narrow(0, chunk, decodes), ld = lse.narrow(0, chunk, decodes);
+    rows.push({
+      op: "our prefill alone (paged)",
+      shape: `1x${chunk} prefill, 32/8 hd128 p16`,
+      flops: 4 * hq * d * chunk * chunk / 2,
+      note: "exploration",
+      us: timeKernel(stream, () => prefill.run(qp, [k, v], { out: op, lse: lp, stream }), { warmup: 2, iters: 10 }),
+    });
+    rows.push({
+      op: "our decode alone",
+      shape: `${decodes}x${ctx} decode, 32/8 hd128 p16`,
+      bytes: 2 * 2 * hkv * d * decodes * ctx,
+      note: "exploration",
+      us: timeKernel(stream, () => decode.run(qd, [k, v], { out: od, lse: ld, stream }), { warmup: 2, iters: 10 }),
+    });
     rows.push({
       op: "our prefill + decode, one after the other",
       shape,

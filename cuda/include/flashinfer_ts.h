@@ -23,7 +23,7 @@ extern "C" {
 #endif
 
 // Bumped whenever a signature or a meaning in this header changes; src/runtime/abi.ts holds the twin.
-#define FI_ABI_VERSION 1
+#define FI_ABI_VERSION 2
 
 enum fi_status {
   FI_OK = 0,
@@ -203,6 +203,8 @@ typedef struct fi_prefill_params {
   float rope_rcp_scale, rope_rcp_theta;  // RoPE (Llama, NeoX pairing i, i + D/2): q at kv_len - qo_len + i, k at j
   int32_t kv_dtype;  // dtype, or FI_E4M3 / FI_E5M2 (fp8 KV; k's scale folded into sm_scale by the caller)
   float v_scale;     // fp8 KV: output multiplied by it
+  uint64_t queue;    // 2 int32 in device memory, zero before the first run (runs leave them zero): the
+                     // Hopper kernel's item counter; 0: items round-robin
 } fi_prefill_params;
 FI_API int32_t fi_prefill_run(const uint8_t* params, uint64_t stream);
 // The query rows per CTA of a compiled (head_dim_qk, head_dim_vo, dtype); 0 when not compiled.

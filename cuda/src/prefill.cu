@@ -71,7 +71,7 @@ extern "C" int32_t fi_prefill_set_kernel(int32_t mode) {
 
 extern "C" int32_t fi_prefill_last_kernel(void) { return last_kernel; }
 
-static_assert(sizeof(fi_prefill_params) == 256, "fi_prefill_params layout is part of the ABI");
+static_assert(sizeof(fi_prefill_params) == 264, "fi_prefill_params layout is part of the ABI");
 static_assert(offsetof(fi_prefill_params, q_stride_n) == 96 && offsetof(fi_prefill_params, num_work) == 176 &&
                   offsetof(fi_prefill_params, paged) == 208 && offsetof(fi_prefill_params, sm_scale) == 232,
               "fi_prefill_params layout is part of the ABI");
@@ -126,6 +126,9 @@ int32_t fi::prefill::args_from_params(const fi_prefill_params& p, PrefillArgs& a
   a.kv_indices = as_ptr<const int>(p.kv_indices);
   a.kv_lens = as_ptr<const int>(p.kv_lens);
   a.work = as_ptr<const int>(p.work);
+  if (p.queue % 4 != 0) return set_error(FI_ERR_INVALID_ARGUMENT, "prefill: queue %llx is not 4-byte aligned",
+                                         (unsigned long long)p.queue);
+  a.queue = as_ptr<int>(p.queue);
   a.mask = as_ptr<const uint8_t>(p.mask);
   a.mask_indptr = as_ptr<const int>(p.mask_indptr);
   a.q_stride_n = p.q_stride_n;

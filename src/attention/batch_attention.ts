@@ -104,6 +104,7 @@ interface Capacity {
 }
 interface Layout {
   queue: number;
+  prefillQueue: number;
   qoIndptr: number;
   kvIndptr: number;
   kvLens: number;
@@ -123,6 +124,7 @@ const QUEUE_INTS = 8 + 256;
 function layoutOf(c: Capacity): Layout {
   const tables = tableCursor(256), take = tables.take;
   const queue = take(4 * QUEUE_INTS);
+  const prefillQueue = take(8); // the split form's Hopper prefill item counter
   const qoIndptr = take(4 * (c.batch + 1));
   const kvIndptr = take(4 * (c.batch + 1));
   const kvLens = take(4 * c.batch);
@@ -135,6 +137,7 @@ function layoutOf(c: Capacity): Layout {
   const tmpLse = take(4 * c.partialRows * c.heads);
   return {
     queue,
+    prefillQueue,
     qoIndptr,
     kvIndptr,
     kvLens,
@@ -368,6 +371,7 @@ export class BatchAttention implements Disposable {
     const bytes = this.#pinned.bytes;
     const i32 = (offset: number, n: number) => new Int32Array(bytes.buffer, bytes.byteOffset + offset, n);
     i32(L.queue, QUEUE_INTS).fill(0).set([0, 0, 0, m.numWork, m.numItems, m.prefillFirst, m.placement]);
+    i32(L.prefillQueue, 2).fill(0);
     i32(L.qoIndptr, batch + 1).set(qo);
     i32(L.kvIndptr, batch + 1).set(indptr);
     i32(L.kvLens, batch).set(kvLens);
@@ -473,6 +477,7 @@ export class BatchAttention implements Disposable {
       kvIndices: at(L.kvIndices),
       kvLens: at(L.kvLens),
       work: at(L.work),
+      queue: at(L.prefillQueue),
       mask: 0n,
       maskIndptr: 0n,
       qStrideN: q.strides[0],

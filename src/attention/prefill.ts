@@ -130,6 +130,7 @@ export function singlePrefillWithKvCache(
     kvIndices: 0n,
     kvLens: 0n,
     work: 0n,
+    queue: 0n, // no workspace: the Hopper kernel takes items round-robin
     mask,
     maskIndptr: 0n,
     qStrideN: qs.sn,
@@ -328,6 +329,7 @@ abstract class BatchPrefillBase extends Resource {
     const bytes = this.#pinned.bytes;
     const i32 = (offset: number, values: Int32Array) =>
       new Int32Array(bytes.buffer, bytes.byteOffset + offset, values.length).set(values);
+    i32(layout.queue, new Int32Array(2));
     i32(layout.qoIndptr, qoIndptr);
     i32(layout.kvIndptr, kvIndptr);
     i32(layout.kvLens, kvLens);
@@ -392,6 +394,7 @@ abstract class BatchPrefillBase extends Resource {
       kvIndices: paged ? ws + BigInt(L.kvIndices) : 0n,
       kvLens: ws + BigInt(L.kvLens),
       work: ws + BigInt(L.work),
+      queue: ws + BigInt(L.queue),
       mask: p.hasMask ? ws + BigInt(L.mask) : 0n,
       maskIndptr: p.hasMask ? ws + BigInt(L.maskIndptr) : 0n,
       qStrideN: qs.sn,

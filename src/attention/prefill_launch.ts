@@ -139,6 +139,8 @@ export interface LaunchParams {
   kvIndices: bigint;
   kvLens: bigint;
   work: bigint;
+  /** 2 zeroed int32 in device memory for the Hopper kernel's item counter; 0n: round-robin. */
+  queue: bigint;
   mask: bigint;
   maskIndptr: bigint;
   qStrideN: number;
@@ -205,7 +207,7 @@ function kernelMode(op: string): number {
   return KERNEL_MODES[kernel];
 }
 
-const paramBuffer = new ArrayBuffer(256);
+const paramBuffer = new ArrayBuffer(264);
 const view = new DataView(paramBuffer);
 const paramBytes = new Uint8Array(paramBuffer);
 
@@ -250,6 +252,7 @@ export function prefillParams(p: LaunchParams): Uint8Array {
   view.setFloat32(244, v.ropeRcpTheta, true);
   view.setInt32(248, DTYPE_CODE[p.kvDtype], true);
   view.setFloat32(252, p.vScale, true);
+  view.setBigUint64(256, p.queue, true);
   return paramBytes;
 }
 

@@ -48,6 +48,8 @@ export function prefillWork(
 
 /** Byte offsets of the plan's tables in the workspace (each 16-byte aligned). */
 export interface PrefillTableLayout {
+  /** 2 int32, zero: the Hopper kernel's item counter (runs leave it zero). */
+  queue: number;
   qoIndptr: number;
   kvIndptr: number;
   kvLens: number;
@@ -65,6 +67,7 @@ export function prefillTableLayout(
   maskBytes: number,
 ): PrefillTableLayout {
   const tables = tableCursor(16), take = tables.take;
+  const queue = take(8);
   const qoIndptr = take(4 * (batch + 1));
   const kvIndptr = take(4 * (batch + 1));
   const kvLens = take(4 * batch);
@@ -72,5 +75,5 @@ export function prefillTableLayout(
   const kvIndices = take(4 * pages);
   const maskIndptr = take(4 * (batch + 1));
   const mask = take(maskBytes);
-  return { qoIndptr, kvIndptr, kvLens, work, kvIndices, maskIndptr, mask, bytes: tables.end };
+  return { queue, qoIndptr, kvIndptr, kvLens, work, kvIndices, maskIndptr, mask, bytes: tables.end };
 }

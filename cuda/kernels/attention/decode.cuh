@@ -36,9 +36,6 @@ struct DecodeArgs {
   float* tmp_o;        // [partial rows, num_qo_heads, D]
   float* tmp_lse;      // [partial rows, num_qo_heads]
   int* counters;       // [requests][grid width]: finished chunks of a split request, zero between runs
-  const int* lane_starts;  // persistent grid: [lanes + 1], row l of CTAs runs items lane_starts[l] ..; else null
-  int l2_fetch;            // fp8 KV: L2 fetch size hint of the tile copies, 0 (none), 128 or 256 bytes
-  int carry;               // fp8 persistent grid: issue the next item's first tile before this one merges
   int64_t q_sb, q_sh, o_sb, o_sh;
   int64_t kv_sp, kv_ss, kv_sh;  // page, slot (token) and head strides of k and v, in elements
   int num_qo_heads, group, head_groups, page_size, page_shift, num_pages;
@@ -47,6 +44,9 @@ struct DecodeArgs {
   float v_scale;
   int rope;  // 1: rotate q (at seq_len - 1) and k (at its position), NeoX pairs (i, i + D/2)
   float rope_rcp_scale, rope_log2_rcp_theta;
+  const int* lane_starts;  // persistent grid: [lanes + 1], row l of CTAs runs items lane_starts[l] ..; else null
+  int l2_fetch;            // fp8 KV: L2 fetch size hint of the tile copies, 0 (none), 128 or 256 bytes
+  int carry;               // fp8 persistent grid: issue the next item's first tile before this one merges
 };
 
 constexpr int kDecodeTile = 64;
@@ -152,15 +152,18 @@ __device__ __forceinline__ void rope_chunk_pair(T* row, int c, float pos, const 
 
 // cp_async_16 with an L2 fetch size hint: an fp8 NHD row is 128 bytes between the other heads' rows, so
 // 256-byte fetches bring a neighbouring head's row into L2 for its CTA.
-__device__ __forceinline__ void cp_async_16_hint(void* dst, const void* src, bool valid, int l2_fetch) {
+__device__ __forceinline__ void cp_async_16_hint(void* dst, const void* src, bool valid, uint64_t policy,
+                                                 int l2_fetch) {
   const uint32_t d = smem_addr(dst);
   const int bytes = valid ? 16 : 0;
   if (l2_fetch == 256) {
-    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2, %3;\n" ::"r"(d), "l"(src),
+                 "r"(bytes), "l"(policy));
   } else if (l2_fetch == 128) {
-    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::128B [%0], [%1], 16, %2, %3;\n" ::"r"(d), "l"(src),
+                 "r"(bytes), "l"(policy));
   } else {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
+    cp_async_16(d, src, valid, policy);
   }
 }
 
@@ -245,6 +248,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   const TKV* kbase = static_cast<const TKV*>(a.k) + int64_t(kvh) * a.kv_sh;
   const TKV* vbase = static_cast<const TKV*>(a.v) + int64_t(kvh) * a.kv_sh;
   int pages[RPT];  // page ids of this thread's rows in the next tile to issue (loaded one tile ahead)
+  const uint64_t evict_first = l2_evict_first();
   auto fetch_pages = [&](int t) {
 #pragma unroll
     for (int i = 0; i < RPT; i++) {
@@ -265,14 +269,17 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
       const int64_t off = valid ? int64_t(pages[i]) * a.kv_sp + int64_t(slot) * a.kv_ss : 0;
       const int kdst = FP8 ? r * ROW_BYTES + fp8_k_chunk<D>(r, lc) * 16 : swz<D>(r, lc) * 2;
       const int vdst = FP8 ? r * ROW_BYTES + fp8_v_chunk<D>(r, lc) * 16 : kdst;
+      // Every KV byte is read once (the whole GQA group shares the CTA): evict it first.
       if constexpr (FP8) {
         cp_async_16_hint(sk + stage * STAGE_BYTES + kdst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid,
-                         a.l2_fetch);
+                         evict_first, a.l2_fetch);
         cp_async_16_hint(sv + stage * STAGE_BYTES + vdst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid,
-                         a.l2_fetch);
+                         evict_first, a.l2_fetch);
       } else {
-        cp_async_16(sk + stage * STAGE_BYTES + kdst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid);
-        cp_async_16(sv + stage * STAGE_BYTES + vdst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid);
+        cp_async_16(sk + stage * STAGE_BYTES + kdst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid,
+                    evict_first);
+        cp_async_16(sv + stage * STAGE_BYTES + vdst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid,
+                    evict_first);
       }
     }
   };
@@ -500,30 +507,35 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     }
     __syncwarp();  // this warp's rows of the stage are refilled next iteration
   }
-  int4 n0 = make_int4(-1, 0, 0, 0), n1 = make_int4(0, 0, 0, 0);
-  if (FP8 && next_item >= 0) {
-    n0 = reinterpret_cast<const int4*>(a.items)[next_item * 2];
-    n1 = reinterpret_cast<const int4*>(a.items)[next_item * 2 + 1];
-  }
-  cp_async_wait<0>();
-  __syncthreads();
-  if (FP8 && next_item >= 0) {
-    // The next item's tile 0 into stage 0 (same kv head: kbase / vbase hold); rows past its end are zeros.
-#pragma unroll
-    for (int i = 0; i < RPT; i++) {
-      const int r = lr0 + i * RSTEP;
-      const int pos = n0.y + r;
-      const int page = shift >= 0 ? pos >> shift : pos / a.page_size;
-      const int id = n0.x >= 0 && pos < n0.z ? __ldg(a.indices + n1.y + page) : -1;
-      const bool valid = unsigned(id) < unsigned(a.num_pages);
-      const int slot = shift >= 0 ? pos & ((1 << shift) - 1) : pos % a.page_size;
-      const int64_t off = valid ? int64_t(id) * a.kv_sp + int64_t(slot) * a.kv_ss : 0;
-      cp_async_16_hint(sk + r * ROW_BYTES + fp8_k_chunk<D>(r, lc) * 16,
-                       reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid, a.l2_fetch);
-      cp_async_16_hint(sv + r * ROW_BYTES + fp8_v_chunk<D>(r, lc) * 16,
-                       reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid, a.l2_fetch);
+  if constexpr (!FP8) {
+    cp_async_wait<0>();
+    __syncthreads();
+  } else {
+    int4 n0 = make_int4(-1, 0, 0, 0), n1 = make_int4(0, 0, 0, 0);
+    if (next_item >= 0) {
+      n0 = reinterpret_cast<const int4*>(a.items)[next_item * 2];
+      n1 = reinterpret_cast<const int4*>(a.items)[next_item * 2 + 1];
     }
-    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    if (next_item >= 0) {
+      // The next item's tile 0 into stage 0 (same kv head: kbase / vbase hold); rows past its end are zeros.
+#pragma unroll
+      for (int i = 0; i < RPT; i++) {
+        const int r = lr0 + i * RSTEP;
+        const int pos = n0.y + r;
+        const int page = shift >= 0 ? pos >> shift : pos / a.page_size;
+        const int id = n0.x >= 0 && pos < n0.z ? __ldg(a.indices + n1.y + page) : -1;
+        const bool valid = unsigned(id) < unsigned(a.num_pages);
+        const int slot = shift >= 0 ? pos & ((1 << shift) - 1) : pos % a.page_size;
+        const int64_t off = valid ? int64_t(id) * a.kv_sp + int64_t(slot) * a.kv_ss : 0;
+        cp_async_16_hint(sk + r * ROW_BYTES + fp8_k_chunk<D>(r, lc) * 16,
+                         reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid, evict_first, a.l2_fetch);
+        cp_async_16_hint(sv + r * ROW_BYTES + fp8_v_chunk<D>(r, lc) * 16,
+                         reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid, evict_first, a.l2_fetch);
+      }
+      cp_async_commit();
+    }
   }
 
   // ---- merge the 4 warps' states through shared memory (the pipeline buffers are free now) ----

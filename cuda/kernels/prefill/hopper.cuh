@@ -96,8 +96,12 @@ __device__ __forceinline__ Item item_of(const PrefillArgs& a, int i, int head_gr
   return it;
 }
 
-// Persistent: gridDim.x CTAs (at most one per SM) take items blockIdx.x, + gridDim.x, ... of
-// `items` = tiles x head groups; the producer runs ahead into the next item (its Q as soon as the
+// Persistent: gridDim.x CTAs (at most one per SM) take `items` = tiles x head groups. The first is
+// blockIdx.x; the next comes from a device counter (a.queue, greedy: the CTA that finishes first
+// takes the next, heaviest-first item), or blockIdx.x + gridDim.x, ... without one. Round-robin
+// leaves CTAs with 1.8x the mean work when the grid is near the tile count (items come in sawtooth
+// heavy-to-light runs, one per head group). The producer hands each item's index to the consumers
+// in a shared slot per Q buffer. The producer runs ahead into the next item (its Q as soon as the
 // consumers' last Q K^T of the current one is done), so loads hide under the previous epilogue.
 // The two consumers take turns issuing their wgmmas (named barriers 3 and 4), so one's softmax runs
 // under the other's matrix products (FA3's inter-warpgroup "ping-pong").
@@ -113,6 +117,8 @@ __global__ void __launch_bounds__(384, 1)
   static_assert(BN == 128 && S >= 2, "the producer maps two key rows per lane pair");
   extern __shared__ uint8_t smem_raw[];
   __shared__ __align__(8) uint64_t bars_mem[Bars<S>::kCount];
+  __shared__ int item_slot[QB];  // the item of each Q buffer's current use (>= items: stop)
+  static_assert(QB >= 2, "a slot is rewritten only after every producer thread has read it (two hand-overs later)");
   const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
   const uint32_t sQ = base, sK = sQ + QB * Cfg::kQBytes, sV = sK + S * Cfg::kKVBytes;
   const Bars<S> bars{smem_addr(bars_mem)};
@@ -123,7 +129,7 @@ __global__ void __launch_bounds__(384, 1)
 
   if (tid == 0) {
     for (int b = 0; b < 2; b++) {
-      mbar_init(bars.q_full(b), 128);
+      mbar_init(bars.q_full(b), 129);  // the producer threads' copies + thread 0 after writing item_slot
       mbar_init(bars.q_empty(b), 8);  // one arrival per consumer warp
     }
     for (int s = 0; s < S; s++) {
@@ -141,15 +147,41 @@ __global__ void __launch_bounds__(384, 1)
     regs_dec<Cfg::kProducerRegs>();
     const int warp = tid >> 5;
     const bool paged = a.paged != 0;
+    // K and V are re-read by every query tile of their head: keep them in L2 over a streaming kernel
+    // running beside (BatchAttention's decode half).
+    const uint64_t keep_kv = l2_evict_last();
     int g = 0;       // K/V tiles issued so far (all items): stage g % S, its use g / S
-    int q_uses = 0;  // items with keys so far
-    for (int i = blockIdx.x; i < items; i += gridDim.x) {
-      const Item it = item_of<BN, TQ>(a, i, head_groups, tiles);
-      if (it.num_tiles == 0) continue;  // the consumers write zeros without reading anything
-      // Q, once the consumers are done with the previous item's (rows past the request are zero).
+    int q_uses = 0;  // items handed over so far
+    // Thread 0 takes the item after next as it hands one over, so the counter's round trip hides
+    // under a whole item's loads.
+    int taken = blockIdx.x;
+    for (int i_static = blockIdx.x;; i_static += gridDim.x) {
+      // The next item, once the consumers are done with this Q buffer's previous one.
       const int qb = q_uses % QB, q_use = q_uses / QB;
       if (q_use > 0) mbar_wait(bars.q_empty(qb), (q_use - 1) & 1);
       q_uses++;
+      if (tid == 0) {
+        int next = i_static;
+        if (a.queue != nullptr) {
+          next = taken;
+          if (next < items) taken = gridDim.x + atomicAdd(a.queue, 1);
+        }
+        item_slot[qb] = next;
+      }
+      named_sync(1, 128);
+      const int i = item_slot[qb];
+      if (i >= items) {  // tell the consumers to stop
+        if (tid == 0) mbar_arrive(bars.q_full(qb));
+        cp_async_arrive(bars.q_full(qb));
+        break;
+      }
+      const Item it = item_of<BN, TQ>(a, i, head_groups, tiles);
+      if (it.num_tiles == 0) {  // the consumers write zeros (or nothing) without reading anything
+        if (tid == 0) mbar_arrive(bars.q_full(qb));
+        cp_async_arrive(bars.q_full(qb));
+        continue;
+      }
+      // Q (rows past the request are zero).
       const T* q_base = static_cast<const T*>(a.q) + (int64_t)(it.qo_start + it.q0) * a.q_stride_n +
                         (int64_t)it.head0 * a.q_stride_h;
       for (int id = tid; id < TQ * C; id += 128) {
@@ -160,6 +192,7 @@ __global__ void __launch_bounds__(384, 1)
                           : q_base;
         cp_async_16(sQ + qb * Cfg::kQBytes + tile_off(r, c, TQ), src, ok);
       }
+      if (tid == 0) mbar_arrive(bars.q_full(qb));
       cp_async_arrive(bars.q_full(qb));
       const T* k_base = static_cast<const T*>(a.k) + (int64_t)it.kv_head * a.k_stride_h;
       const T* v_base = static_cast<const T*>(a.v) + (int64_t)it.kv_head * a.v_stride_h;
@@ -177,7 +210,7 @@ __global__ void __launch_bounds__(384, 1)
           const uint32_t to = dst + r * 128, x = uint32_t(half ^ (r & 7)) << 4;
 #pragma unroll
           for (int k = 0; k < C / 2; k++)
-            cp_async_16(to + ((2 * k) >> 3) * BN * 128 + ((((2 * k) & 7) << 4) ^ x), from + 32 * k, ok);
+            cp_async_16(to + ((2 * k) >> 3) * BN * 128 + ((((2 * k) & 7) << 4) ^ x), from + 32 * k, ok, keep_kv);
         }
       };
       // Each tile is handed over by the copies themselves: every producer thread's arrival on the
@@ -211,6 +244,14 @@ __global__ void __launch_bounds__(384, 1)
       }
     }
     cp_async_wait_all();  // nothing in flight when the thread exits
+    if (tid == 0 && a.queue != nullptr) {
+      // The last CTA to stop taking items resets the counter for the next run (graph replays too).
+      __threadfence();
+      if (atomicAdd(a.queue + 1, 1) == int(gridDim.x) - 1) {
+        a.queue[0] = 0;
+        a.queue[1] = 0;
+      }
+    }
     return;
   }
 
@@ -275,9 +316,16 @@ __global__ void __launch_bounds__(384, 1)
   if (PINGPONG && wg == 1) named_arrive(3, 256);  // warpgroup 0 goes first
 
   int g = 0;       // K/V tiles consumed so far (all items), as the producer counts them
-  int q_uses = 0;  // items with keys so far
-  for (int i = blockIdx.x; i < items; i += gridDim.x) {
+  int q_uses = 0;  // items handed over so far
+  for (;;) {
+    const int qb = q_uses % QB, q_use = q_uses / QB;
+    mbar_wait(bars.q_full(qb), q_use & 1);
+    q_uses++;
+    const int i = item_slot[qb];
+    __syncwarp();  // every lane has read the slot before lane 0 may free it
+    if (i >= items) break;
     const Item it = item_of<BN, TQ>(a, i, head_groups, tiles);
+    if (it.num_tiles == 0 && lane == 0) mbar_arrive(bars.q_empty(qb));  // Q unused: free the buffer now
     if (it.q_rows <= 0) continue;
     const int q0 = it.q0, qo_len = it.qo_len, kv_len = it.kv_len, kv_begin = it.kv_begin;
     const int delta = kv_len - qo_len;
@@ -350,10 +398,7 @@ __global__ void __launch_bounds__(384, 1)
     // while in flight (else it serializes the wgmmas).
     const int n = it.num_tiles;
     if (n > 0) {
-      const int qb = q_uses % QB, q_use = q_uses / QB;
-      mbar_wait(bars.q_full(qb), q_use & 1);
       fence_proxy_async();  // cp.async (generic proxy) wrote what wgmma (async proxy) reads
-      q_uses++;
       q_desc = q_desc0 + ((qb * Cfg::kQBytes) >> 4);
       float corr[2];
       mbar_wait(bars.k_full(g % S), (g / S) & 1);

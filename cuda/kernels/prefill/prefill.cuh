@@ -32,6 +32,9 @@ struct PrefillArgs {
   const int* kv_indices;
   const int* kv_lens;
   const int* work;
+  // Hopper kernel: [0] items taken past the first wave, [1] CTAs done; zero between runs (the last
+  // CTA resets them). Null: items round-robin.
+  int* queue;
   // Packed custom mask (bit i * kv_len + j of request b at byte mask_indptr[b], little-endian bits).
   const uint8_t* mask;
   const int* mask_indptr;
