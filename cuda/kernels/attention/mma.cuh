@@ -47,16 +47,11 @@ __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool 
 __device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid, uint64_t policy) {
   cp_async_16(smem_addr(dst), src, valid, policy);
 }
-__device__ __forceinline__ uint64_t l2_evict_first() {
-  uint64_t p;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
-  return p;
-}
-__device__ __forceinline__ uint64_t l2_evict_last() {
-  uint64_t p;
-  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(p));
-  return p;
-}
+// The policies as createpolicy.fractional.L2::evict_{first,last}.b64 (fraction 1.0) encodes them (the
+// values CUTLASS uses for its TMA hints). Constants, not createpolicy: ptxas 13.x miscompiles
+// createpolicy.fractional feeding cp.async (an illegal instruction at run time on the H100).
+__device__ __forceinline__ uint64_t l2_evict_first() { return 0x12F0000000000000ull; }
+__device__ __forceinline__ uint64_t l2_evict_last() { return 0x14F0000000000000ull; }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
