@@ -77,6 +77,7 @@ export const decodeSuite: Suite = {
       kvLayout?: "HND";
       persistent?: boolean;
       l2Fetch?: number;
+      carry?: boolean;
     };
     type Job = [DType, number, number, boolean, Extra?];
     const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
@@ -91,6 +92,10 @@ export const decodeSuite: Suite = {
       ...main.map(([b, l]): Job => ["e5m2", b, l, false, { l2Fetch: 256 }]),
       ...main.map(([b, l]): Job => ["e4m3", b, l, false, { l2Fetch: 128 }]),
       ["e4m3", 128, 8192, false, { kvLayout: "HND", l2Fetch: 256 }],
+      // Experiment: the persistent grid's pipeline running on into the next item (FI_DECODE_CARRY).
+      ...main.slice(1).map(([b, l]): Job => ["e4m3", b, l, false, { carry: true }]),
+      ...main.slice(1).map(([b, l]): Job => ["e5m2", b, l, false, { carry: true }]),
+      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { carry: true, l2Fetch: 256 }]),
       ["e4m3", 64, 2048, false, { disableSplitKv: true }],
       ["e4m3", 16, 4096, false, { fixedSplitSize: 2048 }],
       // Each head's tokens contiguous (HND) against NHD's 128-byte rows interleaved by head.
@@ -121,8 +126,9 @@ export const decodeSuite: Suite = {
         // At least 1 GiB of cache so runs do not hit L2; small shapes rotate over page ranges.
         const minPages = Math.ceil((1 << 30) / (2 * PS * HKV * D * kvBytes));
         const pages = Math.max(pagesNeeded, batch === 1 ? minPages : 0);
-        const { kvLayout, l2Fetch, ...planExtra } = extra ?? {};
+        const { kvLayout, l2Fetch, carry, ...planExtra } = extra ?? {};
         setEnv("FI_DECODE_L2_FETCH", String(l2Fetch ?? 0));
+        setEnv("FI_DECODE_CARRY", carry ? "1" : "0");
         const inner = kvLayout === "HND" ? [HKV, PS, D] : [PS, HKV, D]; // a page's K (or V) half
         using cache = Tensor.fromRaw(randomBits(Math.min(pages, BLOCK) * 2 * PS * HKV * D, kvBytes as 1 | 2), [
           Math.min(pages, BLOCK),
