@@ -14,7 +14,7 @@ import {
 import { packbits, segmentPackbits } from "../src/attention/mask.ts";
 import { BatchAttention } from "../src/attention/batch_attention.ts";
 import { headPack, PREFILL_CONFIGS, PREFILL_FP8_CONFIGS } from "../src/attention/prefill_configs.ts";
-import { prefillWork, tileCost } from "../src/attention/prefill_scheduler.ts";
+import { prefillWork, roundRobinUneven, tileCost } from "../src/attention/prefill_scheduler.ts";
 import type { KvLayout } from "../src/attention/variants.ts";
 import { type DType, DTYPE_CODE, roundTo } from "../src/runtime/dtype.ts";
 import { native } from "../src/runtime/library.ts";
@@ -41,6 +41,24 @@ test("packbits: little-endian bits, as numpy's packbits(bitorder='little')", () 
     "INVALID_ARGUMENT",
     /'mask' must be of length indptr\[1\] = 3/,
   );
+});
+
+test("prefill scheduler: the Hopper kernel's items go greedy only where round-robin is uneven", () => {
+  const uneven = (b: number, s: number, tileQ: number, groups: number, grid: number, causal = true) => {
+    const lens = new Array(b).fill(s);
+    return roundRobinUneven(prefillWork(lens, lens, tileQ, causal, -1), lens, lens, tileQ, causal, -1, groups, grid);
+  };
+  // 1 x 4096 causal, 32-token tiles, 8 head groups on 132 CTAs: every CTA keeps the same phase of the
+  // heaviest-to-lightest run (1.8x the mean), on 36 CTAs the phases rotate
+  assert.equal(uneven(1, 4096, 32, 8, 132), true);
+  assert.equal(uneven(1, 4096, 32, 8, 36), false);
+  // the prefill shapes are even; equal costs (not causal) always are
+  assert.equal(uneven(16, 1024, 32, 8, 132), false);
+  assert.equal(uneven(4, 4096, 32, 8, 132), false);
+  assert.equal(uneven(1, 4096, 32, 8, 132, false), false);
+  // no more items than CTAs, or one CTA: nothing to balance
+  assert.equal(uneven(1, 64, 32, 8, 132), false);
+  assert.equal(uneven(1, 4096, 32, 8, 1), false);
 });
 
 test("prefill scheduler: every (request, tile) exactly once, heaviest first", () => {
@@ -1288,6 +1306,28 @@ for (const kernel of ["hopper", "fa2"] as const) {
             }, ws);
             expect();
           }
+        }
+      }
+      // One long causal request whose tiles round-robin would spread unevenly over 132 SMs: the Hopper
+      // kernel takes its items from the workspace counter (a graph replay checks the counter reset).
+      for (
+        const [dtype, dqk, hq, hkv] of [["bf16", 128, 16, 4], ["f16", 64, 16, 2]] as [DType, number, number, number][]
+      ) {
+        for (const paged of [false, true]) {
+          runBatch({
+            paged,
+            pageSize: paged ? 16 : 1,
+            layout: "NHD",
+            dtype,
+            dqk,
+            qoLens: [2048],
+            kvLens: [2048],
+            hq,
+            hkv,
+            causal: true,
+            graph: paged,
+          }, ws);
+          expect();
         }
       }
       runBatch({

@@ -87,22 +87,30 @@ export const decodeSuite: Suite = {
     const fp8Extras: Job[] = [
       // The persistent grid (lanes) against one CTA row per item, at every target shape.
       ...main.map(([b, l]): Job => ["e4m3", b, l, false, { persistent: b * 8 < 132 }]),
-      // Experiment: 128 / 256-byte L2 fetches for the fp8 tile copies (FI_DECODE_L2_FETCH).
-      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { l2Fetch: 256 }]),
-      ...main.map(([b, l]): Job => ["e5m2", b, l, false, { l2Fetch: 256 }]),
-      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { l2Fetch: 128 }]),
-      ["e4m3", 128, 8192, false, { kvLayout: "HND", l2Fetch: 256 }],
-      // Experiment: the persistent grid's pipeline running on into the next item (FI_DECODE_CARRY).
-      ...main.slice(1).map(([b, l]): Job => ["e4m3", b, l, false, { carry: true }]),
-      ...main.slice(1).map(([b, l]): Job => ["e5m2", b, l, false, { carry: true }]),
-      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { carry: true, l2Fetch: 256 }]),
       ["e4m3", 64, 2048, false, { disableSplitKv: true }],
       ["e4m3", 16, 4096, false, { fixedSplitSize: 2048 }],
       // Each head's tokens contiguous (HND) against NHD's 128-byte rows interleaved by head.
       ["e4m3", 128, 8192, false, { kvLayout: "HND" }],
     ];
+    // FI_BENCH_DECODE_EXPERIMENTS=1: bf16 at the target shapes, then only the kernel experiments (env
+    // switches read by the library at launch), in a process of their own.
+    const experiments: Job[] = [
+      // 128 / 256-byte L2 fetches for the fp8 tile copies (FI_DECODE_L2_FETCH).
+      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { l2Fetch: 256 }]),
+      ...main.map(([b, l]): Job => ["e5m2", b, l, false, { l2Fetch: 256 }]),
+      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { l2Fetch: 128 }]),
+      ["e4m3", 128, 8192, false, { kvLayout: "HND", l2Fetch: 256 }],
+      // The persistent grid's pipeline running on into the next item (FI_DECODE_CARRY).
+      ...main.slice(1).map(([b, l]): Job => ["e4m3", b, l, false, { carry: true }]),
+      ...main.slice(1).map(([b, l]): Job => ["e5m2", b, l, false, { carry: true }]),
+      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { carry: true, l2Fetch: 256 }]),
+      ...main.slice(1).map(([b, l]): Job => ["e5m2", b, l, false, { carry: true, l2Fetch: 256 }]),
+      // The unchanged fp8 defaults again, last (drift within the process).
+      ...main.map(([b, l]): Job => ["e4m3", b, l, false]),
+    ];
+    const experimentsOnly = env("FI_BENCH_DECODE_EXPERIMENTS") === "1";
     // The target shapes first (bf16, then fp8), explorations last.
-    const jobs: Job[] = [
+    const jobs: Job[] = experimentsOnly ? [...main.map(([b, l]): Job => ["bf16", b, l, false]), ...experiments] : [
       ...(has("bf16") ? [...main, [1, 4096]].map(([b, l]): Job => ["bf16", b, l, false]) : []),
       ...dtypes.filter((d) => d !== "bf16").flatMap((d) => main.map(([b, l]): Job => [d, b, l, false])),
       // fp8 alternatives: no wave-balance split at B64, the 2-CTA split size at B16, HND.
@@ -184,7 +192,11 @@ export const decodeSuite: Suite = {
           us,
           bytes,
           note: `${
-            shuffle || extra ? "exploration" : dtype === "bf16" ? TARGETS[shape] : `${ratio} target <= 0.6x bf16 time`
+            shuffle || extra
+              ? `exploration${ratio}`
+              : dtype === "bf16"
+              ? TARGETS[shape]
+              : `${ratio} target <= 0.6x bf16 time`
           } (split ${s.splitSize}, items ${s.numItems}${s.numLanes ? `, lanes ${s.numLanes}` : ""}${
             batch === 1 ? ", CUDA graph" : ""
           })`,

@@ -110,6 +110,7 @@ export const batchAttentionSuite: Suite = {
       { backend: "auto", share: 0.25 },
       { backend: "auto", share: 0.3 },
       { backend: "auto", share: 0.35 },
+      { backend: "auto", share: 0.4 },
       { backend: "fused", share: 0.5, placement: "partition" },
       { backend: "fused", share: 0.5, placement: "mix" },
     ];

@@ -6,9 +6,11 @@
  * smScale * q·k, then cap * tanh(logits / cap) when logitsSoftCap > 0, then + slope_h * (j - (i + kvLen - qoLen))
  * for ALiBi; windowLeft keeps keys j >= i + kvLen - qoLen - windowLeft. LSE is in base 2.
  */
+import { Device } from "../runtime/device.ts";
 import { expectTensor } from "../runtime/check.ts";
 import { type DType, DTYPE_BYTES } from "../runtime/dtype.ts";
 import { invalid, show } from "../runtime/errors.ts";
+import { native } from "../runtime/library.ts";
 import { PinnedBuffer } from "../runtime/memory.ts";
 import { Resource } from "../runtime/resource.ts";
 import { Event, type StreamLike } from "../runtime/stream.ts";
@@ -28,7 +30,7 @@ import {
   type PrefillResult,
   prefillVariant,
 } from "./prefill_launch.ts";
-import { prefillTableLayout, prefillWork } from "./prefill_scheduler.ts";
+import { prefillTableLayout, prefillWork, roundRobinUneven } from "./prefill_scheduler.ts";
 import type { KvLayout, ResolvedVariant, VariantOptions } from "./variants.ts";
 
 export type { PrefillResult } from "./prefill_launch.ts";
@@ -190,6 +192,8 @@ interface Plan {
   numWork: number;
   variant: ResolvedVariant;
   hasMask: boolean;
+  /** The Hopper kernel takes items from the counter in the workspace (roundRobinUneven). */
+  greedy: boolean;
   maxPage: number;
   pageSize: number;
   // byte offsets of the tables in the workspace
@@ -356,6 +360,16 @@ abstract class BatchPrefillBase extends Resource {
       numWork,
       variant,
       hasMask: packed !== undefined,
+      greedy: roundRobinUneven(
+        work,
+        qoLens,
+        kvLens,
+        tileQ,
+        causal,
+        variant.windowLeft,
+        numQoHeads >> native().fi_prefill_head_pack_shift(numQoHeads / numKvHeads),
+        Device.current().smCount,
+      ),
       maxPage,
       pageSize,
       layout,
@@ -394,7 +408,7 @@ abstract class BatchPrefillBase extends Resource {
       kvIndices: paged ? ws + BigInt(L.kvIndices) : 0n,
       kvLens: ws + BigInt(L.kvLens),
       work: ws + BigInt(L.work),
-      queue: ws + BigInt(L.queue),
+      queue: p.greedy ? ws + BigInt(L.queue) : 0n,
       mask: p.hasMask ? ws + BigInt(L.mask) : 0n,
       maskIndptr: p.hasMask ? ws + BigInt(L.maskIndptr) : 0n,
       qStrideN: qs.sn,

@@ -152,18 +152,15 @@ __device__ __forceinline__ void rope_chunk_pair(T* row, int c, float pos, const 
 
 // cp_async_16 with an L2 fetch size hint: an fp8 NHD row is 128 bytes between the other heads' rows, so
 // 256-byte fetches bring a neighbouring head's row into L2 for its CTA.
-__device__ __forceinline__ void cp_async_16_hint(void* dst, const void* src, bool valid, uint64_t policy,
-                                                 int l2_fetch) {
+__device__ __forceinline__ void cp_async_16_hint(void* dst, const void* src, bool valid, int l2_fetch) {
   const uint32_t d = smem_addr(dst);
   const int bytes = valid ? 16 : 0;
   if (l2_fetch == 256) {
-    asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2, %3;\n" ::"r"(d), "l"(src),
-                 "r"(bytes), "l"(policy));
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
   } else if (l2_fetch == 128) {
-    asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::128B [%0], [%1], 16, %2, %3;\n" ::"r"(d), "l"(src),
-                 "r"(bytes), "l"(policy));
+    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
   } else {
-    cp_async_16(d, src, valid, policy);
+    cp_async_16(d, src, valid);
   }
 }
 
@@ -248,7 +245,6 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   const TKV* kbase = static_cast<const TKV*>(a.k) + int64_t(kvh) * a.kv_sh;
   const TKV* vbase = static_cast<const TKV*>(a.v) + int64_t(kvh) * a.kv_sh;
   int pages[RPT];  // page ids of this thread's rows in the next tile to issue (loaded one tile ahead)
-  const uint64_t evict_first = l2_evict_first();
   auto fetch_pages = [&](int t) {
 #pragma unroll
     for (int i = 0; i < RPT; i++) {
@@ -269,17 +265,14 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
       const int64_t off = valid ? int64_t(pages[i]) * a.kv_sp + int64_t(slot) * a.kv_ss : 0;
       const int kdst = FP8 ? r * ROW_BYTES + fp8_k_chunk<D>(r, lc) * 16 : swz<D>(r, lc) * 2;
       const int vdst = FP8 ? r * ROW_BYTES + fp8_v_chunk<D>(r, lc) * 16 : kdst;
-      // Every KV byte is read once (the whole GQA group shares the CTA): evict it first.
       if constexpr (FP8) {
         cp_async_16_hint(sk + stage * STAGE_BYTES + kdst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid,
-                         evict_first, a.l2_fetch);
+                         a.l2_fetch);
         cp_async_16_hint(sv + stage * STAGE_BYTES + vdst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid,
-                         evict_first, a.l2_fetch);
+                         a.l2_fetch);
       } else {
-        cp_async_16(sk + stage * STAGE_BYTES + kdst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid,
-                    evict_first);
-        cp_async_16(sv + stage * STAGE_BYTES + vdst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid,
-                    evict_first);
+        cp_async_16(sk + stage * STAGE_BYTES + kdst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid);
+        cp_async_16(sv + stage * STAGE_BYTES + vdst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid);
       }
     }
   };
@@ -530,9 +523,9 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
         const int slot = shift >= 0 ? pos & ((1 << shift) - 1) : pos % a.page_size;
         const int64_t off = valid ? int64_t(id) * a.kv_sp + int64_t(slot) * a.kv_ss : 0;
         cp_async_16_hint(sk + r * ROW_BYTES + fp8_k_chunk<D>(r, lc) * 16,
-                         reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid, evict_first, a.l2_fetch);
+                         reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid, a.l2_fetch);
         cp_async_16_hint(sv + r * ROW_BYTES + fp8_v_chunk<D>(r, lc) * 16,
-                         reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid, evict_first, a.l2_fetch);
+                         reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid, a.l2_fetch);
       }
       cp_async_commit();
     }

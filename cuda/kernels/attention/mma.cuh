@@ -37,21 +37,6 @@ __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool 
 __device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
   cp_async_16(smem_addr(dst), src, valid);
 }
-// The same with an L2 eviction policy from l2_evict_first() / l2_evict_last() (sm_80+): data read once
-// (decode KV) goes first, data many CTAs re-read (prefill KV) stays while a streaming kernel runs beside.
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid, uint64_t policy) {
-  const int bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src), "r"(bytes),
-               "l"(policy));
-}
-__device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid, uint64_t policy) {
-  cp_async_16(smem_addr(dst), src, valid, policy);
-}
-// The policies as createpolicy.fractional.L2::evict_{first,last}.b64 (fraction 1.0) encodes them (the
-// values CUTLASS uses for its TMA hints). Constants, not createpolicy: ptxas 13.x miscompiles
-// createpolicy.fractional feeding cp.async (an illegal instruction at run time on the H100).
-__device__ __forceinline__ uint64_t l2_evict_first() { return 0x12F0000000000000ull; }
-__device__ __forceinline__ uint64_t l2_evict_last() { return 0x14F0000000000000ull; }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }

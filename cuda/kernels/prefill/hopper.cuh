@@ -147,14 +147,8 @@ __global__ void __launch_bounds__(384, 1)
     regs_dec<Cfg::kProducerRegs>();
     const int warp = tid >> 5;
     const bool paged = a.paged != 0;
-    // K and V are re-read by every query tile of their head: keep them in L2 over a streaming kernel
-    // running beside (BatchAttention's decode half).
-    const uint64_t keep_kv = l2_evict_last();
     int g = 0;       // K/V tiles issued so far (all items): stage g % S, its use g / S
     int q_uses = 0;  // items handed over so far
-    // Thread 0 takes the item after next as it hands one over, so the counter's round trip hides
-    // under a whole item's loads.
-    int taken = blockIdx.x;
     for (int i_static = blockIdx.x;; i_static += gridDim.x) {
       // The next item, once the consumers are done with this Q buffer's previous one.
       const int qb = q_uses % QB, q_use = q_uses / QB;
@@ -162,10 +156,10 @@ __global__ void __launch_bounds__(384, 1)
       q_uses++;
       if (tid == 0) {
         int next = i_static;
-        if (a.queue != nullptr) {
-          next = taken;
-          if (next < items) taken = gridDim.x + atomicAdd(a.queue, 1);
-        }
+        // Taken when the producer gets here (about two K/V stages before the consumers finish the
+        // previous item), not earlier: an item taken at the start of the previous one would be
+        // handed out in start order, which is round-robin again (measured: 1x4096 302 -> 334 us).
+        if (a.queue != nullptr && q_use + qb > 0) next = gridDim.x + atomicAdd(a.queue, 1);
         item_slot[qb] = next;
       }
       named_sync(1, 128);
@@ -210,7 +204,7 @@ __global__ void __launch_bounds__(384, 1)
           const uint32_t to = dst + r * 128, x = uint32_t(half ^ (r & 7)) << 4;
 #pragma unroll
           for (int k = 0; k < C / 2; k++)
-            cp_async_16(to + ((2 * k) >> 3) * BN * 128 + ((((2 * k) & 7) << 4) ^ x), from + 32 * k, ok, keep_kv);
+            cp_async_16(to + ((2 * k) >> 3) * BN * 128 + ((((2 * k) & 7) << 4) ^ x), from + 32 * k, ok);
         }
       };
       // Each tile is handed over by the copies themselves: every producer thread's arrival on the
