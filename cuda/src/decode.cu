@@ -2,7 +2,6 @@
 // kernels (the set src/attention/compiled.ts names) and launches decode over the planned work items
 // (split requests are merged inside the kernel by their last chunk).
 #include <cstddef>
-#include <cstdlib>
 #include <cstring>
 
 #include "../kernels/attention/decode.cuh"
@@ -82,12 +81,6 @@ int32_t fi::attn::args_from_params(const fi_decode_params& p, DecodeArgs& a) {
   a.counters = as_ptr<int>(p.counters);
   // The lane starts follow the items.
   a.lane_starts = p.num_lanes > 0 ? as_ptr<const int>(p.items) + int64_t(p.num_items) * kItemInts : nullptr;
-  {  // EXPERIMENT (to be decided by measurement): the fp8 tile copies' L2 fetch size, 0, 128 or 256
-    const char* f = std::getenv("FI_DECODE_L2_FETCH");
-    a.l2_fetch = f ? std::atoi(f) : 0;
-    const char* c = std::getenv("FI_DECODE_CARRY");  // EXPERIMENT: 1 runs the pipeline on into the next item
-    a.carry = c && c[0] == '1';
-  }
   a.q_sb = p.q_stride_b, a.q_sh = p.q_stride_h, a.o_sb = p.o_stride_b, a.o_sh = p.o_stride_h;
   a.kv_sp = p.kv_stride_page, a.kv_ss = p.kv_stride_slot, a.kv_sh = p.kv_stride_head;
   a.num_qo_heads = p.num_qo_heads;

@@ -45,8 +45,6 @@ struct DecodeArgs {
   int rope;  // 1: rotate q (at seq_len - 1) and k (at its position), NeoX pairs (i, i + D/2)
   float rope_rcp_scale, rope_log2_rcp_theta;
   const int* lane_starts;  // persistent grid: [lanes + 1], row l of CTAs runs items lane_starts[l] ..; else null
-  int l2_fetch;            // fp8 KV: L2 fetch size hint of the tile copies, 0 (none), 128 or 256 bytes
-  int carry;               // fp8 persistent grid: issue the next item's first tile before this one merges
 };
 
 constexpr int kDecodeTile = 64;
@@ -150,18 +148,12 @@ __device__ __forceinline__ void rope_chunk_pair(T* row, int c, float pos, const 
   }
 }
 
-// cp_async_16 with an L2 fetch size hint: an fp8 NHD row is 128 bytes between the other heads' rows, so
-// 256-byte fetches bring a neighbouring head's row into L2 for its CTA.
-__device__ __forceinline__ void cp_async_16_hint(void* dst, const void* src, bool valid, int l2_fetch) {
-  const uint32_t d = smem_addr(dst);
+// cp_async_16 with a 256-byte L2 fetch: an fp8 NHD row is 128 bytes between the other heads' rows, so
+// the fetch brings the neighbouring head's row into L2 for its CTA (DRAM reads 256-byte runs, as bf16's).
+__device__ __forceinline__ void cp_async_16_l2_256(void* dst, const void* src, bool valid) {
   const int bytes = valid ? 16 : 0;
-  if (l2_fetch == 256) {
-    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
-  } else if (l2_fetch == 128) {
-    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
-  } else {
-    cp_async_16(d, src, valid);
-  }
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+               "r"(bytes));
 }
 
 // fp8 KV at D = 128 keeps 3 CTAs an SM (168 registers, 70 KB of shared memory each).
@@ -172,11 +164,8 @@ constexpr int decode_min_ctas() {
 
 // One CTA's work: cta.x() / cta.y() = (kv head x head group, work item) of a grid cta.width() wide. The kernel below
 // runs one per CTA; the BatchAttention kernel (batch_attention.cuh) runs many in a persistent loop.
-// next_item >= 0 (fp8 only): the item this CTA runs next; its first tile is issued into stage 0 while this
-// one merges (the merge scratch avoids stage 0), and that call gets preissued = true.
 template <typename T, typename TKV, int D, typename Cta = GridCta>
-__device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}, const int next_item = -1,
-                                           const bool preissued = false) {
+__device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}) {
   constexpr bool FP8 = sizeof(TKV) == 1;
   // Tensor-core type: the q dtype, or fp16 for fp8 KV (fp8 -> fp16 is one cvt per pair; q is
   // converted once per CTA; P in [0, 1] and fp32 accumulators keep the result at q's precision).
@@ -202,10 +191,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   const int4 it0 = reinterpret_cast<const int4*>(a.items)[cta.y() * 2];
   const int4 it1 = reinterpret_cast<const int4*>(a.items)[cta.y() * 2 + 1];
   const int req = it0.x;
-  if (req < 0) {
-    if (preissued) cp_async_wait<0>();
-    return;
-  }
+  if (req < 0) return;
   const int kv_start = it0.y, kv_end = it0.z, partial_row = it0.w, seq_len = it1.x, page_base = it1.y;
   const int kvh = cta.x() / a.head_groups, hg = cta.x() % a.head_groups;
   const int qh0 = kvh * a.group + hg * 16;
@@ -266,10 +252,10 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
       const int kdst = FP8 ? r * ROW_BYTES + fp8_k_chunk<D>(r, lc) * 16 : swz<D>(r, lc) * 2;
       const int vdst = FP8 ? r * ROW_BYTES + fp8_v_chunk<D>(r, lc) * 16 : kdst;
       if constexpr (FP8) {
-        cp_async_16_hint(sk + stage * STAGE_BYTES + kdst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid,
-                         a.l2_fetch);
-        cp_async_16_hint(sv + stage * STAGE_BYTES + vdst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid,
-                         a.l2_fetch);
+        cp_async_16_l2_256(sk + stage * STAGE_BYTES + kdst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16,
+                           valid);
+        cp_async_16_l2_256(sv + stage * STAGE_BYTES + vdst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16,
+                           valid);
       } else {
         cp_async_16(sk + stage * STAGE_BYTES + kdst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid);
         cp_async_16(sv + stage * STAGE_BYTES + vdst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid);
@@ -280,12 +266,11 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   fetch_pages(0);
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
-    const bool done = FP8 && s == 0 && preissued;  // tile 0 and its commit group came before this call
     if (s < ntiles) {
-      if (!done) issue(s, s);
+      issue(s, s);
       fetch_pages(s + 1);
     }
-    if (!done) cp_async_commit();
+    cp_async_commit();
   }
   // fp8 tiles are short-lived (half the bytes): q is loaded after their first loads are in flight, so
   // the two latencies overlap instead of adding up at the start of every CTA.
@@ -500,36 +485,8 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     }
     __syncwarp();  // this warp's rows of the stage are refilled next iteration
   }
-  if constexpr (!FP8) {
-    cp_async_wait<0>();
-    __syncthreads();
-  } else {
-    int4 n0 = make_int4(-1, 0, 0, 0), n1 = make_int4(0, 0, 0, 0);
-    if (next_item >= 0) {
-      n0 = reinterpret_cast<const int4*>(a.items)[next_item * 2];
-      n1 = reinterpret_cast<const int4*>(a.items)[next_item * 2 + 1];
-    }
-    cp_async_wait<0>();
-    __syncthreads();
-    if (next_item >= 0) {
-      // The next item's tile 0 into stage 0 (same kv head: kbase / vbase hold); rows past its end are zeros.
-#pragma unroll
-      for (int i = 0; i < RPT; i++) {
-        const int r = lr0 + i * RSTEP;
-        const int pos = n0.y + r;
-        const int page = shift >= 0 ? pos >> shift : pos / a.page_size;
-        const int id = n0.x >= 0 && pos < n0.z ? __ldg(a.indices + n1.y + page) : -1;
-        const bool valid = unsigned(id) < unsigned(a.num_pages);
-        const int slot = shift >= 0 ? pos & ((1 << shift) - 1) : pos % a.page_size;
-        const int64_t off = valid ? int64_t(id) * a.kv_sp + int64_t(slot) * a.kv_ss : 0;
-        cp_async_16_hint(sk + r * ROW_BYTES + fp8_k_chunk<D>(r, lc) * 16,
-                         reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid, a.l2_fetch);
-        cp_async_16_hint(sv + r * ROW_BYTES + fp8_v_chunk<D>(r, lc) * 16,
-                         reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid, a.l2_fetch);
-      }
-      cp_async_commit();
-    }
-  }
+  cp_async_wait<0>();
+  __syncthreads();
 
   // ---- merge the 4 warps' states through shared memory (the pipeline buffers are free now) ----
 #pragma unroll
@@ -538,15 +495,9 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     d[r] += __shfl_xor_sync(0xffffffffu, d[r], 2);
   }
   constexpr int SO = FP8 ? D + 4 : D;  // fp8: padded rows, its scattered stores hit 4 banks, not 1
-  // [NW][16][SO] floats after q; fp8: warps 0-1 in K stages 1.., warps 2-3 (and sm, sd) in V stages 1..,
-  // so that stage 0 may already hold the next item's first tile.
-  float* const so = reinterpret_cast<float*>(smem + 16 * D * 2);
-  float* const so_lo = FP8 ? reinterpret_cast<float*>(sk + STAGE_BYTES) : so;
-  float* const so_hi = reinterpret_cast<float*>(sv + STAGE_BYTES);
-  auto so_of = [&](int w) { return FP8 ? (w < 2 ? so_lo : so_hi) + (w & 1) * 16 * SO : so + w * 16 * SO; };
-  float* sm = FP8 ? so_hi + 2 * 16 * SO : so + NW * 16 * SO;  // [NW][16]
-  float* sd = sm + NW * 16;                                   // [NW][16]
-  static_assert(!FP8 || (2 * 16 * SO + 2 * NW * 16) * 4 <= (STAGES - 1) * STAGE_BYTES, "fp8 merge scratch");
+  float* so = reinterpret_cast<float*>(smem + 16 * D * 2);  // [NW][16][SO]
+  float* sm = so + NW * 16 * SO;                            // [NW][16]
+  float* sd = sm + NW * 16;                                 // [NW][16]
   {
     const int r0 = lane >> 2, c0 = (lane & 3) * 2;
     if constexpr (FP8) {
@@ -555,8 +506,8 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
 #pragma unroll
         for (int e = 0; e < 2; e++) {
           const int dim = fp8_pv_dim<D>(j, c0 + e);
-          so_of(warp)[r0 * SO + dim] = o[j][e];
-          so_of(warp)[(r0 + 8) * SO + dim] = o[j][2 + e];
+          so[(warp * 16 + r0) * SO + dim] = o[j][e];
+          so[(warp * 16 + r0 + 8) * SO + dim] = o[j][2 + e];
         }
       }
     } else {
@@ -583,7 +534,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
 #pragma unroll
       for (int w = 0; w < NW; w++) {
         const float f = exp2f(sm[w * 16 + r] - mx);
-        const float4 x = *reinterpret_cast<const float4*>((FP8 ? so_of(w) : so + w * 16 * SO) + r * SO + c);
+        const float4 x = *reinterpret_cast<const float4*>(so + (w * 16 + r) * SO + c);
         dsum += sd[w * 16 + r] * f;
         acc.x += x.x * f, acc.y += x.y * f, acc.z += x.z * f, acc.w += x.w * f;
       }
@@ -621,10 +572,8 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   __threadfence();
   // Weights of every (row, chunk) in shared memory first: all LSE loads in flight at once, then one
   // warp per row reduces them, then each thread sums its 4 columns over the chunks.
-  // [rows][chunks] in the merge scratch, which is free now (fp8: not stage 0, see so_lo)
-  float* wts = so_lo;
-  const bool staged = FP8 ? 16 * (chunks + 1) * 4 <= (STAGES - 1) * STAGE_BYTES
-                          : 16 * (chunks + 1) * 4 + 16 * D * 2 <= decode_smem_bytes<T, TKV, D>();
+  float* wts = reinterpret_cast<float*>(smem + 16 * D * 2);  // [rows][chunks] (merge scratch is free)
+  const bool staged = 16 * (chunks + 1) * 4 + 16 * D * 2 <= decode_smem_bytes<T, TKV, D>();
   if (staged) {
     for (int idx = tid; idx < rows * chunks; idx += kDecodeThreads) {
       const int r = idx / chunks, j = idx % chunks;
@@ -700,13 +649,9 @@ __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
 template <typename T, typename TKV, int D>
 __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_lanes_kernel(const __grid_constant__ DecodeArgs a) {
-  const int start = a.lane_starts[blockIdx.y], end = a.lane_starts[blockIdx.y + 1];
-  constexpr bool FP8 = sizeof(TKV) == 1;
-  for (int i = start; i < end; i++) {
-    // fp8: the pipeline runs on into the next item (its first tile is issued before this one merges).
-    const bool carry = FP8 && a.carry;
-    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)},
-                                      carry && i + 1 < end ? i + 1 : -1, carry && i > start);
+  const int end = a.lane_starts[blockIdx.y + 1];
+  for (int i = a.lane_starts[blockIdx.y]; i < end; i++) {
+    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)});
     __syncthreads();  // the next item's loads reuse the shared memory this one merged in
   }
 }
