@@ -76,8 +76,6 @@ export const decodeSuite: Suite = {
       fixedSplitSize?: number;
       kvLayout?: "HND";
       persistent?: boolean;
-      l2Fetch?: number;
-      carry?: boolean;
     };
     type Job = [DType, number, number, boolean, Extra?];
     const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
@@ -92,25 +90,8 @@ export const decodeSuite: Suite = {
       // Each head's tokens contiguous (HND) against NHD's 128-byte rows interleaved by head.
       ["e4m3", 128, 8192, false, { kvLayout: "HND" }],
     ];
-    // FI_BENCH_DECODE_EXPERIMENTS=1: bf16 at the target shapes, then only the kernel experiments (env
-    // switches read by the library at launch), in a process of their own.
-    const experiments: Job[] = [
-      // 128 / 256-byte L2 fetches for the fp8 tile copies (FI_DECODE_L2_FETCH).
-      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { l2Fetch: 256 }]),
-      ...main.map(([b, l]): Job => ["e5m2", b, l, false, { l2Fetch: 256 }]),
-      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { l2Fetch: 128 }]),
-      ["e4m3", 128, 8192, false, { kvLayout: "HND", l2Fetch: 256 }],
-      // The persistent grid's pipeline running on into the next item (FI_DECODE_CARRY).
-      ...main.slice(1).map(([b, l]): Job => ["e4m3", b, l, false, { carry: true }]),
-      ...main.slice(1).map(([b, l]): Job => ["e5m2", b, l, false, { carry: true }]),
-      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { carry: true, l2Fetch: 256 }]),
-      ...main.slice(1).map(([b, l]): Job => ["e5m2", b, l, false, { carry: true, l2Fetch: 256 }]),
-      // The unchanged fp8 defaults again, last (drift within the process).
-      ...main.map(([b, l]): Job => ["e4m3", b, l, false]),
-    ];
-    const experimentsOnly = env("FI_BENCH_DECODE_EXPERIMENTS") === "1";
     // The target shapes first (bf16, then fp8), explorations last.
-    const jobs: Job[] = experimentsOnly ? [...main.map(([b, l]): Job => ["bf16", b, l, false]), ...experiments] : [
+    const jobs: Job[] = [
       ...(has("bf16") ? [...main, [1, 4096]].map(([b, l]): Job => ["bf16", b, l, false]) : []),
       ...dtypes.filter((d) => d !== "bf16").flatMap((d) => main.map(([b, l]): Job => [d, b, l, false])),
       // fp8 alternatives: no wave-balance split at B64, the 2-CTA split size at B16, HND.
@@ -134,9 +115,7 @@ export const decodeSuite: Suite = {
         // At least 1 GiB of cache so runs do not hit L2; small shapes rotate over page ranges.
         const minPages = Math.ceil((1 << 30) / (2 * PS * HKV * D * kvBytes));
         const pages = Math.max(pagesNeeded, batch === 1 ? minPages : 0);
-        const { kvLayout, l2Fetch, carry, ...planExtra } = extra ?? {};
-        setEnv("FI_DECODE_L2_FETCH", String(l2Fetch ?? 0));
-        setEnv("FI_DECODE_CARRY", carry ? "1" : "0");
+        const { kvLayout, ...planExtra } = extra ?? {};
         const inner = kvLayout === "HND" ? [HKV, PS, D] : [PS, HKV, D]; // a page's K (or V) half
         using cache = Tensor.fromRaw(randomBits(Math.min(pages, BLOCK) * 2 * PS * HKV * D, kvBytes as 1 | 2), [
           Math.min(pages, BLOCK),
@@ -264,14 +243,6 @@ export const decodeSuite: Suite = {
     return rows;
   },
 };
-
-/** Sets an environment variable the native library reads at launch (kernel experiments). */
-function setEnv(name: string, value: string): void {
-  // deno-lint-ignore no-explicit-any
-  const g = globalThis as any;
-  if (g.Deno) g.Deno.env.set(name, value);
-  else if (g.process?.env) g.process.env[name] = value;
-}
 
 /** Copies src's bytes into dst (both contiguous, same size) on the stream. */
 function copyRows(dst: Tensor, src: Tensor, stream: Stream): void {
