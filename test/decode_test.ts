@@ -59,6 +59,7 @@ interface Case {
   vScale?: number;
   fixedSplitSize?: number;
   disableSplitKv?: boolean;
+  persistent?: boolean;
 }
 
 /** Everything a case's GPU run and its reference need. */
@@ -198,12 +199,15 @@ function runCase(c: Case): void {
     ropeTheta: c.ropeTheta,
     fixedSplitSize: c.fixedSplitSize,
     disableSplitKv: c.disableSplitKv,
+    persistent: c.persistent,
   });
   using q = Tensor.fromRaw(s.qRaw, [c.batch, s.hqo, s.d], s.qDtype);
   using out = Tensor.empty([c.batch, s.hqo, s.d], s.qDtype).fillBytes(0xff);
   using lse = Tensor.empty([c.batch, s.hqo], "f32").fillBytes(0xff);
   w.run(q, cache.cache, { out, lse, kScale: c.kScale, vScale: c.vScale });
-  const label = `${c.name} (split ${w.schedule?.splitSize}, items ${w.schedule?.numItems})`;
+  const label =
+    `${c.name} (split ${w.schedule?.splitSize}, items ${w.schedule?.numItems}, lanes ${w.schedule?.numLanes})`;
+  if (c.persistent !== undefined) assert.equal(w.schedule!.numLanes > 0, c.persistent, `${label}: persistent grid`);
   checkAgainstReference(c, s, out.toArray(), lse.toArray(), rng, label);
   cache.dispose();
 }
@@ -413,6 +417,41 @@ CASES.push({
   layout: "NHD",
   disableSplitKv: true,
 });
+
+// The persistent grid (lanes of resident CTAs looping over items, requests cut at lane boundaries and
+// merged by their LSE): fp8's default for batches that fill the GPU; forced on and off for every dtype,
+// head dim and layout, with mixed lengths (request 0 has one token), windows, RoPE, ALiBi.
+for (
+  const [kv, d, heads, batch, pageSize, layout, persistent, extra] of [
+    ["e4m3", 128, [32, 8], 64, 16, "NHD", false, {}],
+    ["e5m2", 128, [32, 8], 256, 16, "NHD", false, {}],
+    ["e5m2", 128, [32, 8], 33, 16, "NHD", true, { pos: "ALIBI", windowLeft: 900 }],
+    ["e4m3", 128, [32, 8], 16, 16, "HND", true, { pos: "ROPE_LLAMA" }],
+    ["e4m3", 64, [64, 8], 40, 64, "NHD", true, { logitsSoftCap: 20 }],
+    ["e5m2", 256, [16, 2], 5, 1, "HND", true, {}],
+    ["bf16", 128, [32, 8], 64, 16, "NHD", true, {}],
+    ["f16", 64, [28, 4], 7, 16, "HND", true, { windowLeft: 100 }],
+    ["bf16", 256, [32, 32], 3, 64, "NHD", true, { pos: "ROPE_LLAMA" }],
+  ] as [DType, number, [number, number], number, number, KvLayout, boolean, Partial<Case>][]
+) {
+  CASES.push({
+    name: `persistent ${persistent} ${kv} kv B${batch} H${heads[0]}/${heads[1]} D${d} page ${pageSize} ${layout} ${
+      JSON.stringify(extra)
+    }`,
+    batch,
+    heads,
+    headDim: d,
+    pageSize,
+    layout,
+    qDtype: kv === "f16" ? "f16" : "bf16",
+    kvDtype: kv,
+    kScale: kv === "e4m3" || kv === "e5m2" ? 1.25 : undefined,
+    vScale: kv === "e4m3" || kv === "e5m2" ? 0.75 : undefined,
+    maxLen: 4096,
+    persistent,
+    ...extra,
+  });
+}
 
 for (const c of CASES) gpuTest(`decode: ${c.name}`, () => runCase(c));
 

@@ -4,8 +4,10 @@ import {
   chooseSplitSize,
   countItems,
   DECODE_TILE,
+  decodeLanes,
   ITEM_INTS,
   scheduleDecode,
+  scheduleDecodeLanes,
   waveBalanceChunks,
 } from "../src/attention/scheduler.ts";
 
@@ -111,4 +113,68 @@ test("scheduler: a batch with a nearly empty last wave is split to even the wave
   for (const [b, perSm] of [[64, 2], [128, 3], [256, 3], [256, 2], [17, 2], [33, 2]]) {
     assert.equal(waveBalanceChunks(b, 8, 132, perSm), 1, `B${b} at ${perSm} CTAs an SM`);
   }
+});
+
+/** Lane starts are monotone and cover every item; returns the tiles of each lane. */
+function laneTiles(s: ReturnType<typeof scheduleDecodeLanes>): number[] {
+  assert.equal(s.laneStarts[0], 0);
+  assert.equal(s.laneStarts[s.numLanes], s.numItems);
+  const tiles: number[] = [];
+  for (let l = 0; l < s.numLanes; l++) {
+    assert.ok(s.laneStarts[l + 1] >= s.laneStarts[l], `lane ${l} starts are monotone`);
+    let t = 0;
+    for (let i = s.laneStarts[l]; i < s.laneStarts[l + 1]; i++) {
+      t += Math.ceil((s.items[i * ITEM_INTS + 2] - s.items[i * ITEM_INTS + 1]) / DECODE_TILE);
+    }
+    tiles.push(t);
+  }
+  return tiles;
+}
+
+test("scheduler: lanes cut the batch's tiles into equal runs", () => {
+  assert.equal(decodeLanes(132, 3, 8), 49);
+  assert.equal(decodeLanes(1, 1, 64), 1);
+  for (const [b, l] of [[16, 4096], [64, 2048], [128, 8192], [256, 1024], [3, 100], [1, 64]]) {
+    const seq = lens(b, l);
+    const s = scheduleDecodeLanes({ seqLens: seq, pageBase: pageBase(b) }, 49);
+    checkCoverage(seq, s);
+    const tiles = laneTiles(s);
+    const total = b * Math.ceil(l / DECODE_TILE);
+    assert.equal(tiles.reduce((x, y) => x + y, 0), total, `B${b} L${l}: every tile once`);
+    const quota = total / s.numLanes;
+    assert.ok(
+      Math.max(...tiles) <= Math.ceil(quota * 1.15) + 1,
+      `B${b} L${l}: balanced (${Math.max(...tiles)} vs ${quota})`,
+    );
+    assert.ok(s.numLanes <= 49 && s.numLanes <= total);
+  }
+  // B64 L2k on 49 lanes: 2048 tiles, about 42 a lane, each request in at most 2 lanes.
+  const s = scheduleDecodeLanes({ seqLens: lens(64, 2048), pageBase: pageBase(64) }, 49);
+  assert.ok(Math.max(...laneTiles(s)) <= 44);
+  for (let b = 0; b < 64; b++) assert.ok(s.mergeTable[2 * b + 1] <= 2, `request ${b} in at most 2 lanes`);
+});
+
+test("scheduler: lanes with mixed, empty and windowed requests", () => {
+  const mixed = new Int32Array([0, 5000, 1, 0, 64, 65, 3000, 0, 9000, 128, 0]);
+  for (const lanes of [1, 2, 7, 49, 1000]) {
+    const s = scheduleDecodeLanes({ seqLens: mixed, pageBase: pageBase(mixed.length) }, lanes);
+    checkCoverage(mixed, s);
+    laneTiles(s);
+    const w = scheduleDecodeLanes({ seqLens: mixed, pageBase: pageBase(mixed.length), windowLeft: 700 }, lanes);
+    checkCoverage(mixed, w, 700);
+    laneTiles(w);
+  }
+  const empty = scheduleDecodeLanes({ seqLens: new Int32Array([0, 0]), pageBase: pageBase(2) }, 49);
+  assert.equal(empty.numLanes, 1);
+  assert.equal(empty.numItems, 2);
+  assert.equal(empty.anySplit, false);
+  // Reuses the caller's tables.
+  const items = new Int32Array(4096), mergeTable = new Int32Array(512), laneStarts = new Int32Array(64);
+  const r = scheduleDecodeLanes({ seqLens: lens(64, 2048), pageBase: pageBase(64) }, 49, {
+    items,
+    mergeTable,
+    laneStarts,
+  });
+  assert.equal(r.items, items);
+  assert.equal(r.laneStarts, laneStarts);
 });

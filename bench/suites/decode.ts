@@ -71,13 +71,20 @@ export const decodeSuite: Suite = {
       console.error(`${r.op} | ${r.shape} | ${r.us.toFixed(2)} µs | ${r.note ?? ""}`);
     };
     using ws = new Workspace(256 << 20);
-    type Extra = { disableSplitKv?: boolean; fixedSplitSize?: number; kvLayout?: "HND" };
+    type Extra = {
+      disableSplitKv?: boolean;
+      fixedSplitSize?: number;
+      kvLayout?: "HND";
+      persistent?: boolean;
+    };
     type Job = [DType, number, number, boolean, Extra?];
     const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
     // FI_BENCH_DECODE_DTYPES=e4m3 times only those KV dtypes (A/B runs of a kernel variant).
     const dtypes = (env("FI_BENCH_DECODE_DTYPES") ?? "bf16,e4m3,e5m2").split(",") as DType[];
     const has = (d: DType) => dtypes.includes(d);
     const fp8Extras: Job[] = [
+      // The persistent grid (lanes) against one CTA row per item, at every target shape.
+      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { persistent: b * 8 < 132 }]),
       ["e4m3", 64, 2048, false, { disableSplitKv: true }],
       ["e4m3", 16, 4096, false, { fixedSplitSize: 2048 }],
       // Each head's tokens contiguous (HND) against NHD's 128-byte rows interleaved by head.
@@ -164,8 +171,14 @@ export const decodeSuite: Suite = {
           us,
           bytes,
           note: `${
-            shuffle || extra ? "exploration" : dtype === "bf16" ? TARGETS[shape] : `${ratio} target <= 0.6x bf16 time`
-          } (split ${s.splitSize}, items ${s.numItems}${batch === 1 ? ", CUDA graph" : ""})`,
+            shuffle || extra
+              ? `exploration${ratio}`
+              : dtype === "bf16"
+              ? TARGETS[shape]
+              : `${ratio} target <= 0.6x bf16 time`
+          } (split ${s.splitSize}, items ${s.numItems}${s.numLanes ? `, lanes ${s.numLanes}` : ""}${
+            batch === 1 ? ", CUDA graph" : ""
+          })`,
         });
         wrappers.forEach((w) => w.dispose());
         big?.dispose();

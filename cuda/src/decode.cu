@@ -19,37 +19,46 @@ static_assert(offsetof(fi_decode_params, q_stride_b) == 88 && offsetof(fi_decode
 namespace {
 
 template <typename T, typename TKV, int D>
-int32_t launch_decode(const DecodeArgs& a, int items, int kv_heads, cudaStream_t stream, bool beside) {
+int32_t launch_decode(const DecodeArgs& a, int items, int lanes, int kv_heads, cudaStream_t stream, bool beside) {
   constexpr int smem = decode_smem_bytes<T, TKV, D>();
   static bool configured = false;  // the attribute is per function; setting it twice is harmless
   if (!configured) {
     FI_CUDA(cudaFuncSetAttribute(batch_decode_kernel<T, TKV, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    FI_CUDA(cudaFuncSetAttribute(batch_decode_lanes_kernel<T, TKV, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 smem));
     configured = true;
   }
-  if (items > 65535) return set_error(FI_ERR_UNSUPPORTED, "batch decode: %d work items (at most 65535)", items);
-  const dim3 grid(kv_heads * a.head_groups, items);
-  if (beside) FI_CUDA(fi::launch(batch_decode_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a));
-  else batch_decode_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a);
+  const int rows = lanes > 0 ? lanes : items;
+  if (rows > 65535) return set_error(FI_ERR_UNSUPPORTED, "batch decode: %d work items (at most 65535)", rows);
+  const dim3 grid(kv_heads * a.head_groups, rows);
+  if (lanes > 0) {
+    // Persistent grid (num_lanes): never launched beside another kernel (BatchAttention passes 0).
+    batch_decode_lanes_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a);
+  } else if (beside) {
+    FI_CUDA(fi::launch(batch_decode_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a));
+  } else {
+    batch_decode_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a);
+  }
   FI_CHECK_LAUNCH("batch_decode");
   return FI_OK;
 }
 
 template <typename T, typename TKV>
-int32_t by_head_dim(int d, const DecodeArgs& a, int items, int kv_heads, cudaStream_t s, bool beside) {
+int32_t by_head_dim(int d, const DecodeArgs& a, int items, int lanes, int kv_heads, cudaStream_t s, bool beside) {
   switch (d) {
-    case 64: return launch_decode<T, TKV, 64>(a, items, kv_heads, s, beside);
-    case 128: return launch_decode<T, TKV, 128>(a, items, kv_heads, s, beside);
-    case 256: return launch_decode<T, TKV, 256>(a, items, kv_heads, s, beside);
+    case 64: return launch_decode<T, TKV, 64>(a, items, lanes, kv_heads, s, beside);
+    case 128: return launch_decode<T, TKV, 128>(a, items, lanes, kv_heads, s, beside);
+    case 256: return launch_decode<T, TKV, 256>(a, items, lanes, kv_heads, s, beside);
     default: return set_error(FI_ERR_UNSUPPORTED, "batch decode: head dim %d is not compiled (64, 128, 256)", d);
   }
 }
 
 template <typename T>
-int32_t by_kv_dtype(int kv_dtype, int q_dtype, int d, const DecodeArgs& a, int items, int kv_heads, cudaStream_t s,
-                    bool beside) {
-  if (kv_dtype == q_dtype) return by_head_dim<T, T>(d, a, items, kv_heads, s, beside);
-  if (kv_dtype == FI_E4M3) return by_head_dim<T, __nv_fp8_e4m3>(d, a, items, kv_heads, s, beside);
-  if (kv_dtype == FI_E5M2) return by_head_dim<T, __nv_fp8_e5m2>(d, a, items, kv_heads, s, beside);
+int32_t by_kv_dtype(int kv_dtype, int q_dtype, int d, const DecodeArgs& a, int items, int lanes, int kv_heads,
+                    cudaStream_t s, bool beside) {
+  if (kv_dtype == q_dtype) return by_head_dim<T, T>(d, a, items, lanes, kv_heads, s, beside);
+  if (kv_dtype == FI_E4M3) return by_head_dim<T, __nv_fp8_e4m3>(d, a, items, lanes, kv_heads, s, beside);
+  if (kv_dtype == FI_E5M2) return by_head_dim<T, __nv_fp8_e5m2>(d, a, items, lanes, kv_heads, s, beside);
   return set_error(FI_ERR_UNSUPPORTED, "batch decode: q dtype %d with kv dtype %d is not compiled", q_dtype, kv_dtype);
 }
 
@@ -58,7 +67,7 @@ int32_t by_kv_dtype(int kv_dtype, int q_dtype, int d, const DecodeArgs& a, int i
 // Checks a parameter block and turns it into kernel arguments.
 int32_t fi::attn::args_from_params(const fi_decode_params& p, DecodeArgs& a) {
   if (p.num_items < 0 || p.num_qo_heads <= 0 || p.num_kv_heads <= 0 || p.num_qo_heads % p.num_kv_heads ||
-      p.page_size <= 0)
+      p.page_size <= 0 || p.num_lanes < 0)
     return set_error(FI_ERR_INVALID_ARGUMENT, "batch decode: items %d, heads %d/%d, page size %d", p.num_items,
                      p.num_qo_heads, p.num_kv_heads, p.page_size);
   a = DecodeArgs{};
@@ -73,6 +82,8 @@ int32_t fi::attn::args_from_params(const fi_decode_params& p, DecodeArgs& a) {
   a.tmp_o = as_ptr<float>(p.tmp_o);
   a.tmp_lse = as_ptr<float>(p.tmp_lse);
   a.counters = as_ptr<int>(p.counters);
+  // The lane starts follow the items.
+  a.lane_starts = p.num_lanes > 0 ? as_ptr<const int>(p.items) + int64_t(p.num_items) * kItemInts : nullptr;
   a.q_sb = p.q_stride_b, a.q_sh = p.q_stride_h, a.o_sb = p.o_stride_b, a.o_sh = p.o_stride_h;
   a.kv_sp = p.kv_stride_page, a.kv_ss = p.kv_stride_slot, a.kv_sh = p.kv_stride_head;
   a.num_qo_heads = p.num_qo_heads;
@@ -95,7 +106,8 @@ int32_t fi::attn::run_decode(const fi_decode_params& p, cudaStream_t s, bool bes
   if (const int32_t st = attn::args_from_params(p, a); st != FI_OK) return st;
   if (p.num_items == 0) return FI_OK;
   return FI_DISPATCH_HALF(p.q_dtype, T, {
-    return by_kv_dtype<T>(p.kv_dtype, p.q_dtype, p.head_dim, a, p.num_items, p.num_kv_heads, s, beside_previous);
+    return by_kv_dtype<T>(p.kv_dtype, p.q_dtype, p.head_dim, a, p.num_items, p.num_lanes, p.num_kv_heads, s,
+                          beside_previous);
   });
 }
 

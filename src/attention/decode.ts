@@ -25,7 +25,14 @@ import { Tensor } from "../runtime/tensor.ts";
 import { tableCursor, Workspace } from "../runtime/workspace.ts";
 import { requireCompiledDecode } from "./compiled.ts";
 import { checkPageTable, type KvCacheView, kvCacheView, type KvLayout, type PagedKvCache } from "./paged_kv_cache.ts";
-import { ITEM_INTS, type Schedule, scheduleDecode, waveBalanceChunks } from "./scheduler.ts";
+import {
+  decodeLanes,
+  ITEM_INTS,
+  type Schedule,
+  scheduleDecode,
+  scheduleDecodeLanes,
+  waveBalanceChunks,
+} from "./scheduler.ts";
 import { alibiSlopes, type ResolvedVariant, resolveVariant, type VariantOptions } from "./variants.ts";
 
 /**
@@ -59,6 +66,12 @@ export interface DecodePlanOptions extends VariantOptions {
   fixedSplitSize?: number;
   /** Never split a request's KV. */
   disableSplitKv?: boolean;
+  /**
+   * Run a persistent grid (a resident row of CTAs per lane, each looping over its lane's items, with
+   * the batch's tiles cut evenly over the lanes) instead of one CTA row per item. Default: on for fp8
+   * KV at head dim 128 when the batch fills the GPU, outside CUDA-graph mode (where it is never used).
+   */
+  persistent?: boolean;
   /**
    * Check every page index on the host (default true): a bad one is a clear error at plan/run. With
    * false the O(pages) scan is skipped and the kernel reads a page outside the cache as zeros.
@@ -95,6 +108,8 @@ interface Plan {
   layout: WorkspaceLayout;
   splitSize: number;
   numItems: number;
+  /** Persistent grid rows (0: one row per item). */
+  numLanes: number;
 }
 
 interface WorkspaceLayout {
@@ -209,8 +224,9 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
   }
 
   /** The last plan's split size in tokens (0: no request split) and work items, for inspection. */
-  get schedule(): { splitSize: number; numItems: number } | undefined {
-    return this.#plan && { splitSize: this.#plan.splitSize, numItems: this.#plan.numItems };
+  get schedule(): { splitSize: number; numItems: number; numLanes: number } | undefined {
+    return this.#plan &&
+      { splitSize: this.#plan.splitSize, numItems: this.#plan.numItems, numLanes: this.#plan.numLanes };
   }
 
   plan(
@@ -284,7 +300,14 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     };
     let fixed: Schedule | undefined;
     let layout: WorkspaceLayout;
-    if (this.useCudaGraph) {
+    const lanes = decodeLanes(numSms, ctasPerSm, ctasPerItem);
+    const persistent = !this.useCudaGraph && options.fixedSplitSize === undefined && !options.disableSplitKv &&
+      (options.persistent ?? (ctasPerSm === 3 && batch * ctasPerItem >= numSms));
+    if (persistent) {
+      // Each lane boundary adds at most one item; the lane starts follow the items.
+      const laneItems = Math.ceil((lanes + 1) / ITEM_INTS);
+      layout = layoutFor(batch + lanes + laneItems, batch, pages, numQoHeads, headDim, ctasPerItem);
+    } else if (this.useCudaGraph) {
       layout = layoutFor(graphCap, this.maxBatchSize, this.maxPages, numQoHeads, headDim, ctasPerItem);
     } else if (options.fixedSplitSize !== undefined) {
       fixed = scheduleDecode(input); // rare: the item count is known only after splitting
@@ -316,7 +339,14 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     const views = this.#viewsFor(slot, pinned, layout, numQoHeads);
     const itemCap = views.items.length / ITEM_INTS;
     if (this.#mergeTable.length < 2 * batch) this.#mergeTable = new Int32Array(2 * batch);
-    const sched = fixed ?? scheduleDecode(input, { items: views.items, mergeTable: this.#mergeTable });
+    const laneSched = persistent
+      ? scheduleDecodeLanes(input, lanes, {
+        items: views.items,
+        mergeTable: this.#mergeTable,
+        laneStarts: views.items.subarray(views.items.length - (lanes + 1)),
+      })
+      : undefined;
+    const sched = laneSched ?? fixed ?? scheduleDecode(input, { items: views.items, mergeTable: this.#mergeTable });
     if (sched.numItems > 65535) {
       invalid(op, "indptr", "a plan of at most 65535 work items (requests and chunks)", `=${sched.numItems} items`);
     }
@@ -329,6 +359,7 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       );
     }
     if (sched.items !== views.items) views.items.set(sched.items.subarray(0, sched.numItems * ITEM_INTS));
+    if (laneSched) views.items.copyWithin(sched.numItems * ITEM_INTS, views.items.length - (lanes + 1));
     // Split requests count their finished chunks here; every run leaves them at zero again.
     views.counters.fill(0);
     // Padding (CUDA-graph grid): items past the plan do nothing.
@@ -356,6 +387,7 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       maxIndex: table.maxIndex,
       splitSize: sched.splitSize,
       numItems: sched.numItems,
+      numLanes: laneSched?.numLanes ?? 0,
     };
   }
 
@@ -467,6 +499,7 @@ function launchDecode(
     tmpLse: ws + BigInt(L.tmpLse),
     counters: ws + BigInt(L.counters),
     numItems: p.gridItems,
+    numLanes: p.numLanes,
     numQoHeads: p.numQoHeads,
     numKvHeads: p.numKvHeads,
     headDim: p.headDim,
@@ -493,6 +526,8 @@ export interface DecodeParamFields {
   tmpLse: bigint;
   counters: bigint;
   numItems: number;
+  /** Persistent grid rows; 0 (default): one row per item. */
+  numLanes?: number;
   numQoHeads: number;
   numKvHeads: number;
   headDim: number;
@@ -535,7 +570,7 @@ export function decodeParams(f: DecodeParamFields): Uint8Array {
     v.posEncoding === 1 ? 1 : 0,
     0, // run_merge (reserved)
     view.numPages,
-    0,
+    f.numLanes ?? 0,
   ]
     .forEach((x, i) => pview.setInt32(144 + i * 4, x, true));
   [v.smScale, v.logitsSoftCap, v.ropeRcpScale, v.ropeRcpTheta, f.kScale, f.vScale]

@@ -178,3 +178,118 @@ export function scheduleDecode(input: ScheduleInput, out?: { items?: Int32Array;
   }
   return { items, numItems, splitSize: split, partialRows: partial, mergeTable, anySplit: partial > 0 };
 }
+
+/**
+ * The persistent (lane) schedule: `lanes` rows of CTAs stay resident and each loops over its own list of
+ * items, so a batch costs one start-up per item, not one per launch wave, and no wave runs part-empty.
+ * The batch's tiles (64 tokens) are laid end to end, request after request, and cut into `lanes` runs
+ * of equal length; a request cut by a lane boundary becomes chunks (partial rows merged by their LSE by
+ * the last chunk to finish, as for a split). A cut within `snap` tiles of a request boundary moves onto
+ * it (at most `snapTiles`, and an eighth of a lane), so no lane starts or ends with a sliver of a request. Items are written lane after lane;
+ * laneStarts[l] .. laneStarts[l + 1] are lane l's items.
+ */
+export interface LaneSchedule extends Schedule {
+  numLanes: number;
+  /** [numLanes + 1]: lane l runs items laneStarts[l] .. laneStarts[l + 1] - 1. */
+  laneStarts: Int32Array;
+}
+
+/** Lanes of CTA rows that fit resident: floor(SMs x CTAs an SM / CTAs an item), at least 1. */
+export function decodeLanes(numSms: number, ctasPerSm: number, ctasPerItem: number): number {
+  return Math.max(1, Math.floor((numSms * ctasPerSm) / ctasPerItem));
+}
+
+export function scheduleDecodeLanes(
+  input: Pick<ScheduleInput, "seqLens" | "pageBase" | "windowLeft">,
+  lanes: number,
+  out?: { items?: Int32Array; mergeTable?: Int32Array; laneStarts?: Int32Array },
+  snapTiles = 1,
+): LaneSchedule {
+  const { seqLens, pageBase } = input;
+  const batch = seqLens.length;
+  const window = input.windowLeft ?? -1;
+  const startOf = (b: number) => (window >= 0 && seqLens[b] - 1 - window > 0 ? seqLens[b] - 1 - window : 0);
+  const tilesOf = (b: number) => ceilDiv(Math.max(0, seqLens[b] - startOf(b)), DECODE_TILE);
+  let total = 0;
+  for (let b = 0; b < batch; b++) total += tilesOf(b);
+  const L = Math.max(1, Math.min(lanes, total));
+  // Lane boundaries in global tiles: cut[l] = round(l * total / L), snapped onto a nearby request boundary.
+  const snap = Math.min(snapTiles, Math.floor(total / L / 8));
+  const cuts = new Float64Array(L + 1);
+  cuts[L] = total;
+  {
+    let b = 0, reqStart = 0; // request b occupies global tiles [reqStart, reqStart + tilesOf(b))
+    for (let l = 1; l < L; l++) {
+      const ideal = Math.round((l * total) / L);
+      while (b < batch && reqStart + tilesOf(b) <= ideal) reqStart += tilesOf(b++);
+      // ideal lies in request b's tiles: [reqStart, reqStart + tilesOf(b)).
+      let c = ideal;
+      if (ideal - reqStart <= snap) c = reqStart;
+      else if (b < batch && reqStart + tilesOf(b) - ideal <= snap) c = reqStart + tilesOf(b);
+      cuts[l] = Math.max(cuts[l - 1], Math.min(total, c));
+    }
+  }
+  // Count items: each request contributes one item per lane its tiles touch (an empty one: one item).
+  const laneOf = (tile: number) => {
+    // The lane whose [cuts[l], cuts[l + 1]) holds tile (cuts may repeat: the last such lane).
+    let lo = 0, hi = L - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (cuts[mid] <= tile) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  };
+  let numItems = 0;
+  {
+    let g = 0;
+    for (let b = 0; b < batch; b++) {
+      const n = tilesOf(b);
+      numItems += n === 0 ? 1 : laneOf(g + n - 1) - laneOf(g) + 1;
+      g += n;
+    }
+  }
+  const items = out?.items && out.items.length >= numItems * ITEM_INTS
+    ? out.items
+    : new Int32Array(numItems * ITEM_INTS);
+  const mergeTable = out?.mergeTable && out.mergeTable.length >= 2 * batch ? out.mergeTable : new Int32Array(2 * batch);
+  const laneStarts = out?.laneStarts && out.laneStarts.length >= L + 1 ? out.laneStarts : new Int32Array(L + 1);
+  // Items of a lane are consecutive when requests are visited in order: request b's chunks go to lanes
+  // laneOf(first tile) .. laneOf(last tile), and lanes only grow with b.
+  let i = 0, partial = 0, g = 0, lane = 0;
+  laneStarts[0] = 0;
+  for (let b = 0; b < batch; b++) {
+    const s0 = startOf(b), n = tilesOf(b);
+    const l0 = laneOf(g);
+    const l1 = n === 0 ? l0 : laneOf(g + n - 1);
+    const chunks = l1 - l0 + 1;
+    const first = partial;
+    mergeTable[2 * b] = chunks > 1 ? partial : 0;
+    mergeTable[2 * b + 1] = chunks > 1 ? chunks : 0;
+    for (let l = l0; l <= l1; l++, i++) {
+      while (lane < l) laneStarts[++lane] = i;
+      const t0 = Math.max(g, cuts[l]) - g, t1 = Math.min(g + n, cuts[l + 1]) - g;
+      const o = i * ITEM_INTS;
+      items[o] = b;
+      items[o + 1] = s0 + t0 * DECODE_TILE;
+      items[o + 2] = chunks > 1 ? Math.min(seqLens[b], s0 + t1 * DECODE_TILE) : seqLens[b];
+      items[o + 3] = chunks > 1 ? partial++ : -1;
+      items[o + 4] = seqLens[b];
+      items[o + 5] = pageBase[b];
+      items[o + 6] = chunks;
+      items[o + 7] = chunks > 1 ? first : 0;
+    }
+    g += n;
+  }
+  while (lane < L) laneStarts[++lane] = i;
+  return {
+    items,
+    numItems,
+    splitSize: 0,
+    partialRows: partial,
+    mergeTable,
+    anySplit: partial > 0,
+    numLanes: L,
+    laneStarts,
+  };
+}

@@ -44,6 +44,7 @@ struct DecodeArgs {
   float v_scale;
   int rope;  // 1: rotate q (at seq_len - 1) and k (at its position), NeoX pairs (i, i + D/2)
   float rope_rcp_scale, rope_log2_rcp_theta;
+  const int* lane_starts;  // persistent grid: [lanes + 1], row l of CTAs runs items lane_starts[l] ..; else null
 };
 
 constexpr int kDecodeTile = 64;
@@ -147,6 +148,14 @@ __device__ __forceinline__ void rope_chunk_pair(T* row, int c, float pos, const 
   }
 }
 
+// cp_async_16 with a 256-byte L2 fetch: an fp8 NHD row is 128 bytes between the other heads' rows, so
+// the fetch brings the neighbouring head's row into L2 for its CTA (DRAM reads 256-byte runs, as bf16's).
+__device__ __forceinline__ void cp_async_16_l2_256(void* dst, const void* src, bool valid) {
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+               "r"(bytes));
+}
+
 // fp8 KV at D = 128 keeps 3 CTAs an SM (168 registers, 70 KB of shared memory each).
 template <typename TKV, int D>
 constexpr int decode_min_ctas() {
@@ -242,8 +251,15 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
       const int64_t off = valid ? int64_t(pages[i]) * a.kv_sp + int64_t(slot) * a.kv_ss : 0;
       const int kdst = FP8 ? r * ROW_BYTES + fp8_k_chunk<D>(r, lc) * 16 : swz<D>(r, lc) * 2;
       const int vdst = FP8 ? r * ROW_BYTES + fp8_v_chunk<D>(r, lc) * 16 : kdst;
-      cp_async_16(sk + stage * STAGE_BYTES + kdst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid);
-      cp_async_16(sv + stage * STAGE_BYTES + vdst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid);
+      if constexpr (FP8) {
+        cp_async_16_l2_256(sk + stage * STAGE_BYTES + kdst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16,
+                           valid);
+        cp_async_16_l2_256(sv + stage * STAGE_BYTES + vdst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16,
+                           valid);
+      } else {
+        cp_async_16(sk + stage * STAGE_BYTES + kdst, reinterpret_cast<const uint8_t*>(kbase + off) + lc * 16, valid);
+        cp_async_16(sv + stage * STAGE_BYTES + vdst, reinterpret_cast<const uint8_t*>(vbase + off) + lc * 16, valid);
+      }
     }
   };
 
@@ -626,6 +642,18 @@ template <typename T, typename TKV, int D>
 __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_kernel(const __grid_constant__ DecodeArgs a) {
   decode_cta<T, TKV, D>(a);
+}
+
+// Persistent form: a grid of (CTAs an item) x lanes, sized to stay resident; row y runs the items of
+// lane y one after the other (scheduleDecodeLanes in src/attention/scheduler.ts balances their tiles).
+template <typename T, typename TKV, int D>
+__global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
+    batch_decode_lanes_kernel(const __grid_constant__ DecodeArgs a) {
+  const int end = a.lane_starts[blockIdx.y + 1];
+  for (int i = a.lane_starts[blockIdx.y]; i < end; i++) {
+    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)});
+    __syncthreads();  // the next item's loads reuse the shared memory this one merged in
+  }
 }
 
 }  // namespace fi::attn
