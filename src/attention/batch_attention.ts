@@ -11,8 +11,9 @@
  * kernel in one launch.
  *
  * On an sm_90 GPU the default backend ("auto") runs such a batch in split form instead: the Hopper
- * prefill kernel on part of the SMs beside the decode kernel on the rest, two launches on the caller's
- * stream, the decode started beside the prefill by programmatic dependent launch (faster: the Hopper kernel is about twice the fused kernel's prefill part).
+ * prefill kernel on part of the SMs beside the decode kernel on the rest: two launches on the caller's
+ * stream, the decode started beside the prefill by programmatic dependent launch (faster: the Hopper
+ * kernel is about twice the fused kernel's prefill part).
  *
  * CUDA graphs: a captured run() replays its own plan. With backend "fused" it also replays any later
  * plan that fits the capacity of the largest plan so far: the queue sizes live in device memory and
