@@ -61,6 +61,8 @@ struct SamplerSmem {
   HistSmem hist;
   int warp_n[32];  // entries each warp compacted into its own segment of the list
   int gather_n;    // rank 0: entries the cluster pushed into its flat region (see gather_to_lead)
+  float br_w[32];  // rank 0: a pending bracket's weights and indices, pushed by the cluster
+  int br_i[32];
 };
 
 // Everything one CTA knows about its row.
@@ -82,6 +84,12 @@ struct RowCtx {
   // of the list, the other CTAs leave, and rank 0 runs the remaining rounds and the draw.
   bool can_gather, gathered;
   int flat_off, flat_n, gather_cap;
+  // The last search may stop at a bracket (lo, p_hi] of at most 32 weights: the race then enters
+  // what lies above p_hi in every CTA, pushes the bracket to rank 0, and rank 0 places the
+  // threshold inside it exactly (one warp, in a fixed order) and races what it admits.
+  bool can_resolve, pending;
+  float p_hi, p_chi, p_shi, p_k, p_lim;
+  bool p_use_k, p_use_p;
   int global_passes, rounds;
   __device__ __forceinline__ void mark(int slot) const;
 };
@@ -371,9 +379,15 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
   float c_hi = 0.f, s_hi = 0.f;  // size and mass above hi
   for (int round = 0; round < kMaxRounds; ++round) {
     // Few enough weights above lo for one CTA: rank 0 finishes alone, the others leave.
-    if (CL > 1 && c.can_gather && !c.gathered && c_lo <= float(c.gather_cap)) {
+    if (CL > 1 && c.can_gather && !c.gathered && c_lo <= fminf(float(c.gather_cap), 1024.f)) {
       gather_to_lead<CL>(c, sm, lo);
       if (cluster_rank<CL>() != 0) return {lo, c_lo, s_lo};
+    }
+    if (CL > 1 && c.can_resolve && !c.gathered && c.compacted && c_lo - c_hi <= 32.f) {
+      c.pending = true;
+      c.p_hi = hi, c.p_chi = c_hi, c.p_shi = s_hi;
+      c.p_k = k, c.p_lim = plim, c.p_use_k = use_k, c.p_use_p = use_p;
+      return {lo, c_lo, s_lo};
     }
     ++c.rounds;
     // The bracket's weights are in shared memory: histogram rounds, except for a first round over
@@ -726,6 +740,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   c.seg_cap = c.list_cap / (kThreads / 32);
   c.compacted = false;
   c.can_gather = c.gathered = false;
+  c.can_resolve = c.pending = false;
   c.flat_off = c.flat_n = c.gather_cap = 0;
   c.global_passes = 1;
   c.rounds = 0;
@@ -866,6 +881,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     const bool k_first = use_k && use_p && (filter & kTopKFirst);
 #pragma unroll 1
     for (int phase = k_first ? 0 : 1; phase < 2; ++phase) {
+      c.can_resolve = CL > 1 && p.op == kOpSample && phase == 1;
       th = search<CL>(c, sm, use_k, rp.k, use_p && phase == 1, rp.p * th.S, th.lo, th.C, th.S, max_w);
       if (c.gathered && rank != 0) return;  // rank 0 finishes the row
     }
@@ -911,11 +927,29 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     float* w_seg = c.list_w + b0;
     int* i_seg = c.list_i + b0;
     int n2 = 0;
+    const float race_lo = c.pending ? c.p_hi : lo;  // pending: the bracket goes to rank 0
     for (int i0 = 0; i0 < n; i0 += 32) {
       const int i = i0 + lane;
       const float w = i < n ? w_seg[i] : 0.f;
       const int ix = i < n ? i_seg[i] : 0;
-      const bool k = i < n && admissible(w);
+      if constexpr (CL > 1) {
+        if (c.pending) {
+          const bool br = i < n && w > lo && w <= c.p_hi;
+          const unsigned mb = __ballot_sync(0xffffffffu, br);
+          if (mb) {
+            cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+            int base = 0;
+            if (lane == 0) base = atomicAdd(cluster.map_shared_rank(&sm.gather_n, 0), __popc(mb));
+            base = __shfl_sync(0xffffffffu, base, 0);
+            const int q = base + __popc(mb & ((1u << lane) - 1u));
+            if (br && q < 32) {
+              *cluster.map_shared_rank(&sm.br_w[q], 0) = w;
+              *cluster.map_shared_rank(&sm.br_i[q], 0) = ix;
+            }
+          }
+        }
+      }
+      const bool k = i < n && w > race_lo && admissible(w);
       const unsigned m = __ballot_sync(0xffffffffu, k);
       __syncwarp();
       if (k) {
@@ -936,6 +970,40 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   }
   c.mark(13);
   best = c.gathered ? row_max_u64_to_lead<1>(best, sm.red) : row_max_u64_to_lead<CL>(best, sm.red);
+  if (c.pending) {
+    if (rank != 0) return;
+    if (threadIdx.x < 32) {
+      // Rank 0, one warp: order the bracket (descending, ties by index), add it up in that order
+      // from above p_hi, and admit down to the first weight whose upper set keeps enough.
+      const int lane = threadIdx.x, n = min(sm.gather_n, 32);
+      const float w = lane < n ? sm.br_w[lane] : -1.f;
+      const int ix = lane < n ? sm.br_i[lane] : 0;
+      int r = 0;
+      for (int j = 0; j < n; ++j) {
+        const float wj = __shfl_sync(0xffffffffu, w, j);
+        const int ij = __shfl_sync(0xffffffffu, ix, j);
+        r += (wj > w || (wj == w && ij < ix)) ? 1 : 0;
+      }
+      float C = c.p_chi, S = c.p_shi, thr = -1.f;  // thr < 0: admit the whole bracket
+      for (int q = 0; q < n; ++q) {
+        const unsigned at = __ballot_sync(0xffffffffu, lane < n && r == q);
+        const float v = __shfl_sync(0xffffffffu, w, __ffs(at) - 1);
+        C += 1.f, S += v;
+        if (thr < 0.f && ((c.p_use_k && C >= c.p_k) || (c.p_use_p && S >= c.p_lim))) thr = v;
+      }
+      unsigned long long mine = 0;
+      if (lane < n && w >= thr && admissible(w)) {
+        const float e = exp_noise(pick(philox_group(key, uint32_t(ix) >> 2, kElementNoise), ix & 3));
+        mine = (static_cast<unsigned long long>(order_key(score_of(c, w, e))) << 32) | (0xFFFFFFFFu - uint32_t(ix));
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+        const unsigned long long u = __shfl_xor_sync(0xffffffffu, mine, o);
+        mine = u > mine ? u : mine;
+      }
+      best = mine > best ? mine : best;
+    }
+  }
   c.mark(14);
   if (lead) {
     const bool found = best != 0;
