@@ -60,6 +60,9 @@ struct SamplerSmem {
   ReduceSmem red;
   HistSmem hist;
   int warp_n[32];  // entries each warp compacted into its own segment of the list
+  int gather_n;    // rank 0: entries the cluster pushed into its flat region (see gather_to_lead)
+  float br_w[32];  // rank 0: a pending bracket's weights and indices, pushed by the cluster
+  int br_i[32];
 };
 
 // Everything one CTA knows about its row.
@@ -76,6 +79,17 @@ struct RowCtx {
   int list_cap;
   int seg_cap;  // list entries per warp
   bool compacted;
+  // A small upper set is finished on the cluster's rank 0 alone (no more cluster barriers): every
+  // CTA pushes its entries above lo into rank 0's flat region [flat_off, flat_off + gather_cap)
+  // of the list, the other CTAs leave, and rank 0 runs the remaining rounds and the draw.
+  bool can_gather, gathered;
+  int flat_off, flat_n, gather_cap;
+  // The last search may stop at a bracket (lo, p_hi] of at most 32 weights: the race then enters
+  // what lies above p_hi in every CTA, pushes the bracket to rank 0, and rank 0 places the
+  // threshold inside it exactly (one warp, in a fixed order) and races what it admits.
+  bool can_resolve, pending;
+  float p_hi, p_chi, p_shi, p_k, p_lim;
+  bool p_use_k, p_use_p;
   int global_passes, rounds;
   __device__ __forceinline__ void mark(int slot) const;
 };
@@ -92,6 +106,12 @@ __device__ __forceinline__ void RowCtx<VEC>::mark(int slot) const {
 template <int VEC>
 __device__ __forceinline__ float weight(const RowCtx<VEC>& c, float x) {
   return c.logits ? __expf((x - c.max_x) * c.inv_t) : x;
+}
+
+template <int CL>
+__device__ __forceinline__ int cluster_rank() {
+  if constexpr (CL == 1) return 0;
+  else return int(cooperative_groups::this_cluster().block_rank());
 }
 
 constexpr int kPadIndex = -(1 << 30);
@@ -144,13 +164,28 @@ __device__ __forceinline__ void for_each_global(const RowCtx<VEC>& c, float pad,
   });
 }
 
-// Calls f(w, index) for every compacted weight of this CTA: each warp reads its own segment.
+// A warp's part of the list: its own segment, or (gathered) its chunk of the flat region.
+template <int VEC>
+__device__ __forceinline__ int seg_begin(const RowCtx<VEC>& c, int warp) {
+  return c.gathered ? c.flat_off + warp * ((c.flat_n + 15) / 16) : warp * c.seg_cap;
+}
+template <int VEC>
+__device__ __forceinline__ int seg_count(const RowCtx<VEC>& c, const SamplerSmem& sm, int warp) {
+  if (c.gathered) {
+    const int chunk = (c.flat_n + 15) / 16;
+    return max(0, min(chunk, c.flat_n - warp * chunk));
+  }
+  return min(sm.warp_n[warp], c.seg_cap);
+}
+
+// Calls f(w, index) for every compacted weight of this CTA: each warp reads its own part.
 template <int VEC, typename F>
 __device__ __forceinline__ void for_each_listed(const RowCtx<VEC>& c, const SamplerSmem& sm, F&& f) {
+  static_assert(kThreads / 32 == 16, "flat chunks are per warp of 16");
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int n = min(sm.warp_n[warp], c.seg_cap);
-  const float* w = c.list_w + warp * c.seg_cap;
-  const int* ix = c.list_i + warp * c.seg_cap;
+  const int n = seg_count(c, sm, warp), b0 = seg_begin(c, warp);
+  const float* w = c.list_w + b0;
+  const int* ix = c.list_i + b0;
   for (int i = lane; i < n; i += 32) f(w[i], ix[i]);
 }
 
@@ -204,7 +239,7 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
   // totals into every CTA, a barrier. No buffer is rewritten before its readers have passed the
   // barrier that follows their reads, so nothing is double-buffered.
   __syncthreads();
-  if constexpr (CL > 1) {
+  if (CL > 1 && !c.gathered) {
     cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
     constexpr int kOwn = kBins / CL;
     const int me = int(cluster.block_rank());
@@ -301,6 +336,39 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
   return shift == 0 || ci - ca <= 1.f;
 }
 
+// Pushes every listed weight above lo into rank 0's flat region (stores and one atomic a warp into
+// rank 0: no peer loads), then one cluster barrier. The caller guarantees the cluster holds at most
+// gather_cap of them. The region's order depends on the atomics, which changes nothing: histogram
+// rounds count integers and the race does not depend on the order.
+template <int CL, int VEC>
+__device__ void gather_to_lead(RowCtx<VEC>& c, SamplerSmem& sm, float lo) {
+  if constexpr (CL > 1) {
+    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int n = seg_count(c, sm, warp), b0 = seg_begin(c, warp);
+    int keep = 0;
+    for (int i = lane; i < n; i += 32) keep += c.list_w[b0 + i] > lo ? 1 : 0;
+    keep = __reduce_add_sync(0xffffffffu, keep);
+    int pos = 0;
+    if (lane == 0 && keep > 0) pos = atomicAdd(cluster.map_shared_rank(&sm.gather_n, 0), keep);
+    pos = __shfl_sync(0xffffffffu, pos, 0);
+    float* dst_w = cluster.map_shared_rank(c.list_w, 0) + c.flat_off;
+    int* dst_i = cluster.map_shared_rank(c.list_i, 0) + c.flat_off;
+    for (int i0 = 0; i0 < n; i0 += 32) {
+      const int i = i0 + lane;
+      const float w = i < n ? c.list_w[b0 + i] : 0.f;
+      const bool k = i < n && w > lo;
+      const unsigned m = __ballot_sync(0xffffffffu, k);
+      const int p = pos + __popc(m & ((1u << lane) - 1u));
+      if (k && p < c.gather_cap) dst_w[p] = w, dst_i[p] = c.list_i[b0 + i];
+      pos += __popc(m);
+    }
+    cluster.sync();  // release / acquire: rank 0 sees every push and the count
+    c.flat_n = min(sm.gather_n, c.gather_cap);  // meaningful on rank 0 only
+    c.gathered = true;
+  }
+}
+
 // The pivot search. g(C, S) says a threshold whose upper set has size C and mass S keeps too much;
 // g is monotone, true at `lo` on entry and false at the row's max.
 template <int CL, int VEC>
@@ -310,10 +378,22 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
   if (!too_big(c_lo, s_lo)) return {lo, c_lo, s_lo};
   float c_hi = 0.f, s_hi = 0.f;  // size and mass above hi
   for (int round = 0; round < kMaxRounds; ++round) {
+    // Few enough weights above lo for one CTA: rank 0 finishes alone, the others leave.
+    if (CL > 1 && c.can_gather && !c.gathered && c_lo <= fminf(float(c.gather_cap), 1024.f)) {
+      gather_to_lead<CL>(c, sm, lo);
+      if (cluster_rank<CL>() != 0) return {lo, c_lo, s_lo};
+    }
+    if (CL > 1 && c.can_resolve && !c.gathered && c.compacted && c_lo - c_hi <= 32.f) {
+      c.pending = true;
+      c.p_hi = hi, c.p_chi = c_hi, c.p_shi = s_hi;
+      c.p_k = k, c.p_lim = plim, c.p_use_k = use_k, c.p_use_p = use_p;
+      return {lo, c_lo, s_lo};
+    }
     ++c.rounds;
     // The bracket's weights are in shared memory: histogram rounds, except for a first round over
     // (0, max] (the list was filled by the stats pass), which the pivots split with no atomics.
-    if (c.compacted && (lo > 0.f || round > 0)) {
+    // Gathered, every round is a histogram round (a pivot round reduces over the cluster).
+    if (c.compacted && (lo > 0.f || round > 0 || c.gathered)) {
       const bool done = hist_round<CL>(c, sm, too_big, lo, c_lo, s_lo, hi, c_hi, s_hi);
       c.mark(2 + min(c.rounds - 1, 9));
       if (done) return {lo, c_lo, s_lo};
@@ -593,11 +673,6 @@ __device__ __forceinline__ T load_param(uint64_t arr, int64_t b, T fallback) {
   return arr ? reinterpret_cast<const T*>(arr)[b] : fallback;
 }
 
-template <int CL>
-__device__ __forceinline__ int cluster_rank() {
-  if constexpr (CL == 1) return 0;
-  else return int(cooperative_groups::this_cluster().block_rank());
-}
 
 template <int CL>
 __device__ __forceinline__ void cluster_done() {
@@ -613,7 +688,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   const int64_t b = blockIdx.x / CL;
   const int d = int(p.d);
   const bool lead = rank == 0 && threadIdx.x == 0;
-  if (threadIdx.x == 0) sm.red.phase = 0;
+  if (threadIdx.x == 0) sm.red.phase = 0, sm.gather_n = 0;  // read by peers only after a cluster barrier
 
   // ---- which input row; an index out of range marks the row invalid and reads nothing
   int64_t in_row = b;
@@ -664,6 +739,9 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   c.list_cap = int(p.list_cap);
   c.seg_cap = c.list_cap / (kThreads / 32);
   c.compacted = false;
+  c.can_gather = c.gathered = false;
+  c.can_resolve = c.pending = false;
+  c.flat_off = c.flat_n = c.gather_cap = 0;
   c.global_passes = 1;
   c.rounds = 0;
   if (threadIdx.x == 0) {
@@ -712,9 +790,18 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   // With top-k or top-p, a slice small enough for the list (every warp's share fits its segment:
   // small batches, where the row is split over a cluster) is compacted by this pass itself, so the
   // search never reads the row again and its first round splits the list.
-  const int64_t slice_iters = (c.v1 - c.v0 + int64_t(kThreads) * kUnroll - 1) / (int64_t(kThreads) * kUnroll);
+  // From the full slice's size, so every CTA of the cluster takes the same decision (the last slice
+  // may be shorter).
+  const int64_t slice_iters = (per + int64_t(kThreads) * kUnroll - 1) / (int64_t(kThreads) * kUnroll);
   const bool list_in_stats =
       (p.filter & (kTopK | kTopP)) && p.op != kOpSoftmax && slice_iters * 32 * VEC * kUnroll <= c.seg_cap;
+  if (list_in_stats) {
+    // Segments need only one pass's appends; the rest of the list is rank 0's flat region.
+    c.seg_cap = int(slice_iters) * 32 * VEC * kUnroll;
+    c.flat_off = c.seg_cap * (kThreads / 32);
+    c.gather_cap = c.list_cap - c.flat_off;
+    c.can_gather = CL > 1 && p.op == kOpSample && c.gather_cap > 0;
+  }
   const int s_warp = threadIdx.x >> 5, s_lane = threadIdx.x & 31;
   int s_n = 0;  // this warp's entries
   auto stats_append = [&](float x, int i, bool keep) {
@@ -794,7 +881,9 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     const bool k_first = use_k && use_p && (filter & kTopKFirst);
 #pragma unroll 1
     for (int phase = k_first ? 0 : 1; phase < 2; ++phase) {
+      c.can_resolve = CL > 1 && p.op == kOpSample && phase == 1;
       th = search<CL>(c, sm, use_k, rp.k, use_p && phase == 1, rp.p * th.S, th.lo, th.C, th.S, max_w);
+      if (c.gathered && rank != 0) return;  // rank 0 finishes the row
     }
   }
   c.mark(12);
@@ -834,15 +923,33 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     // Move each warp's admissible entries to the front of its segment (the list is not read after
     // the draw), so the Philox calls run on full warps instead of on a few lanes of every step.
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int n = min(sm.warp_n[warp], c.seg_cap);
-    float* w_seg = c.list_w + warp * c.seg_cap;
-    int* i_seg = c.list_i + warp * c.seg_cap;
+    const int n = seg_count(c, sm, warp), b0 = seg_begin(c, warp);
+    float* w_seg = c.list_w + b0;
+    int* i_seg = c.list_i + b0;
     int n2 = 0;
+    const float race_lo = c.pending ? c.p_hi : lo;  // pending: the bracket goes to rank 0
     for (int i0 = 0; i0 < n; i0 += 32) {
       const int i = i0 + lane;
       const float w = i < n ? w_seg[i] : 0.f;
       const int ix = i < n ? i_seg[i] : 0;
-      const bool k = i < n && admissible(w);
+      if constexpr (CL > 1) {
+        if (c.pending) {
+          const bool br = i < n && w > lo && w <= c.p_hi;
+          const unsigned mb = __ballot_sync(0xffffffffu, br);
+          if (mb) {
+            cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+            int base = 0;
+            if (lane == 0) base = atomicAdd(cluster.map_shared_rank(&sm.gather_n, 0), __popc(mb));
+            base = __shfl_sync(0xffffffffu, base, 0);
+            const int q = base + __popc(mb & ((1u << lane) - 1u));
+            if (br && q < 32) {
+              *cluster.map_shared_rank(&sm.br_w[q], 0) = w;
+              *cluster.map_shared_rank(&sm.br_i[q], 0) = ix;
+            }
+          }
+        }
+      }
+      const bool k = i < n && w > race_lo && admissible(w);
       const unsigned m = __ballot_sync(0xffffffffu, k);
       __syncwarp();
       if (k) {
@@ -862,7 +969,41 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     race_global(c, key, admissible, enter);
   }
   c.mark(13);
-  best = row_max_u64_to_lead<CL>(best, sm.red);
+  best = c.gathered ? row_max_u64_to_lead<1>(best, sm.red) : row_max_u64_to_lead<CL>(best, sm.red);
+  if (c.pending) {
+    if (rank != 0) return;
+    if (threadIdx.x < 32) {
+      // Rank 0, one warp: order the bracket (descending, ties by index), add it up in that order
+      // from above p_hi, and admit down to the first weight whose upper set keeps enough.
+      const int lane = threadIdx.x, n = min(sm.gather_n, 32);
+      const float w = lane < n ? sm.br_w[lane] : -1.f;
+      const int ix = lane < n ? sm.br_i[lane] : 0;
+      int r = 0;
+      for (int j = 0; j < n; ++j) {
+        const float wj = __shfl_sync(0xffffffffu, w, j);
+        const int ij = __shfl_sync(0xffffffffu, ix, j);
+        r += (wj > w || (wj == w && ij < ix)) ? 1 : 0;
+      }
+      float C = c.p_chi, S = c.p_shi, thr = -1.f;  // thr < 0: admit the whole bracket
+      for (int q = 0; q < n; ++q) {
+        const unsigned at = __ballot_sync(0xffffffffu, lane < n && r == q);
+        const float v = __shfl_sync(0xffffffffu, w, __ffs(at) - 1);
+        C += 1.f, S += v;
+        if (thr < 0.f && ((c.p_use_k && C >= c.p_k) || (c.p_use_p && S >= c.p_lim))) thr = v;
+      }
+      unsigned long long mine = 0;
+      if (lane < n && w >= thr && admissible(w)) {
+        const float e = exp_noise(pick(philox_group(key, uint32_t(ix) >> 2, kElementNoise), ix & 3));
+        mine = (static_cast<unsigned long long>(order_key(score_of(c, w, e))) << 32) | (0xFFFFFFFFu - uint32_t(ix));
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+        const unsigned long long u = __shfl_xor_sync(0xffffffffu, mine, o);
+        mine = u > mine ? u : mine;
+      }
+      best = mine > best ? mine : best;
+    }
+  }
   c.mark(14);
   if (lead) {
     const bool found = best != 0;
