@@ -76,6 +76,8 @@ export const decodeSuite: Suite = {
       fixedSplitSize?: number;
       kvLayout?: "HND";
       persistent?: boolean;
+      /** false: the lanes kernel without its next-item prefetch (FI_DECODE_LANE_PREFETCH=0 at run). */
+      lanePrefetch?: boolean;
     };
     type Job = [DType, number, number, boolean, Extra?];
     const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
@@ -89,6 +91,12 @@ export const decodeSuite: Suite = {
       ["e4m3", 16, 4096, false, { fixedSplitSize: 2048 }],
       // Each head's tokens contiguous (HND) against NHD's 128-byte rows interleaved by head.
       ["e4m3", 128, 8192, false, { kvLayout: "HND" }],
+      // The lanes without the next item's record and page ids prefetched (the previous kernel's timing).
+      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { persistent: true, lanePrefetch: false }]),
+      ["e5m2", 16, 4096, false, { persistent: true }],
+      // B16 (one wave of 22-tile CTAs): smaller chunks, so the hardware evens out the last CTAs.
+      ["e4m3", 16, 4096, false, { fixedSplitSize: 512 }],
+      ["e4m3", 16, 4096, false, { fixedSplitSize: 768 }],
     ];
     // The target shapes first (bf16, then fp8), explorations last.
     const jobs: Job[] = [
@@ -115,7 +123,8 @@ export const decodeSuite: Suite = {
         // At least 1 GiB of cache so runs do not hit L2; small shapes rotate over page ranges.
         const minPages = Math.ceil((1 << 30) / (2 * PS * HKV * D * kvBytes));
         const pages = Math.max(pagesNeeded, batch === 1 ? minPages : 0);
-        const { kvLayout, ...planExtra } = extra ?? {};
+        const { kvLayout, lanePrefetch, ...planExtra } = extra ?? {};
+        setEnv("FI_DECODE_LANE_PREFETCH", lanePrefetch === false ? "0" : undefined);
         const inner = kvLayout === "HND" ? [HKV, PS, D] : [PS, HKV, D]; // a page's K (or V) half
         using cache = Tensor.fromRaw(randomBits(Math.min(pages, BLOCK) * 2 * PS * HKV * D, kvBytes as 1 | 2), [
           Math.min(pages, BLOCK),
@@ -180,6 +189,7 @@ export const decodeSuite: Suite = {
             batch === 1 ? ", CUDA graph" : ""
           })`,
         });
+        setEnv("FI_DECODE_LANE_PREFETCH", undefined);
         wrappers.forEach((w) => w.dispose());
         big?.dispose();
       }
@@ -247,4 +257,12 @@ export const decodeSuite: Suite = {
 /** Copies src's bytes into dst (both contiguous, same size) on the stream. */
 function copyRows(dst: Tensor, src: Tensor, stream: Stream): void {
   check(native().fi_copy_async(dst.ptr, src.ptr, BigInt(src.nbytes), stream.handle), "copy");
+}
+
+/** Sets (or with undefined, removes) a process environment variable that the native library reads at run. */
+function setEnv(name: string, value: string | undefined): void {
+  // deno-lint-ignore no-explicit-any
+  const g = globalThis as any;
+  if (g.Deno) value === undefined ? g.Deno.env.delete(name) : g.Deno.env.set(name, value);
+  else if (g.process) value === undefined ? delete g.process.env[name] : (g.process.env[name] = value);
 }

@@ -2,6 +2,7 @@
 // kernels (the set src/attention/compiled.ts names) and launches decode over the planned work items
 // (split requests are merged inside the kernel by their last chunk).
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 
 #include "../kernels/attention/decode.cuh"
@@ -25,7 +26,7 @@ int32_t launch_decode(const DecodeArgs& a, int items, int lanes, int kv_heads, c
   if (!configured) {
     FI_CUDA(cudaFuncSetAttribute(batch_decode_kernel<T, TKV, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     FI_CUDA(cudaFuncSetAttribute(batch_decode_lanes_kernel<T, TKV, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 smem));
+                                 decode_lanes_smem_bytes<T, TKV, D>()));
     configured = true;
   }
   const int rows = lanes > 0 ? lanes : items;
@@ -33,7 +34,7 @@ int32_t launch_decode(const DecodeArgs& a, int items, int lanes, int kv_heads, c
   const dim3 grid(kv_heads * a.head_groups, rows);
   if (lanes > 0) {
     // Persistent grid (num_lanes): never launched beside another kernel (BatchAttention passes 0).
-    batch_decode_lanes_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a);
+    batch_decode_lanes_kernel<T, TKV, D><<<grid, kDecodeThreads, decode_lanes_smem_bytes<T, TKV, D>(), stream>>>(a);
   } else if (beside) {
     FI_CUDA(fi::launch(batch_decode_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a));
   } else {
@@ -98,6 +99,9 @@ int32_t fi::attn::args_from_params(const fi_decode_params& p, DecodeArgs& a) {
   a.rope = p.rope;
   a.rope_rcp_scale = p.rope_rcp_scale;
   a.rope_log2_rcp_theta = std::log2(p.rope_rcp_theta);
+  // The lanes' next-item prefetch; FI_DECODE_LANE_PREFETCH=0 turns it off (A/B timing in one process).
+  const char* pf = std::getenv("FI_DECODE_LANE_PREFETCH");
+  a.lane_prefetch = !(pf && pf[0] == '0');
   return FI_OK;
 }
 
