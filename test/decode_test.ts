@@ -432,8 +432,7 @@ for (
     ["bf16", 128, [32, 8], 64, 16, "NHD", true, {}],
     ["f16", 64, [28, 4], 7, 16, "HND", true, { windowLeft: 100 }],
     ["bf16", 256, [32, 32], 3, 64, "NHD", true, { pos: "ROPE_LLAMA" }],
-    // Many short items a lane (each lane's next record and first page ids are prefetched during the
-    // previous item), a page size that is not a power of two.
+    // Many short items a lane, a page size that is not a power of two.
     ["e4m3", 128, [32, 8], 300, 5, "NHD", true, { maxLen: 200 }],
     ["e5m2", 64, [16, 4], 500, 16, "HND", true, { maxLen: 90 }],
   ] as [DType, number, [number, number], number, number, KvLayout, boolean, Partial<Case>][]
@@ -459,26 +458,29 @@ for (
 
 for (const c of CASES) gpuTest(`decode: ${c.name}`, () => runCase(c));
 
-// The lanes kernel with its next-item prefetch switched off (FI_DECODE_LANE_PREFETCH=0, read at run).
-for (const c of CASES.filter((c) => c.persistent && (c.kvDtype === "e4m3" || c.kvDtype === "e5m2"))) {
-  gpuTest(`decode: lane prefetch off, ${c.name}`, () => {
-    // deno-lint-ignore no-explicit-any
-    const g = globalThis as any;
-    const set = (v: string | undefined) =>
-      g.Deno
-        ? (v === undefined
-          ? g.Deno.env.delete("FI_DECODE_LANE_PREFETCH")
-          : g.Deno.env.set("FI_DECODE_LANE_PREFETCH", v))
-        : (v === undefined
-          ? delete g.process.env.FI_DECODE_LANE_PREFETCH
-          : (g.process.env.FI_DECODE_LANE_PREFETCH = v));
-    set("0");
-    try {
-      runCase(c);
-    } finally {
-      set(undefined);
-    }
-  });
+// The lanes kernel in clusters of 2, 4 and 8 head CTAs kept in step (FI_DECODE_LANE_CLUSTER, read at run;
+// a grid width it does not divide runs without clusters).
+for (const cl of ["2", "4", "8"]) {
+  for (const c of CASES.filter((c) => c.persistent && (c.kvDtype === "e4m3" || c.kvDtype === "e5m2"))) {
+    gpuTest(`decode: lanes in clusters of ${cl}, ${c.name}`, () => {
+      // deno-lint-ignore no-explicit-any
+      const g = globalThis as any;
+      const set = (v: string | undefined) =>
+        g.Deno
+          ? (v === undefined
+            ? g.Deno.env.delete("FI_DECODE_LANE_CLUSTER")
+            : g.Deno.env.set("FI_DECODE_LANE_CLUSTER", v))
+          : (v === undefined
+            ? delete g.process.env.FI_DECODE_LANE_CLUSTER
+            : (g.process.env.FI_DECODE_LANE_CLUSTER = v));
+      set(cl);
+      try {
+        runCase(c);
+      } finally {
+        set(undefined);
+      }
+    });
+  }
 }
 
 gpuTest("decode: singleDecodeWithKvCache NHD and HND, with LSE", () => {

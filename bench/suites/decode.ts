@@ -76,8 +76,8 @@ export const decodeSuite: Suite = {
       fixedSplitSize?: number;
       kvLayout?: "HND";
       persistent?: boolean;
-      /** false: the lanes kernel without its next-item prefetch (FI_DECODE_LANE_PREFETCH=0 at run). */
-      lanePrefetch?: boolean;
+      /** The lanes kernel in clusters of this many head CTAs kept in step (FI_DECODE_LANE_CLUSTER at run). */
+      laneCluster?: number;
     };
     type Job = [DType, number, number, boolean, Extra?];
     const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
@@ -91,12 +91,11 @@ export const decodeSuite: Suite = {
       ["e4m3", 16, 4096, false, { fixedSplitSize: 2048 }],
       // Each head's tokens contiguous (HND) against NHD's 128-byte rows interleaved by head.
       ["e4m3", 128, 8192, false, { kvLayout: "HND" }],
-      // The lanes without the next item's record and page ids prefetched (the previous kernel's timing).
-      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { persistent: true, lanePrefetch: false }]),
-      ["e5m2", 16, 4096, false, { persistent: true }],
-      // B16 (one wave of 22-tile CTAs): smaller chunks, so the hardware evens out the last CTAs.
-      ["e4m3", 16, 4096, false, { fixedSplitSize: 512 }],
-      ["e4m3", 16, 4096, false, { fixedSplitSize: 768 }],
+      // The lanes in clusters of 2, 4 or 8 head CTAs kept in step (a loose barrier every 4 tiles).
+      ...[2, 4, 8].flatMap((cl) =>
+        main.map(([b, l]): Job => ["e4m3", b, l, false, { persistent: true, laneCluster: cl }])
+      ),
+      ...main.map(([b, l]): Job => ["e5m2", b, l, false, { persistent: true, laneCluster: 8 }]),
     ];
     // The target shapes first (bf16, then fp8), explorations last.
     const jobs: Job[] = [
@@ -123,8 +122,8 @@ export const decodeSuite: Suite = {
         // At least 1 GiB of cache so runs do not hit L2; small shapes rotate over page ranges.
         const minPages = Math.ceil((1 << 30) / (2 * PS * HKV * D * kvBytes));
         const pages = Math.max(pagesNeeded, batch === 1 ? minPages : 0);
-        const { kvLayout, lanePrefetch, ...planExtra } = extra ?? {};
-        setEnv("FI_DECODE_LANE_PREFETCH", lanePrefetch === false ? "0" : undefined);
+        const { kvLayout, laneCluster, ...planExtra } = extra ?? {};
+        setEnv("FI_DECODE_LANE_CLUSTER", laneCluster ? String(laneCluster) : undefined);
         const inner = kvLayout === "HND" ? [HKV, PS, D] : [PS, HKV, D]; // a page's K (or V) half
         using cache = Tensor.fromRaw(randomBits(Math.min(pages, BLOCK) * 2 * PS * HKV * D, kvBytes as 1 | 2), [
           Math.min(pages, BLOCK),
@@ -189,7 +188,7 @@ export const decodeSuite: Suite = {
             batch === 1 ? ", CUDA graph" : ""
           })`,
         });
-        setEnv("FI_DECODE_LANE_PREFETCH", undefined);
+        setEnv("FI_DECODE_LANE_CLUSTER", undefined);
         wrappers.forEach((w) => w.dispose());
         big?.dispose();
       }

@@ -45,7 +45,7 @@ struct DecodeArgs {
   int rope;  // 1: rotate q (at seq_len - 1) and k (at its position), NeoX pairs (i, i + D/2)
   float rope_rcp_scale, rope_log2_rcp_theta;
   const int* lane_starts;  // persistent grid: [lanes + 1], row l of CTAs runs items lane_starts[l] ..; else null
-  int lane_prefetch;       // persistent grid: 1 = load the next item's record and first page ids during this one
+  int lane_cluster;        // persistent grid launched in clusters of this many head CTAs (kept in step), or 0
 };
 
 constexpr int kDecodeTile = 64;
@@ -63,22 +63,6 @@ constexpr int decode_smem_bytes() {
   constexpr int pipe = 16 * D * 2 + 2 * decode_stages<D, FP8>() * stage;
   constexpr int merge = 16 * D * 2 + 4 * 16 * (D + (FP8 ? 4 : 0)) * 4 + 2 * 4 * 16 * 4;
   return pipe > merge ? pipe : merge;
-}
-
-// The persistent (lanes) kernel keeps each thread's page ids of the next item's first tile (and the next
-// item's index) past the pipeline and merge scratch, so they survive this item's merge.
-template <typename T, typename TKV, int D>
-constexpr int decode_lanes_smem_bytes() {
-  constexpr int rpt = 16 / (32 / (D * int(sizeof(TKV)) / 16));
-  return decode_smem_bytes<T, TKV, D>() + kDecodeThreads * rpt * 4 + 16;
-}
-
-// Pulls the line at p into L1 (no register, no wait).
-__device__ __forceinline__ void prefetch_l1(const void* p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
-
-// 4-byte async copy (a page id) global -> shared.
-__device__ __forceinline__ void cp_async_4(void* dst, const void* src) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_addr(dst)), "l"(src));
 }
 
 // ---- fp8 KV: fragments straight from the raw fp8 tile, converted in registers ----
@@ -173,6 +157,11 @@ __device__ __forceinline__ void cp_async_16_l2_256(void* dst, const void* src, b
                "r"(bytes));
 }
 
+// Cluster barrier halves: every thread of every CTA of the cluster arrives, then waits (relaxed: no
+// memory ordering, it only keeps the CTAs in step).
+__device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::); }
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.aligned;\n" ::); }
+
 // fp8 KV at D = 128 keeps 3 CTAs an SM (168 registers, 70 KB of shared memory each).
 template <typename TKV, int D>
 constexpr int decode_min_ctas() {
@@ -181,13 +170,12 @@ constexpr int decode_min_ctas() {
 
 // One CTA's work: cta.x() / cta.y() = (kv head x head group, work item) of a grid cta.width() wide. The kernel below
 // runs one per CTA; the BatchAttention kernel (batch_attention.cuh) runs many in a persistent loop.
-// LANES (the persistent decode grid): next_item >= 0 is the item this CTA runs next; its record is pulled
-// into L1 during this item's first tiles and its first page ids into shared memory during the merge, so
-// the next call (prefetched = what this one returned) issues its first KV loads after one L1 hit instead
-// of two dependent round trips to L2/DRAM.
+// LANES (the persistent decode grid) with a.lane_cluster: the cluster's CTAs (kv heads of the same items,
+// so the same tile counts) meet at a loose barrier every 4 tiles (arrive after tile 4k, wait after tile
+// 4k + 2), so the heads sharing an NHD token row read it at nearly the same time (its 256-byte L2 fetch
+// and DRAM page serve all of them).
 template <typename T, typename TKV, int D, typename Cta = GridCta, bool LANES = false>
-__device__ __forceinline__ bool decode_cta(const DecodeArgs& a, const Cta cta = {}, int next_item = -1,
-                                           bool prefetched = false) {
+__device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}) {
   constexpr bool FP8 = sizeof(TKV) == 1;
   // Tensor-core type: the q dtype, or fp16 for fp8 KV (fp8 -> fp16 is one cvt per pair; q is
   // converted once per CTA; P in [0, 1] and fp32 accumulators keep the result at q's precision).
@@ -207,27 +195,18 @@ __device__ __forceinline__ bool decode_cta(const DecodeArgs& a, const Cta cta = 
   TC* sq = reinterpret_cast<TC*>(smem);
   uint8_t* sk = smem + 16 * D * 2;
   uint8_t* sv = sk + STAGES * STAGE_BYTES;
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  // LANES: the next item's record is pulled into L1 during this item's first tiles (read from global as
-  // always: the fp8 kernel is at its register limit, and a record kept in shared memory would have to stay
-  // in registers where the read-only global one is reloaded); this thread's page ids of its first tile
-  // are copied into shared memory while this item merges.
-  const bool prefetch = LANES && a.lane_prefetch;
-  int* pf_pages = reinterpret_cast<int*>(smem + decode_smem_bytes<T, TKV, D>()) + tid * RPT;
-  // next_item is parked in shared memory across the main loop (a register there costs spills).
-  volatile int* pf_next = reinterpret_cast<int*>(smem + decode_smem_bytes<T, TKV, D>()) + kDecodeThreads * RPT;
-  prefetched = prefetch && prefetched;
 
   // x: kv head (x head group), fastest, so the CTAs of one item run together and read
   // neighbouring bytes of the same pages (NHD rows interleave heads); y: the work item.
   const int4 it0 = reinterpret_cast<const int4*>(a.items)[cta.y() * 2];
   const int4 it1 = reinterpret_cast<const int4*>(a.items)[cta.y() * 2 + 1];
   const int req = it0.x;
-  if (req < 0) return false;
+  if (req < 0) return;
   const int kv_start = it0.y, kv_end = it0.z, partial_row = it0.w, seq_len = it1.x, page_base = it1.y;
   const int kvh = cta.x() / a.head_groups, hg = cta.x() % a.head_groups;
   const int qh0 = kvh * a.group + hg * 16;
   const int rows = min(16, a.group - hg * 16);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const float q_pos = float(seq_len - 1);
 
   // ---- q: [16][D] swizzled, rows past the group zero; rotated in place for ROPE_LLAMA ----
@@ -294,20 +273,7 @@ __device__ __forceinline__ bool decode_cta(const DecodeArgs& a, const Cta cta = 
     }
   };
 
-  if (prefetched) {
-    cp_async_wait<0>();  // this thread's own copies: no barrier needed
-#pragma unroll
-    for (int i = 0; i < RPT; i++) {
-      const int id = pf_pages[i];
-      pages[i] = unsigned(id) < unsigned(a.num_pages) ? id : -1;
-    }
-  } else {
-    fetch_pages(0);
-  }
-  if (prefetch && tid == 0) {
-    *pf_next = next_item;  // read back after the loop, past a __syncthreads
-    if (next_item >= 0) prefetch_l1(a.items + int64_t(next_item) * kItemInts);
-  }
+  fetch_pages(0);
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
     if (s < ntiles) {
@@ -528,29 +494,14 @@ __device__ __forceinline__ bool decode_cta(const DecodeArgs& a, const Cta cta = 
       }
     }
     __syncwarp();  // this warp's rows of the stage are refilled next iteration
-  }
-  cp_async_wait<0>();
-  __syncthreads();
-
-  // LANES: the next item's first page ids load while this item merges (its record is an L1 hit now).
-  if (prefetch) next_item = *pf_next;
-  if (prefetch && next_item >= 0) {
-    const int4 n0 = reinterpret_cast<const int4*>(a.items)[next_item * 2];
-    if (n0.x >= 0) {
-      const int n_base = a.items[next_item * kItemInts + kItemInts / 2 + 1];
-#pragma unroll
-      for (int i = 0; i < RPT; i++) {
-        const int pos = n0.y + lr0 + i * RSTEP;
-        const int page = shift >= 0 ? pos >> shift : pos / a.page_size;
-        if (pos < n0.z) {
-          cp_async_4(pf_pages + i, a.indices + n_base + page);
-        } else {
-          pf_pages[i] = -1;
-        }
-      }
-      cp_async_commit();
+    if (LANES && a.lane_cluster) {
+      if ((t & 3) == 0) cluster_arrive_relaxed();
+      if ((t & 3) == 2) cluster_wait();
     }
   }
+  if (LANES && a.lane_cluster && ntiles > 0 && ((ntiles - 1) & 3) < 2) cluster_wait();  // the last arrive's wait
+  cp_async_wait<0>();
+  __syncthreads();
 
   // ---- merge the 4 warps' states through shared memory (the pipeline buffers are free now) ----
 #pragma unroll
@@ -618,7 +569,7 @@ __device__ __forceinline__ bool decode_cta(const DecodeArgs& a, const Cta cta = 
       if (c == 0) a.tmp_lse[row] = lse;
     }
   }
-  if (partial_row < 0) return true;
+  if (partial_row < 0) return;
 
   // ---- split request: the last of its chunks to finish merges all of them (no second kernel) ----
   // Counters are zero at the start of every run: plan zeroes them and the merging CTA resets its own.
@@ -632,7 +583,7 @@ __device__ __forceinline__ bool decode_cta(const DecodeArgs& a, const Cta cta = 
     if (is_last) *counter = 0;
   }
   __syncthreads();
-  if (!is_last) return true;
+  if (!is_last) return;
   __threadfence();
   // Weights of every (row, chunk) in shared memory first: all LSE loads in flight at once, then one
   // warp per row reduces them, then each thread sums its 4 columns over the chunks.
@@ -677,7 +628,7 @@ __device__ __forceinline__ bool decode_cta(const DecodeArgs& a, const Cta cta = 
       *reinterpret_cast<uint2*>(out) = make_uint2(pack2<T>(acc.x, acc.y), pack2<T>(acc.z, acc.w));
       if (c == 0 && a.lse) a.lse[int64_t(req) * a.num_qo_heads + qh] = row_lse[r];
     }
-    return true;
+    return;
   }
   for (int idx = tid; idx < rows * (D / 4); idx += kDecodeThreads) {
     const int r = idx / (D / 4), c = (idx % (D / 4)) * 4, qh = qh0 + r;
@@ -700,7 +651,6 @@ __device__ __forceinline__ bool decode_cta(const DecodeArgs& a, const Cta cta = 
     *reinterpret_cast<uint2*>(out) = make_uint2(pack2<T>(acc.x * inv, acc.y * inv), pack2<T>(acc.z * inv, acc.w * inv));
     if (c == 0 && a.lse) a.lse[int64_t(req) * a.num_qo_heads + qh] = dsum > 0.f ? mx + __log2f(dsum) : -INFINITY;
   }
-  return true;
 }
 
 template <typename T, typename TKV, int D>
@@ -715,10 +665,8 @@ template <typename T, typename TKV, int D>
 __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_lanes_kernel(const __grid_constant__ DecodeArgs a) {
   const int end = a.lane_starts[blockIdx.y + 1];
-  bool prefetched = false;
   for (int i = a.lane_starts[blockIdx.y]; i < end; i++) {
-    prefetched = decode_cta<T, TKV, D, VirtualCta, true>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)},
-                                                         i + 1 < end ? i + 1 : -1, prefetched);
+    decode_cta<T, TKV, D, VirtualCta, true>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)});
     __syncthreads();  // the next item's loads reuse the shared memory this one merged in
   }
 }
