@@ -458,31 +458,6 @@ for (
 
 for (const c of CASES) gpuTest(`decode: ${c.name}`, () => runCase(c));
 
-// The lanes kernel in clusters of 2, 4 and 8 head CTAs kept in step (FI_DECODE_LANE_CLUSTER, read at run;
-// a grid width it does not divide runs without clusters).
-for (const cl of ["2", "4", "8"]) {
-  for (const c of CASES.filter((c) => c.persistent && (c.kvDtype === "e4m3" || c.kvDtype === "e5m2"))) {
-    gpuTest(`decode: lanes in clusters of ${cl}, ${c.name}`, () => {
-      // deno-lint-ignore no-explicit-any
-      const g = globalThis as any;
-      const set = (v: string | undefined) =>
-        g.Deno
-          ? (v === undefined
-            ? g.Deno.env.delete("FI_DECODE_LANE_CLUSTER")
-            : g.Deno.env.set("FI_DECODE_LANE_CLUSTER", v))
-          : (v === undefined
-            ? delete g.process.env.FI_DECODE_LANE_CLUSTER
-            : (g.process.env.FI_DECODE_LANE_CLUSTER = v));
-      set(cl);
-      try {
-        runCase(c);
-      } finally {
-        set(undefined);
-      }
-    });
-  }
-}
-
 gpuTest("decode: singleDecodeWithKvCache NHD and HND, with LSE", () => {
   const rng = makeRng(seed + 7);
   for (const layout of ["NHD", "HND"] as KvLayout[]) {

@@ -76,8 +76,6 @@ export const decodeSuite: Suite = {
       fixedSplitSize?: number;
       kvLayout?: "HND";
       persistent?: boolean;
-      /** The lanes kernel in clusters of this many head CTAs kept in step (FI_DECODE_LANE_CLUSTER at run). */
-      laneCluster?: number;
     };
     type Job = [DType, number, number, boolean, Extra?];
     const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
@@ -91,11 +89,6 @@ export const decodeSuite: Suite = {
       ["e4m3", 16, 4096, false, { fixedSplitSize: 2048 }],
       // Each head's tokens contiguous (HND) against NHD's 128-byte rows interleaved by head.
       ["e4m3", 128, 8192, false, { kvLayout: "HND" }],
-      // The lanes in clusters of 2, 4 or 8 head CTAs kept in step (a loose barrier every 4 tiles).
-      ...[2, 4, 8].flatMap((cl) =>
-        main.map(([b, l]): Job => ["e4m3", b, l, false, { persistent: true, laneCluster: cl }])
-      ),
-      ...main.map(([b, l]): Job => ["e5m2", b, l, false, { persistent: true, laneCluster: 8 }]),
     ];
     // The target shapes first (bf16, then fp8), explorations last.
     const jobs: Job[] = [
@@ -122,8 +115,7 @@ export const decodeSuite: Suite = {
         // At least 1 GiB of cache so runs do not hit L2; small shapes rotate over page ranges.
         const minPages = Math.ceil((1 << 30) / (2 * PS * HKV * D * kvBytes));
         const pages = Math.max(pagesNeeded, batch === 1 ? minPages : 0);
-        const { kvLayout, laneCluster, ...planExtra } = extra ?? {};
-        setEnv("FI_DECODE_LANE_CLUSTER", laneCluster ? String(laneCluster) : undefined);
+        const { kvLayout, ...planExtra } = extra ?? {};
         const inner = kvLayout === "HND" ? [HKV, PS, D] : [PS, HKV, D]; // a page's K (or V) half
         using cache = Tensor.fromRaw(randomBits(Math.min(pages, BLOCK) * 2 * PS * HKV * D, kvBytes as 1 | 2), [
           Math.min(pages, BLOCK),
@@ -188,7 +180,6 @@ export const decodeSuite: Suite = {
             batch === 1 ? ", CUDA graph" : ""
           })`,
         });
-        setEnv("FI_DECODE_LANE_CLUSTER", undefined);
         wrappers.forEach((w) => w.dispose());
         big?.dispose();
       }
@@ -256,12 +247,4 @@ export const decodeSuite: Suite = {
 /** Copies src's bytes into dst (both contiguous, same size) on the stream. */
 function copyRows(dst: Tensor, src: Tensor, stream: Stream): void {
   check(native().fi_copy_async(dst.ptr, src.ptr, BigInt(src.nbytes), stream.handle), "copy");
-}
-
-/** Sets (or with undefined, removes) a process environment variable that the native library reads at run. */
-function setEnv(name: string, value: string | undefined): void {
-  // deno-lint-ignore no-explicit-any
-  const g = globalThis as any;
-  if (g.Deno) value === undefined ? g.Deno.env.delete(name) : g.Deno.env.set(name, value);
-  else if (g.process) value === undefined ? delete g.process.env[name] : (g.process.env[name] = value);
 }

@@ -2,7 +2,6 @@
 // kernels (the set src/attention/compiled.ts names) and launches decode over the planned work items
 // (split requests are merged inside the kernel by their last chunk).
 #include <cstddef>
-#include <cstdlib>
 #include <cstring>
 
 #include "../kernels/attention/decode.cuh"
@@ -34,25 +33,7 @@ int32_t launch_decode(const DecodeArgs& a, int items, int lanes, int kv_heads, c
   const dim3 grid(kv_heads * a.head_groups, rows);
   if (lanes > 0) {
     // Persistent grid (num_lanes): never launched beside another kernel (BatchAttention passes 0).
-    DecodeArgs la = a;
-    if (la.lane_cluster > 1 && int(grid.x) % la.lane_cluster == 0 && la.lane_cluster <= 8) {
-      cudaLaunchConfig_t cfg{};
-      cfg.gridDim = grid;
-      cfg.blockDim = dim3(kDecodeThreads);
-      cfg.dynamicSmemBytes = smem;
-      cfg.stream = stream;
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = la.lane_cluster;
-      attr[0].val.clusterDim.y = 1;
-      attr[0].val.clusterDim.z = 1;
-      cfg.attrs = attr;
-      cfg.numAttrs = 1;
-      FI_CUDA(cudaLaunchKernelEx(&cfg, batch_decode_lanes_kernel<T, TKV, D>, la));
-    } else {
-      la.lane_cluster = 0;
-      batch_decode_lanes_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(la);
-    }
+    batch_decode_lanes_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a);
   } else if (beside) {
     FI_CUDA(fi::launch(batch_decode_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a));
   } else {
@@ -117,10 +98,6 @@ int32_t fi::attn::args_from_params(const fi_decode_params& p, DecodeArgs& a) {
   a.rope = p.rope;
   a.rope_rcp_scale = p.rope_rcp_scale;
   a.rope_log2_rcp_theta = std::log2(p.rope_rcp_theta);
-  // Persistent grid: clusters of this many head CTAs kept in step (FI_DECODE_LANE_CLUSTER=2/4/8; A/B
-  // timing in one process); 0: none.
-  const char* cl = std::getenv("FI_DECODE_LANE_CLUSTER");
-  a.lane_cluster = p.num_lanes > 0 && cl ? std::atoi(cl) : 0;
   return FI_OK;
 }
 

@@ -45,7 +45,6 @@ struct DecodeArgs {
   int rope;  // 1: rotate q (at seq_len - 1) and k (at its position), NeoX pairs (i, i + D/2)
   float rope_rcp_scale, rope_log2_rcp_theta;
   const int* lane_starts;  // persistent grid: [lanes + 1], row l of CTAs runs items lane_starts[l] ..; else null
-  int lane_cluster;        // persistent grid launched in clusters of this many head CTAs (kept in step), or 0
 };
 
 constexpr int kDecodeTile = 64;
@@ -157,11 +156,6 @@ __device__ __forceinline__ void cp_async_16_l2_256(void* dst, const void* src, b
                "r"(bytes));
 }
 
-// Cluster barrier halves: every thread of every CTA of the cluster arrives, then waits (relaxed: no
-// memory ordering, it only keeps the CTAs in step).
-__device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::); }
-__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.aligned;\n" ::); }
-
 // fp8 KV at D = 128 keeps 3 CTAs an SM (168 registers, 70 KB of shared memory each).
 template <typename TKV, int D>
 constexpr int decode_min_ctas() {
@@ -170,11 +164,7 @@ constexpr int decode_min_ctas() {
 
 // One CTA's work: cta.x() / cta.y() = (kv head x head group, work item) of a grid cta.width() wide. The kernel below
 // runs one per CTA; the BatchAttention kernel (batch_attention.cuh) runs many in a persistent loop.
-// LANES (the persistent decode grid) with a.lane_cluster: the cluster's CTAs (kv heads of the same items,
-// so the same tile counts) meet at a loose barrier every 4 tiles (arrive after tile 4k, wait after tile
-// 4k + 2), so the heads sharing an NHD token row read it at nearly the same time (its 256-byte L2 fetch
-// and DRAM page serve all of them).
-template <typename T, typename TKV, int D, typename Cta = GridCta, bool LANES = false>
+template <typename T, typename TKV, int D, typename Cta = GridCta>
 __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}) {
   constexpr bool FP8 = sizeof(TKV) == 1;
   // Tensor-core type: the q dtype, or fp16 for fp8 KV (fp8 -> fp16 is one cvt per pair; q is
@@ -494,12 +484,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
       }
     }
     __syncwarp();  // this warp's rows of the stage are refilled next iteration
-    if (LANES && a.lane_cluster) {
-      if ((t & 3) == 0) cluster_arrive_relaxed();
-      if ((t & 3) == 2) cluster_wait();
-    }
   }
-  if (LANES && a.lane_cluster && ntiles > 0 && ((ntiles - 1) & 3) < 2) cluster_wait();  // the last arrive's wait
   cp_async_wait<0>();
   __syncthreads();
 
@@ -666,7 +651,7 @@ __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_lanes_kernel(const __grid_constant__ DecodeArgs a) {
   const int end = a.lane_starts[blockIdx.y + 1];
   for (int i = a.lane_starts[blockIdx.y]; i < end; i++) {
-    decode_cta<T, TKV, D, VirtualCta, true>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)});
+    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)});
     __syncthreads();  // the next item's loads reuse the shared memory this one merged in
   }
 }
