@@ -432,6 +432,9 @@ for (
     ["bf16", 128, [32, 8], 64, 16, "NHD", true, {}],
     ["f16", 64, [28, 4], 7, 16, "HND", true, { windowLeft: 100 }],
     ["bf16", 256, [32, 32], 3, 64, "NHD", true, { pos: "ROPE_LLAMA" }],
+    // Many short items a lane, a page size that is not a power of two.
+    ["e4m3", 128, [32, 8], 300, 5, "NHD", true, { maxLen: 200 }],
+    ["e5m2", 64, [16, 4], 500, 16, "HND", true, { maxLen: 90 }],
   ] as [DType, number, [number, number], number, number, KvLayout, boolean, Partial<Case>][]
 ) {
   CASES.push({
