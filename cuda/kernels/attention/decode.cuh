@@ -14,7 +14,6 @@
 
 #include <cuda/std/type_traits>
 
-#include "../vec.cuh"
 #include "mma.cuh"
 #include "state.cuh"
 
@@ -46,10 +45,6 @@ struct DecodeArgs {
   int rope;  // 1: rotate q (at seq_len - 1) and k (at its position), NeoX pairs (i, i + D/2)
   float rope_rcp_scale, rope_log2_rcp_theta;
   const int* lane_starts;  // persistent grid: [lanes + 1], row l of CTAs runs items lane_starts[l] ..; else null
-  // Launched with programmatic dependent launch, a CTA may start before the previous kernel on the stream
-  // ends. 1: wait for it before reading q and the KV (which it may have written); 0: it is independent
-  // (BatchAttention's split form runs the decode beside its prefill).
-  int wait_previous;
 };
 
 constexpr int kDecodeTile = 64;
@@ -227,6 +222,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
       }
     }
   };
+  if constexpr (!FP8) load_q();
 
   // ---- the copy pipeline ----
   const int ntiles = (kv_end - kv_start + TILE - 1) / TILE;
@@ -268,11 +264,6 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   };
 
   fetch_pages(0);
-  // Up to here only the plan's tables were read (uploaded before the previous kernel started); q and
-  // the KV may be the previous kernel's output. The next kernel may be scheduled from now on.
-  if (a.wait_previous) pdl_wait();
-  pdl_launch_dependents();
-  if constexpr (!FP8) load_q();
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
     if (s < ntiles) {
