@@ -222,7 +222,6 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
       }
     }
   };
-  if constexpr (!FP8) load_q();
 
   // ---- the copy pipeline ----
   const int ntiles = (kv_end - kv_start + TILE - 1) / TILE;
@@ -264,6 +263,9 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   };
 
   fetch_pages(0);
+  // bf16: q before the first KV copies, its loads in flight with the page-id loads just issued (one
+  // round trip at a CTA's start instead of two; B1 L4k 14.9 -> 13.9 us in the run that had this order).
+  if constexpr (!FP8) load_q();
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
     if (s < ntiles) {
