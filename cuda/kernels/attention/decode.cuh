@@ -14,6 +14,7 @@
 
 #include <cuda/std/type_traits>
 
+#include "../vec.cuh"
 #include "mma.cuh"
 #include "state.cuh"
 
@@ -45,6 +46,10 @@ struct DecodeArgs {
   int rope;  // 1: rotate q (at seq_len - 1) and k (at its position), NeoX pairs (i, i + D/2)
   float rope_rcp_scale, rope_log2_rcp_theta;
   const int* lane_starts;  // persistent grid: [lanes + 1], row l of CTAs runs items lane_starts[l] ..; else null
+  // 16-bit KV kernels are launched with programmatic dependent launch, so a CTA may start before the
+  // previous kernel on the stream ends. 1: wait for it before reading q and the KV (it may have written
+  // them); 0: it is independent (BatchAttention's split form runs the decode beside its prefill).
+  int wait_previous;
 };
 
 constexpr int kDecodeTile = 64;
@@ -263,9 +268,13 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   };
 
   fetch_pages(0);
-  // bf16: q before the first KV copies, its loads in flight with the page-id loads just issued (one
-  // round trip at a CTA's start instead of two; B1 L4k 14.9 -> 13.9 us in the run that had this order).
-  if constexpr (!FP8) load_q();
+  if constexpr (!FP8) {
+    // Up to here only the plan's tables were read (uploaded before the previous kernel started); q and
+    // the KV may be the previous kernel's output. The next kernel may be scheduled from now on.
+    if (a.wait_previous) pdl_wait();
+    pdl_launch_dependents();
+    load_q();
+  }
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
     if (s < ntiles) {
