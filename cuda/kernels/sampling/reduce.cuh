@@ -95,8 +95,8 @@ __device__ __forceinline__ void row_reduce(float (&v)[NS + NMIN + NMAX], ReduceS
   for (int i = 0; i < N; ++i) v[i] = sm.res[i];
 }
 
-template <int CL>
-__device__ __forceinline__ unsigned long long row_max_u64(unsigned long long v, ReduceSmem& sm) {
+// The block's maximum of v, in thread 0 only (the other threads get 0; all pass one __syncthreads).
+__device__ __forceinline__ unsigned long long block_max_u64(unsigned long long v, ReduceSmem& sm) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
@@ -105,9 +105,18 @@ __device__ __forceinline__ unsigned long long row_max_u64(unsigned long long v, 
   }
   if (lane == 0) sm.warp64[warp] = v;
   __syncthreads();
+  unsigned long long a = 0;
   if (threadIdx.x == 0) {
-    unsigned long long a = sm.warp64[0];
+    a = sm.warp64[0];
     for (int w = 1; w < warps; ++w) a = sm.warp64[w] > a ? sm.warp64[w] : a;
+  }
+  return a;
+}
+
+template <int CL>
+__device__ __forceinline__ unsigned long long row_max_u64(unsigned long long v, ReduceSmem& sm) {
+  const unsigned long long a = block_max_u64(v, sm);
+  if (threadIdx.x == 0) {
     if constexpr (CL == 1) sm.res64 = a;
     else sm.part64[sm.phase] = a;
   }
@@ -135,19 +144,7 @@ __device__ __forceinline__ unsigned long long row_max_u64(unsigned long long v, 
 template <int CL>
 __device__ __forceinline__ unsigned long long row_max_u64_to_lead(unsigned long long v, ReduceSmem& sm) {
   static_assert(CL <= 16, "lead64 holds 16 partials");
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const unsigned long long u = __shfl_xor_sync(0xffffffffu, v, o);
-    v = u > v ? u : v;
-  }
-  if (lane == 0) sm.warp64[warp] = v;
-  __syncthreads();
-  unsigned long long a = 0;
-  if (threadIdx.x == 0) {
-    a = sm.warp64[0];
-    for (int w = 1; w < warps; ++w) a = sm.warp64[w] > a ? sm.warp64[w] : a;
-  }
+  unsigned long long a = block_max_u64(v, sm);
   if constexpr (CL > 1) {
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
