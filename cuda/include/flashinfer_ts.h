@@ -271,9 +271,9 @@ FI_API int32_t fi_batch_attention_run(const uint8_t* prefill_params, const uint8
                                       uint64_t stream);
 // The CTAs one launch keeps resident (SMs x CTAs per SM), or minus a status (0 when not compiled).
 FI_API int32_t fi_batch_attention_ctas(int32_t head_dim, int32_t dtype);
-// The split form: the Hopper prefill kernel on at most prefill_ctas SMs beside the plain decode kernel
-// over the same decode items, launched after it on `stream` with programmatic dependent launch so the
-// two run at once; both blocks as for fi_batch_attention_run. Two launches: a captured run replays its own plan.
+// The split form: the Hopper prefill kernel on at most prefill_ctas SMs (a high-priority side stream,
+// forked from and joined back into `stream`) beside the plain decode kernel over the same decode
+// items; both blocks as for fi_batch_attention_run. Two launches: a captured run replays its own plan.
 FI_API int32_t fi_batch_attention_run_split(const uint8_t* prefill_params, const uint8_t* decode_params,
                                             int32_t prefill_ctas, uint64_t stream);
 // The SMs the split form can spread over, 0 where it does not apply (no sm_90 device or not compiled).

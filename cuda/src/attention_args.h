@@ -13,9 +13,4 @@ int32_t args_from_params(const fi_prefill_params& p, PrefillArgs& a, int& tiles)
 
 namespace fi::attn {
 int32_t args_from_params(const fi_decode_params& p, DecodeArgs& a);
-// Launches batch decode over a checked parameter block. beside_previous: launched with programmatic
-// dependent launch and no wait, so it starts as soon as the previous kernel on the stream lets its
-// dependents go (griddepcontrol.launch_dependents) and runs beside it: only for a previous kernel it
-// does not depend on (BatchAttention's split form).
-int32_t run_decode(const fi_decode_params& p, cudaStream_t stream, bool beside_previous);
 }  // namespace fi::attn

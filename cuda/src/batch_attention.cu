@@ -131,6 +131,34 @@ extern "C" int32_t fi_batch_attention_run(const uint8_t* prefill_params, const u
 }
 
 // ---- the split form: the Hopper prefill kernel on prefill_ctas SMs beside the plain decode kernel --
+namespace {
+
+// A high-priority side stream and two events per device, made on first use: the prefill half runs on
+// the side stream (its CTAs are placed first), joined back into the caller's stream.
+struct SideStream {
+  cudaStream_t stream = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
+};
+
+int32_t side_stream(SideStream** out) {
+  static SideStream sides[64];
+  int dev = 0;
+  FI_CUDA(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) return set_error(FI_ERR_INVALID_ARGUMENT, "batch attention: device %d", dev);
+  SideStream& s = sides[dev];
+  if (s.stream == nullptr) {
+    int least = 0, greatest = 0;
+    FI_CUDA(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    FI_CUDA(cudaStreamCreateWithPriority(&s.stream, cudaStreamNonBlocking, greatest));
+    FI_CUDA(cudaEventCreateWithFlags(&s.fork, cudaEventDisableTiming));
+    FI_CUDA(cudaEventCreateWithFlags(&s.join, cudaEventDisableTiming));
+  }
+  *out = &s;
+  return FI_OK;
+}
+
+}  // namespace
+
 extern "C" int32_t fi_batch_attention_split_sms(int32_t head_dim, int32_t dtype) {
   FI_GUARD_BEGIN
   if (!compiled(head_dim, dtype) || !prefill_hopper::available()) return 0;
@@ -152,15 +180,22 @@ extern "C" int32_t fi_batch_attention_run_split(const uint8_t* prefill_params, c
   const cudaStream_t s = as_stream(stream);
   if (b.work == 0) return fi_batch_decode_run(decode_params, stream);
   if (b.dp.num_items == 0) return prefill_hopper::launch(b.pa, b.pp.dtype, d, b.work, b.pp.num_qo_heads, s);
-  // One stream, both kernels in order: the prefill's CTAs (at most one an SM) take their SMs first and,
-  // as each starts, let the decode launch (programmatic dependent launch; the decode does not wait for
-  // the prefill, it reads nothing the prefill writes), whose CTAs fill the other SMs. Two streams with
-  // a fork and join left the order to chance: with the decode placed first the prefill waited for its
-  // SMs to drain (1640 -> 1860 us when the decode stream won). Graph capture keeps the edge.
-  if (const int32_t st = prefill_hopper::launch(b.pa, b.pp.dtype, d, b.work, b.pp.num_qo_heads, s,
+  SideStream* side = nullptr;
+  if (const int32_t st = side_stream(&side); st != FI_OK) return st;
+  // Two streams, forked and joined by events (a later kernel on `stream` waits for both). One stream with
+  // the decode launched beside the prefill (programmatic dependent launch, no wait) placed the prefill's
+  // CTAs first reliably, but ran no faster at the best share (1603-1608 us against 1600-1611 here), and
+  // a decode that does not wait for its predecessor leaves a later dependent launch without a guarantee
+  // that the prefill has finished.
+  FI_CUDA(cudaEventRecord(side->fork, s));
+  FI_CUDA(cudaStreamWaitEvent(side->stream, side->fork, 0));
+  if (const int32_t st = prefill_hopper::launch(b.pa, b.pp.dtype, d, b.work, b.pp.num_qo_heads, side->stream,
                                                 prefill_ctas > 0 ? prefill_ctas : 1);
       st != FI_OK)
     return st;
-  return attn::run_decode(b.dp, s, true);
+  const int32_t st = fi_batch_decode_run(decode_params, stream);
+  FI_CUDA(cudaEventRecord(side->join, side->stream));  // join even when the decode launch failed
+  FI_CUDA(cudaStreamWaitEvent(s, side->join, 0));
+  return st;
   FI_GUARD_END
 }

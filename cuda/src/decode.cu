@@ -19,7 +19,7 @@ static_assert(offsetof(fi_decode_params, q_stride_b) == 88 && offsetof(fi_decode
 namespace {
 
 template <typename T, typename TKV, int D>
-int32_t launch_decode(const DecodeArgs& a, int items, int lanes, int kv_heads, cudaStream_t stream, bool beside) {
+int32_t launch_decode(const DecodeArgs& a, int items, int lanes, int kv_heads, cudaStream_t stream) {
   constexpr int smem = decode_smem_bytes<T, TKV, D>();
   static bool configured = false;  // the attribute is per function; setting it twice is harmless
   if (!configured) {
@@ -32,13 +32,11 @@ int32_t launch_decode(const DecodeArgs& a, int items, int lanes, int kv_heads, c
   if (rows > 65535) return set_error(FI_ERR_UNSUPPORTED, "batch decode: %d work items (at most 65535)", rows);
   const dim3 grid(kv_heads * a.head_groups, rows);
   // 16-bit KV: programmatic dependent launch, the CTAs read their work item and first page ids while the
-  // previous kernel drains (B1 L4k 14.9 -> 13.9 us), or run beside it (BatchAttention's split form). fp8
-  // KV launches plainly: with PDL it got slower in the same run (B128 L8k e4m3 763 -> 848 us).
-  if (lanes > 0) {
-    // Persistent grid (num_lanes; the default for fp8): never launched beside another kernel (BatchAttention
-    // passes 0).
+  // previous kernel drains (B1 L4k 14.9 -> 13.9 us). fp8 KV launches plainly: with PDL it got slower in
+  // the same run (B128 L8k e4m3 763 -> 848 us).
+  if (lanes > 0) {  // persistent grid (num_lanes; the default for fp8)
     batch_decode_lanes_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a);
-  } else if (beside || sizeof(TKV) == 2) {
+  } else if (sizeof(TKV) == 2) {
     FI_CUDA(fi::launch(batch_decode_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a));
   } else {
     batch_decode_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a);
@@ -48,21 +46,21 @@ int32_t launch_decode(const DecodeArgs& a, int items, int lanes, int kv_heads, c
 }
 
 template <typename T, typename TKV>
-int32_t by_head_dim(int d, const DecodeArgs& a, int items, int lanes, int kv_heads, cudaStream_t s, bool beside) {
+int32_t by_head_dim(int d, const DecodeArgs& a, int items, int lanes, int kv_heads, cudaStream_t s) {
   switch (d) {
-    case 64: return launch_decode<T, TKV, 64>(a, items, lanes, kv_heads, s, beside);
-    case 128: return launch_decode<T, TKV, 128>(a, items, lanes, kv_heads, s, beside);
-    case 256: return launch_decode<T, TKV, 256>(a, items, lanes, kv_heads, s, beside);
+    case 64: return launch_decode<T, TKV, 64>(a, items, lanes, kv_heads, s);
+    case 128: return launch_decode<T, TKV, 128>(a, items, lanes, kv_heads, s);
+    case 256: return launch_decode<T, TKV, 256>(a, items, lanes, kv_heads, s);
     default: return set_error(FI_ERR_UNSUPPORTED, "batch decode: head dim %d is not compiled (64, 128, 256)", d);
   }
 }
 
 template <typename T>
 int32_t by_kv_dtype(int kv_dtype, int q_dtype, int d, const DecodeArgs& a, int items, int lanes, int kv_heads,
-                    cudaStream_t s, bool beside) {
-  if (kv_dtype == q_dtype) return by_head_dim<T, T>(d, a, items, lanes, kv_heads, s, beside);
-  if (kv_dtype == FI_E4M3) return by_head_dim<T, __nv_fp8_e4m3>(d, a, items, lanes, kv_heads, s, beside);
-  if (kv_dtype == FI_E5M2) return by_head_dim<T, __nv_fp8_e5m2>(d, a, items, lanes, kv_heads, s, beside);
+                    cudaStream_t s) {
+  if (kv_dtype == q_dtype) return by_head_dim<T, T>(d, a, items, lanes, kv_heads, s);
+  if (kv_dtype == FI_E4M3) return by_head_dim<T, __nv_fp8_e4m3>(d, a, items, lanes, kv_heads, s);
+  if (kv_dtype == FI_E5M2) return by_head_dim<T, __nv_fp8_e5m2>(d, a, items, lanes, kv_heads, s);
   return set_error(FI_ERR_UNSUPPORTED, "batch decode: q dtype %d with kv dtype %d is not compiled", q_dtype, kv_dtype);
 }
 
@@ -102,25 +100,19 @@ int32_t fi::attn::args_from_params(const fi_decode_params& p, DecodeArgs& a) {
   a.rope = p.rope;
   a.rope_rcp_scale = p.rope_rcp_scale;
   a.rope_log2_rcp_theta = std::log2(p.rope_rcp_theta);
-  a.wait_previous = 1;
   return FI_OK;
-}
-
-int32_t fi::attn::run_decode(const fi_decode_params& p, cudaStream_t s, bool beside_previous) {
-  DecodeArgs a;
-  if (const int32_t st = attn::args_from_params(p, a); st != FI_OK) return st;
-  if (p.num_items == 0) return FI_OK;
-  a.wait_previous = beside_previous ? 0 : 1;
-  return FI_DISPATCH_HALF(p.q_dtype, T, {
-    return by_kv_dtype<T>(p.kv_dtype, p.q_dtype, p.head_dim, a, p.num_items, p.num_lanes, p.num_kv_heads, s,
-                          beside_previous);
-  });
 }
 
 extern "C" int32_t fi_batch_decode_run(const uint8_t* params, uint64_t stream) {
   FI_GUARD_BEGIN
   fi_decode_params p;
   std::memcpy(&p, params, sizeof p);
-  return attn::run_decode(p, as_stream(stream), false);
+  DecodeArgs a;
+  if (const int32_t st = attn::args_from_params(p, a); st != FI_OK) return st;
+  if (p.num_items == 0) return FI_OK;
+  return FI_DISPATCH_HALF(p.q_dtype, T, {
+    return by_kv_dtype<T>(p.kv_dtype, p.q_dtype, p.head_dim, a, p.num_items, p.num_lanes, p.num_kv_heads,
+                          as_stream(stream));
+  });
   FI_GUARD_END
 }

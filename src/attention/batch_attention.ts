@@ -11,9 +11,8 @@
  * kernel in one launch.
  *
  * On an sm_90 GPU the default backend ("auto") runs such a batch in split form instead: the Hopper
- * prefill kernel on part of the SMs beside the decode kernel on the rest: two launches on the caller's
- * stream, the decode started beside the prefill by programmatic dependent launch (faster: the Hopper
- * kernel is about twice the fused kernel's prefill part).
+ * prefill kernel on part of the SMs beside the decode kernel on the rest, two launches forked and
+ * joined inside run() (faster: the Hopper kernel is about twice the fused kernel's prefill part).
  *
  * CUDA graphs: a captured run() replays its own plan. With backend "fused" it also replays any later
  * plan that fits the capacity of the largest plan so far: the queue sizes live in device memory and
@@ -41,8 +40,8 @@ import { type KvLayout, type ResolvedVariant, resolveVariant, type VariantOption
 export interface BatchAttentionOptions {
   /**
    * "auto" (default): on an sm_90 GPU, a batch with one-token requests runs the Hopper prefill kernel
-   * on part of the SMs beside the decode kernel on the rest (two launches on the caller's stream that
-   * run at once; a captured run replays its own plan). "fused": one persistent launch of both queues, whose
+   * on part of the SMs beside the decode kernel on the rest (two launches, forked and joined inside
+   * run(); a captured run replays its own plan). "fused": one persistent launch of both queues, whose
    * captured run replays any later plan that fits (see the class comment).
    */
   backend?: "auto" | "fused";

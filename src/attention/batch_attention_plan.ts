@@ -105,14 +105,14 @@ export function planMixed(input: MixedInput): MixedPlan {
 /**
  * SMs for the prefill half of the split form (the Hopper prefill kernel beside the plain decode
  * kernel): the count that finishes both halves together under a rate model measured on the H100
- * (bench/NOTES.md): beside the decode, the Hopper prefill does about 2.7 TFLOP/s an SM on a 4096-token
- * chunk (3.4 alone: the two share L2 and DRAM); the decode pulls about 28 GB/s an SM, up to the 3.0
- * TB/s DRAM roofline.
+ * (bench/NOTES.md): beside the decode, the Hopper prefill does about 1.7 TFLOP/s an SM on a 4096-token
+ * chunk (3.4 alone: the two share L2 and DRAM, and the decode's CTAs may take SMs first); the decode
+ * pulls about 28 GB/s an SM, up to the 3.0 TB/s DRAM roofline.
  */
 export function splitPrefillSms(prefillFlops: number, decodeBytes: number, numSms: number): number {
   let best = 1, bestTime = Infinity;
   for (let p = 1; p < numSms; p++) {
-    const prefill = prefillFlops / (2.7e12 * p);
+    const prefill = prefillFlops / (1.7e12 * p);
     const decode = decodeBytes / Math.min(3.0e12, 28e9 * (numSms - p));
     const t = Math.max(prefill, decode);
     if (t < bestTime) {

@@ -46,10 +46,6 @@ struct DecodeArgs {
   int rope;  // 1: rotate q (at seq_len - 1) and k (at its position), NeoX pairs (i, i + D/2)
   float rope_rcp_scale, rope_log2_rcp_theta;
   const int* lane_starts;  // persistent grid: [lanes + 1], row l of CTAs runs items lane_starts[l] ..; else null
-  // 16-bit KV kernels are launched with programmatic dependent launch, so a CTA may start before the
-  // previous kernel on the stream ends. 1: wait for it before reading q and the KV (it may have written
-  // them); 0: it is independent (BatchAttention's split form runs the decode beside its prefill).
-  int wait_previous;
 };
 
 constexpr int kDecodeTile = 64;
@@ -269,9 +265,10 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
 
   fetch_pages(0);
   if constexpr (!FP8) {
-    // Up to here only the plan's tables were read (uploaded before the previous kernel started); q and
-    // the KV may be the previous kernel's output. The next kernel may be scheduled from now on.
-    if (a.wait_previous) pdl_wait();
+    // 16-bit KV kernels are launched with programmatic dependent launch: up to here only the plan's
+    // tables were read (uploaded before the previous kernel started); q and the KV may be the previous
+    // kernel's output, so wait for it. The next kernel may be scheduled from now on.
+    pdl_wait();
     pdl_launch_dependents();
     load_q();
   }

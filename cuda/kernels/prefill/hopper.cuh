@@ -126,9 +126,6 @@ __global__ void __launch_bounds__(384, 1)
 
   const int tid = threadIdx.x, lane = tid & 31;
   const int pack_shift = a.pack_shift, pack = 1 << pack_shift;
-  // A kernel launched after this one with programmatic dependent launch (BatchAttention's split-form
-  // decode) may start now, on the SMs this grid leaves free.
-  pdl_launch_dependents();
 
   if (tid == 0) {
     for (int b = 0; b < 2; b++) {
