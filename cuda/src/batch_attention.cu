@@ -134,7 +134,8 @@ extern "C" int32_t fi_batch_attention_run(const uint8_t* prefill_params, const u
 namespace {
 
 // A high-priority side stream and two events per device, made on first use: the prefill half runs on
-// the side stream (its CTAs are placed first), joined back into the caller's stream.
+// the side stream (its waiting CTAs go ahead of the decode's as SMs free up), joined back into the
+// caller's stream.
 struct SideStream {
   cudaStream_t stream = nullptr;
   cudaEvent_t fork = nullptr, join = nullptr;
