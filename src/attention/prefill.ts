@@ -10,7 +10,6 @@ import { Device } from "../runtime/device.ts";
 import { expectTensor } from "../runtime/check.ts";
 import { type DType, DTYPE_BYTES } from "../runtime/dtype.ts";
 import { invalid, show } from "../runtime/errors.ts";
-import { native } from "../runtime/library.ts";
 import { PinnedBuffer } from "../runtime/memory.ts";
 import { Resource } from "../runtime/resource.ts";
 import { Event, type StreamLike } from "../runtime/stream.ts";
@@ -18,7 +17,7 @@ import { Tensor } from "../runtime/tensor.ts";
 import type { Workspace } from "../runtime/workspace.ts";
 import { type BoolArray, packbits } from "./mask.ts";
 import { expectPagesCover, maxPageId } from "./paged_kv_cache.ts";
-import { prefillConfig, tileTokens } from "./prefill_configs.ts";
+import { headPack, prefillConfig, tileTokens } from "./prefill_configs.ts";
 import {
   expectRows,
   kvScales,
@@ -367,7 +366,7 @@ abstract class BatchPrefillBase extends Resource {
         tileQ,
         causal,
         variant.windowLeft,
-        numQoHeads >> native().fi_prefill_head_pack_shift(numQoHeads / numKvHeads),
+        numQoHeads / headPack(numQoHeads / numKvHeads),
         Device.current().smCount,
       ),
       maxPage,
