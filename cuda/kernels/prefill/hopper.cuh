@@ -149,6 +149,12 @@ __global__ void __launch_bounds__(384, 1)
     const bool paged = a.paged != 0;
     int g = 0;       // K/V tiles issued so far (all items): stage g % S, its use g / S
     int q_uses = 0;  // items handed over so far
+    // Completes Q buffer qb's full barrier: thread 0's arrival after writing item_slot, and every
+    // producer thread's once its Q copies (if any) have landed.
+    auto hand_over = [&](int qb) {
+      if (tid == 0) mbar_arrive(bars.q_full(qb));
+      cp_async_arrive(bars.q_full(qb));
+    };
     for (int i_static = blockIdx.x;; i_static += gridDim.x) {
       // The next item, once the consumers are done with this Q buffer's previous one.
       const int qb = q_uses % QB, q_use = q_uses / QB;
@@ -165,14 +171,12 @@ __global__ void __launch_bounds__(384, 1)
       named_sync(1, 128);
       const int i = item_slot[qb];
       if (i >= items) {  // tell the consumers to stop
-        if (tid == 0) mbar_arrive(bars.q_full(qb));
-        cp_async_arrive(bars.q_full(qb));
+        hand_over(qb);
         break;
       }
       const Item it = item_of<BN, TQ>(a, i, head_groups, tiles);
       if (it.num_tiles == 0) {  // the consumers write zeros (or nothing) without reading anything
-        if (tid == 0) mbar_arrive(bars.q_full(qb));
-        cp_async_arrive(bars.q_full(qb));
+        hand_over(qb);
         continue;
       }
       // Q (rows past the request are zero).
@@ -186,8 +190,7 @@ __global__ void __launch_bounds__(384, 1)
                           : q_base;
         cp_async_16(sQ + qb * Cfg::kQBytes + tile_off(r, c, TQ), src, ok);
       }
-      if (tid == 0) mbar_arrive(bars.q_full(qb));
-      cp_async_arrive(bars.q_full(qb));
+      hand_over(qb);
       const T* k_base = static_cast<const T*>(a.k) + (int64_t)it.kv_head * a.k_stride_h;
       const T* v_base = static_cast<const T*>(a.v) + (int64_t)it.kv_head * a.v_stride_h;
       // Lane pairs share a key row: each lane copies every other 16-byte chunk (a pair reads whole
