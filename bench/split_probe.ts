@@ -1,0 +1,60 @@
+/**
+ * Probe for BatchAttention's split form (issue 4): where the mixed batch's time goes.
+ * 1. The split form at several prefill shares (run with FI_SPLIT_TRACE=1 on a trace build to print when
+ *    each half ends).
+ * 2. The decode half alone on a persistent grid sized for fewer SMs: the decode's bandwidth per SM.
+ * Usage: deno run -A bench/split_probe.ts
+ */
+import { BatchAttention } from "../src/attention/batch_attention.ts";
+import { BatchDecodeWithPagedKvCache } from "../src/attention/decode.ts";
+import { Tensor } from "../src/runtime/tensor.ts";
+import { Stream } from "../src/runtime/stream.ts";
+import { Workspace } from "../src/runtime/workspace.ts";
+import { timeKernel } from "./timing.ts";
+
+const hq = 32, hkv = 8, d = 128, ps = 16, decodes = 128, chunk = 4096, ctx = 8192;
+const B = decodes + 1;
+const qo = new Int32Array(B + 1);
+qo[1] = chunk;
+for (let b = 1; b < B; b++) qo[b + 1] = qo[b] + 1;
+const kvLens = new Int32Array(B).fill(ctx);
+kvLens[0] = chunk;
+const maxBlocks = ctx / ps;
+const table = new Int32Array(B * maxBlocks);
+let next = 0;
+for (let b = 0; b < B; b++) for (let p = 0; p < Math.ceil(kvLens[b] / ps); p++) table[b * maxBlocks + p] = next++;
+const stream = new Stream();
+using k = Tensor.empty([next, ps, hkv, d], "bf16").fillBytes(0x3c);
+using v = Tensor.empty([next, ps, hkv, d], "bf16").fillBytes(0x3c);
+using q = Tensor.empty([qo[B], hq, d], "bf16").fillBytes(0x3c);
+using out = Tensor.empty([qo[B], hq, d], "bf16");
+using lse = Tensor.empty([qo[B], hq], "f32");
+using ws = new Workspace(16 << 20);
+const shares = (Deno.env.get("SHARES") ?? "0.25,0.3,0.35,0.4,0.45").split(",").map(Number);
+for (const share of [undefined, ...shares]) {
+  using attention = new BatchAttention({ workspace: ws, backend: "auto" });
+  attention.plan(qo, kvLens, table, hq, hkv, d, d, { qDtype: "bf16", pageSize: ps, causal: true, prefillShare: share });
+  const us = timeKernel(stream, () => attention.run(q, [k, v], { out, lse, stream }), { warmup: 2, iters: 10 });
+  console.log(`split share=${share ?? "model"} ${us.toFixed(1)} us`);
+}
+const decodeBytes = 2 * 2 * hkv * d * decodes * ctx;
+const dIndptr = new Int32Array(decodes + 1), dIndices = new Int32Array(decodes * maxBlocks);
+for (let b = 0; b < decodes; b++) {
+  dIndptr[b + 1] = dIndptr[b] + maxBlocks;
+  dIndices.set(table.subarray((b + 1) * maxBlocks, (b + 2) * maxBlocks), b * maxBlocks);
+}
+using dws = new Workspace(64 << 20);
+const qd = q.narrow(0, chunk, decodes), od = out.narrow(0, chunk, decodes), ld = lse.narrow(0, chunk, decodes);
+for (const sms of [undefined, 60, 70, 80, 86, 90, 100, 110, 120, 132]) {
+  using decode = new BatchDecodeWithPagedKvCache(dws, { kvLayout: "NHD", numSms: sms });
+  decode.plan(dIndptr, dIndices, new Int32Array(decodes).fill(ps), hq, hkv, d, ps, {
+    qDtype: "bf16",
+    persistent: sms !== undefined,
+  });
+  const us = timeKernel(stream, () => decode.run(qd, [k, v], { out: od, lse: ld, stream }), { warmup: 2, iters: 10 });
+  console.log(
+    `decode sms=${sms ?? "all (plain grid)"} lanes=${decode.schedule?.numLanes} ${us.toFixed(1)} us ${
+      (decodeBytes / us / 1e3).toFixed(0)
+    } GB/s (${sms ? (decodeBytes / us / 1e3 / sms).toFixed(1) : "-"} GB/s an SM)`,
+  );
+}
