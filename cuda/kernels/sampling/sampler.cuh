@@ -63,6 +63,9 @@ struct SamplerSmem {
   int gather_n;    // entries this CTA pushed into its region of rank 0's flat region (see gather_to_lead)
   int region_n[16];  // rank 0: how many entries each CTA pushed into its region
   unsigned long long above[16];  // rank 0: each CTA's race winner above the gathered bracket
+  int small_n;  // finish_small: the bracket's entries
+  float small_w[32];
+  int small_i[32];
 };
 
 // Everything one CTA knows about its row.
@@ -287,13 +290,13 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
       *cluster.map_shared_rank(&h.tot_mass[b], dest) = m;
     }
     cluster.sync();
-  } else {
-    for (int i = threadIdx.x; i < kBins; i += kThreads) {
-      const uint4 v = h.bin[i];
-      h.tot_cnt[i] = v.x, h.tot_mass[i] = (static_cast<unsigned long long>(v.z) << 32) | v.y;
-    }
-    __syncthreads();
   }
+  // One CTA (alone, or rank 0 after a gather): the scan reads its own bins.
+  const bool local = !(CL > 1 && !c.gathered);
+  auto cnt = [&](int b) { return local ? h.bin[b].x : h.tot_cnt[b]; };
+  auto mass = [&](int b) {
+    return local ? (static_cast<unsigned long long>(h.bin[b].z) << 32) | h.bin[b].y : h.tot_mass[b];
+  };
   // Warp 0 finds the highest bin whose upper set (with the bin) still keeps too much; lane l owns
   // bins [l * per, (l + 1) * per). too_big is monotone, so the bins that keep too much are a prefix.
   // Masses in double, each bin times its unit (exact), added in a fixed order.
@@ -306,8 +309,8 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
 #pragma unroll
     for (int j = 0; j < per; ++j) {
       const int b = lane * per + j;
-      bm[j] = double(h.tot_mass[b]) * bin_unit((base + uint32_t(b)) << shift);
-      n += h.tot_cnt[b], m += bm[j];
+      bm[j] = double(mass(b)) * bin_unit((base + uint32_t(b)) << shift);
+      n += cnt(b), m += bm[j];
     }
     // suffix sums over the lanes: what the lanes above this one hold
     unsigned sn = n;
@@ -326,7 +329,7 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
     for (int j = per - 1; j >= 0; --j) {
       if (found < 0) {
         const int b = lane * per + j;
-        const unsigned n_in = n_above + h.tot_cnt[b];
+        const unsigned n_in = n_above + cnt(b);
         const double m_in = m_above + bm[j];
         const float C = c_hi + float(n_in), S = s_hi + float(m_in);
         if (too_big(C, S)) {
@@ -352,10 +355,10 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
           if (nonempty) {
             const int l = __ffs(nonempty) - 1;
             b = l * per;
-            while (b < (l + 1) * per - 1 && h.tot_cnt[b] == 0u) ++b;
+            while (b < (l + 1) * per - 1 && cnt(b) == 0u) ++b;
           }
           h.res[0] = float(b);
-          h.res[1] = c_lo - float(h.tot_cnt[b]), h.res[2] = s_lo - float(double(h.tot_mass[b]) * bin_unit((base + uint32_t(b)) << shift));
+          h.res[1] = c_lo - float(cnt(b)), h.res[2] = s_lo - float(double(mass(b)) * bin_unit((base + uint32_t(b)) << shift));
           h.res[3] = c_lo, h.res[4] = s_lo;
         }
       }
@@ -376,6 +379,63 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
   lo = __uint_as_float(max(first, base0) - 1u), c_lo = ci, s_lo = si;
   hi = __uint_as_float(last), c_hi = ca, s_hi = sa;
   return shift == 0 || ci - ca <= 1.f;
+}
+
+// Places the threshold exactly inside a bracket (lo, hi] of at most 32 weights that one CTA holds
+// (alone, or rank 0 after a gather): one warp orders them (descending, ties by index), adds them up
+// in that order (a fixed shuffle scan: deterministic) from above hi, and stops at the first weight
+// whose upper set keeps too much; its ties are admitted with it.
+template <int CL, int VEC, typename TooBig>
+__device__ Threshold finish_small(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, float lo, float c_lo, float s_lo,
+                                  float hi, float c_hi, float s_hi) {
+  if (threadIdx.x == 0) sm.small_n = 0;
+  __syncthreads();
+  for_each_listed<CL>(c, sm, [&](float w, int idx) {
+    if (w > lo && w <= hi) {
+      const int q = atomicAdd(&sm.small_n, 1);
+      if (q < 32) sm.small_w[q] = w, sm.small_i[q] = idx;
+    }
+  });
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x, n = min(sm.small_n, 32);
+    const float w = lane < n ? sm.small_w[lane] : -1.f;
+    const int ix = lane < n ? sm.small_i[lane] : 0;
+    int r = 0;
+    for (int j = 0; j < n; ++j) {
+      const float wj = __shfl_sync(0xffffffffu, w, j);
+      const int ij = __shfl_sync(0xffffffffu, ix, j);
+      r += (wj > w || (wj == w && ij < ix)) ? 1 : 0;
+    }
+    __syncwarp();
+    if (lane < n) sm.small_w[r] = w;  // in rank order
+    __syncwarp();
+    const float v = lane < n ? sm.small_w[lane] : 0.f;
+    float sum = v;  // inclusive prefix over the rank order
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const float u = __shfl_up_sync(0xffffffffu, sum, o);
+      if (lane >= o) sum += u;
+    }
+    const float C = c_hi + float(lane + 1), S = s_hi + sum;
+    const unsigned hit = __ballot_sync(0xffffffffu, lane < n && too_big(C, S));
+    // the first weight that keeps too much (none: rounding; the lowest, with the bracket's totals)
+    const int f = hit ? __ffs(hit) - 1 : n - 1;
+    const float t = __shfl_sync(0xffffffffu, v, max(f, 0));
+    // its ties follow it in the rank order: the upper set runs to the last of them
+    const unsigned same = __ballot_sync(0xffffffffu, lane < n && v == t);
+    const int last = 31 - __clz(same | 1u);
+    const float cl = __shfl_sync(0xffffffffu, C, last), sl = __shfl_sync(0xffffffffu, S, last);
+    if (lane == 0) {
+      sm.hist.res[0] = n > 0 ? __uint_as_float(__float_as_uint(t) - 1u) : lo;
+      sm.hist.res[1] = hit && n > 0 ? cl : c_lo;
+      sm.hist.res[2] = hit && n > 0 ? sl : s_lo;
+    }
+  }
+  __syncthreads();
+  const Threshold th{sm.hist.res[0], sm.hist.res[1], sm.hist.res[2]};
+  __syncthreads();  // res is rewritten by a later round
+  return th;
 }
 
 // Enters weight w of token idx in the race held in best (an exact sample: see the file's comment).
@@ -403,33 +463,34 @@ __device__ void gather_to_lead(RowCtx<VEC>& c, SamplerSmem& sm, float lo, float 
     warp_part<CL>(c, sm, warp, b0, n);
     float* w_seg = c.list_w + b0;
     int* i_seg = c.list_i + b0;
-    int keep = 0;
-    for (int i = lane; i < n; i += 32) keep += w_seg[i] > lo && w_seg[i] <= hi ? 1 : 0;
-    keep = __reduce_add_sync(0xffffffffu, keep);
-    int pos = 0;
-    if (lane == 0 && keep > 0) pos = atomicAdd(&sm.gather_n, keep);
-    pos = __shfl_sync(0xffffffffu, pos, 0);
     const int dst = c.flat_off + me * c.region_cap;
     float* dst_w = cluster.map_shared_rank(c.list_w, 0) + dst;
     int* dst_i = cluster.map_shared_rank(c.list_i, 0) + dst;
     int n2 = 0;  // entries above hi, moved to the front of the segment (it is not read again)
-    for (int i0 = 0; i0 < n; i0 += 32) {
-      const int i = i0 + lane;
-      const float w = i < n ? w_seg[i] : 0.f;
-      const int ix = i < n ? i_seg[i] : 0;
+    auto one = [&](int i, float w, int ix) {
       const bool k = i < n && w > lo && w <= hi;
       const unsigned m = __ballot_sync(0xffffffffu, k);
-      const int p = pos + __popc(m & ((1u << lane) - 1u));
-      if (k && p < c.region_cap) dst_w[p] = w, dst_i[p] = ix;
-      pos += __popc(m);
+      if (m) {  // rare: positions from the CTA's counter
+        int pos = 0;
+        if (lane == 0) pos = atomicAdd(&sm.gather_n, __popc(m));
+        pos = __shfl_sync(0xffffffffu, pos, 0) + __popc(m & ((1u << lane) - 1u));
+        if (k && pos < c.region_cap) dst_w[pos] = w, dst_i[pos] = ix;
+      }
       const bool a = i < n && w > hi && w >= c.min_keep;
       const unsigned ma = __ballot_sync(0xffffffffu, a);
-      __syncwarp();
       if (a) {
         const int q = n2 + __popc(ma & ((1u << lane) - 1u));
         w_seg[q] = w, i_seg[q] = ix;
       }
       n2 += __popc(ma);
+    };
+    for (int i0 = 0; i0 < n; i0 += 64) {  // two chunks in flight
+      const int ia = i0 + lane, ib = ia + 32;
+      const float wa = ia < n ? w_seg[ia] : 0.f, wb = ib < n ? w_seg[ib] : 0.f;
+      const int xa = ia < n ? i_seg[ia] : 0, xb = ib < n ? i_seg[ib] : 0;
+      __syncwarp();  // both chunks read before any lane moves an entry down
+      one(ia, wa, xa);
+      one(ib, wb, xb);
     }
     __syncwarp();
     unsigned long long best = 0;
@@ -463,6 +524,12 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
         c.mark(11);
         if (cluster_rank<CL>() != 0) return {lo, c_lo, s_lo};
       }
+    }
+    // A bracket of at most 32 weights in one CTA: placed exactly, no more rounds.
+    if (c.compacted && (CL == 1 || c.gathered) && c_lo - c_hi <= 32.f) {
+      const Threshold th = finish_small<CL>(c, sm, too_big, lo, c_lo, s_lo, hi, c_hi, s_hi);
+      c.mark(2 + min(c.rounds, 9));
+      return th;
     }
     ++c.rounds;
     // The bracket's weights are in shared memory: histogram rounds. The first one over (0, max]
@@ -880,13 +947,9 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
         else s += __expf((x - m) * c.inv_t);
       }
     });
-    float a[2] = {m, badf};
-    row_reduce<CL, 0, 0, 2>(a, sm.red);
-    const float M = a[0];
-    float b2[2] = {M > -INFINITY && m > -INFINITY ? s * __expf((m - M) * c.inv_t) : 0.f, n};
-    row_reduce<CL, 2, 0, 0>(b2, sm.red);
-    c.max_x = M;
-    max_w = 1.f, total = b2[0], positives = b2[1], bad = a[1] > 0.f;
+    row_reduce_softmax<CL>(m, s, n, badf, c.inv_t, sm.red);
+    c.max_x = m;
+    max_w = 1.f, total = s, positives = n, bad = badf > 0.f;
   } else {
     float acc[4] = {0.f, 0.f, 0.f, 0.f};  // sum, count | max, bad
     for_each_global(c, 0.f, [&](float x, int i) {
