@@ -249,6 +249,39 @@ gpuTest(
       (ix, offset, valid) =>
         topPSamplingFromProbs(deepT, deep.topP, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 16 }),
     );
+    // logits: the first round turns them into weights; a deep threshold lists the slice again
+    const deepLogitsHost = Float32Array.from(deep.p, (v) => Math.log(v));
+    using deepLogits = Tensor.fromRaw(deepLogitsHost, [1, d], "f32");
+    checkStatistics(
+      "logits topK d topP deep joint, cluster 16",
+      d,
+      filtered(softmaxRef(deepLogitsHost), { topK: d, topP: deep.topP, order: "joint" }),
+      (ix, offset, valid) =>
+        topKTopPSamplingFromLogits(deepLogits, d, deep.topP, {
+          indices: ix,
+          seed: SEED,
+          offset,
+          valid,
+          ctasPerRow: 16,
+          filterApplyOrder: "joint",
+        }),
+    );
+    const softLogitsHost = Float32Array.from(randn(rng, d, 3));
+    using softLogits = Tensor.fromRaw(softLogitsHost, [1, d], "f32");
+    checkStatistics(
+      "logits topK 40 topP 0.9 T=0.7, cluster 16",
+      d,
+      filtered(softmaxRef(softLogitsHost, 0.7), { topK: 40, topP: 0.9 }),
+      (ix, offset, valid) =>
+        topKTopPSamplingFromLogits(softLogits, 40, 0.9, {
+          indices: ix,
+          seed: SEED,
+          offset,
+          valid,
+          ctasPerRow: 16,
+          temperature: 0.7,
+        }),
+    );
     // The admissible set against float64 at the vocabulary, one row a launch (the default
     // split at batch 1), over many offsets: every drawn token admissible, the tail's tokens reachable.
     const big = 128256;

@@ -82,6 +82,10 @@ struct RowCtx {
   int list_cap;
   int seg_cap;  // list entries per warp
   bool compacted;
+  // The stats pass filled the list (every positive weight of the slice, in warp segments; a refill
+  // by the same pass fits). For logits it holds the raw logits until the first round or
+  // make_weights turns them into weights.
+  bool list_full, list_raw;
   // A small upper set is finished on the cluster's rank 0 alone (no more cluster barriers): every
   // CTA pushes its entries of a bracket (lo, hi] into its own region of rank 0's flat region of the
   // list (region r at flat_off + r * region_cap), races what lies above hi itself (final search
@@ -216,6 +220,40 @@ __device__ __forceinline__ float score_of(const RowCtx<VEC>& c, float w, float e
   return c.raw_logits ? w - __logf(e) : __fdividef(w, e);
 }
 
+// Turns the raw logits the stats pass listed into weights (each warp its own segment).
+template <int VEC>
+__device__ __forceinline__ void make_weights(RowCtx<VEC>& c, const SamplerSmem& sm) {
+  if (!c.list_raw) return;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int n = min(sm.warp_n[warp], c.seg_cap);
+  float* w = c.list_w + warp * c.seg_cap;
+  for (int i = lane; i < n; i += 32) w[i] = weight(c, w[i]);
+  __syncwarp();
+  c.list_raw = false;
+}
+
+// Lists every positive weight of the slice again, as the stats pass did (same warps, same order),
+// after a first round kept only those above its floor and the threshold turned out to lie below it.
+template <int VEC>
+__device__ void refill_list(RowCtx<VEC>& c, SamplerSmem& sm) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int n = 0;
+  for_each_global(c, c.logits ? -INFINITY : 0.f, [&](float x, int i) {
+    const float w = weight(c, x);
+    const bool keep = c.logits ? x > -INFINITY : x > 0.f;
+    const unsigned mask = __ballot_sync(0xffffffffu, keep);
+    if (keep) {
+      const int pos = warp * c.seg_cap + n + __popc(mask & ((1u << lane) - 1u));
+      c.list_w[pos] = w;
+      c.list_i[pos] = i;
+    }
+    n += __popc(mask);
+  });
+  if (lane == 0) sm.warp_n[warp] = n;
+  __syncthreads();
+  c.list_raw = false;
+}
+
 struct Threshold {
   float lo;  // the admissible set is {w > lo}
   float C;   // its size
@@ -250,16 +288,48 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
   const uint32_t base = base0 >> shift;  // bin b holds the keys with key >> shift == base + b
   for (int i = threadIdx.x; i < kBins; i += kThreads) h.bin[i] = make_uint4(0u, 0u, 0u, 0u);
   __syncthreads();
-  for_each_listed<CL>(c, sm, [&](float w, int) {
-    if (w > bot && w <= hi) {
-      const uint32_t key = __float_as_uint(w);
-      const int b = int((key >> shift) - base);
-      const unsigned q = (key & 0x7FFFFFu) | (key >= 0x800000u ? 0x800000u : 0u);  // the significand
-      atomicAdd(&h.bin[b].x, 1u);
-      const unsigned old = atomicAdd(&h.bin[b].y, q);
-      if (old + q < old) atomicAdd(&h.bin[b].z, 1u);  // the low word wrapped
+  auto count = [&](float w) {
+    const uint32_t key = __float_as_uint(w);
+    const int b = int((key >> shift) - base);
+    const unsigned q = (key & 0x7FFFFFu) | (key >= 0x800000u ? 0x800000u : 0u);  // the significand
+    atomicAdd(&h.bin[b].x, 1u);
+    const unsigned old = atomicAdd(&h.bin[b].y, q);
+    if (old + q < old) atomicAdd(&h.bin[b].z, 1u);  // the low word wrapped
+  };
+  // The first round over a full list also squeezes it: each warp keeps only the weights above the
+  // floor (a quarter of them on softmax(3 randn)), so later passes over the list are shorter; the
+  // rare threshold below the floor lists the slice again (refill_list). Logits become weights here.
+  const bool squeeze = bot > lo && c.list_full && !c.gathered;
+  if (squeeze) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int n = min(sm.warp_n[warp], c.seg_cap);
+    float* w_seg = c.list_w + warp * c.seg_cap;
+    int* i_seg = c.list_i + warp * c.seg_cap;
+    int kept = 0;
+    for (int i0 = 0; i0 < n; i0 += 32) {
+      const int i = i0 + lane;
+      float w = i < n ? w_seg[i] : 0.f;
+      const int ix = i < n ? i_seg[i] : 0;
+      if (c.list_raw && i < n) w = weight(c, w);
+      const bool k = i < n && w > bot;  // kept (those above hi too: the draw needs them)
+      if (k && w <= hi) count(w);
+      const unsigned m = __ballot_sync(0xffffffffu, k);
+      __syncwarp();
+      if (k) {  // positions at or below the lane's own: already read by the warp
+        const int q = kept + __popc(m & ((1u << lane) - 1u));
+        w_seg[q] = w, i_seg[q] = ix;
+      }
+      kept += __popc(m);
     }
-  });
+    if (lane == 0) sm.warp_n[warp] = kept;
+    c.list_raw = false;
+  } else {
+    make_weights(c, sm);
+    for_each_listed<CL>(c, sm, [&](float w, int) {
+      if (w > bot && w <= hi) count(w);
+    });
+  }
+  if (CL > 1) c.mark(squeeze ? 5 : 8);
   // The cluster's totals by pushes, never by loads (a load from a peer's shared memory costs far
   // more than a store): CTA r totals bins [r * kBins / CL, (r + 1) * kBins / CL). Every CTA stores
   // its bins of that range into r's stage, a barrier, r sums them in peer order and stores the
@@ -291,6 +361,7 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
     }
     cluster.sync();
   }
+  if (CL > 1) c.mark(squeeze ? 6 : 9);
   // One CTA (alone, or rank 0 after a gather): the scan reads its own bins.
   const bool local = !(CL > 1 && !c.gathered);
   auto cnt = [&](int b) { return local ? h.bin[b].x : h.tot_cnt[b]; };
@@ -370,8 +441,10 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
   const int b = int(h.res[0]);
   const float ca = h.res[1], sa = h.res[2], ci = h.res[3], si = h.res[4];
   __syncthreads();  // res is rewritten by the next round
+  if (CL > 1) c.mark(squeeze ? 7 : 10);
   if (b < 0) {
     hi = bot, c_hi = ca, s_hi = sa;
+    if (squeeze) refill_list(c, sm);
     return false;
   }
   const uint32_t first = (base + uint32_t(b)) << shift;
@@ -388,6 +461,7 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
 template <int CL, int VEC, typename TooBig>
 __device__ Threshold finish_small(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, float lo, float c_lo, float s_lo,
                                   float hi, float c_hi, float s_hi) {
+  make_weights(c, sm);
   if (threadIdx.x == 0) sm.small_n = 0;
   __syncthreads();
   for_each_listed<CL>(c, sm, [&](float w, int idx) {
@@ -458,6 +532,7 @@ template <int CL, int VEC>
 __device__ void gather_to_lead(RowCtx<VEC>& c, SamplerSmem& sm, float lo, float hi) {
   if constexpr (CL > 1) {
     cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    make_weights(c, sm);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, me = int(cluster.block_rank());
     int b0, n;
     warp_part<CL>(c, sm, warp, b0, n);
@@ -858,7 +933,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   c.list_i = reinterpret_cast<int*>(c.list_w + p.list_cap);
   c.list_cap = int(p.list_cap);
   c.seg_cap = c.list_cap / (kThreads / 32);
-  c.compacted = false;
+  c.compacted = c.list_full = c.list_raw = false;
   c.can_gather = c.can_bracket = c.gathered = false;
   c.flat_off = c.region_cap = 0;
   c.key = make_key(seed, offset, uint32_t(b));
@@ -962,13 +1037,9 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   }
   if (list_in_stats) {
     if (s_lane == 0) sm.warp_n[s_warp] = s_n;
-    if (c.logits) {  // the list holds logits: turn them into weights now that the max is known
-      __syncwarp();
-      float* w = c.list_w + s_warp * c.seg_cap;
-      for (int i = s_lane; i < s_n; i += 32) w[i] = weight(c, w[i]);
-    }
     __syncwarp();
-    c.compacted = true;
+    c.compacted = c.list_full = true;
+    c.list_raw = c.logits;  // weights once the first round or make_weights has run
   }
   c.mark(1);
   if (bad || !(total > 0.f) || total == INFINITY) {
@@ -1030,6 +1101,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   // ---- the draw: an exponential race among admissible weights
   unsigned long long best = 0;
   if (c.compacted) {
+    make_weights(c, sm);
     // Move each warp's admissible entries to the front of its part of the list (the list is not
     // read after the draw), so the Philox calls run on full warps instead of on a few lanes of every step.
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
