@@ -166,11 +166,15 @@ __device__ __forceinline__ unsigned long long block_max_u64(unsigned long long v
   if (lane == 0) sm.warp64[warp] = v;
   __syncthreads();
   unsigned long long a = 0;
-  if (threadIdx.x == 0) {
-    a = sm.warp64[0];
-    for (int w = 1; w < warps; ++w) a = sm.warp64[w] > a ? sm.warp64[w] : a;
+  if (warp == 0) {  // the warps' partials in parallel, not a chain of loads on one thread
+    a = lane < warps ? sm.warp64[lane] : 0ull;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const unsigned long long u = __shfl_xor_sync(0xffffffffu, a, o);
+      a = u > a ? u : a;
+    }
   }
-  return a;
+  return threadIdx.x == 0 ? a : 0ull;
 }
 
 template <int CL>

@@ -49,10 +49,11 @@ constexpr int kBins = 256;  // histogram rounds split the bracket into this many
 // a 64-bit shared atomicAdd is a compare-and-swap spin loop (ATOMS.CAST.SPIN.64) that serializes
 // on hot bins, while 32-bit ATOMS.ADD is native; the low word's returned value gives the carry.
 struct HistSmem {
-  uint4 bin[kBins];    // this CTA's: count, mass low word, mass high word, unused
+  // count, and the sums of the significands' high (>> 12) and low 12 bits: no word can wrap (at
+  // most 2^17 weights a bin, 2^12 each), so the atomics need no returned value (fire and forget).
+  // After a cluster exchange, the cluster's totals in the same form.
+  uint4 bin[kBins];
   uint4 stage[kBins];  // cluster: [peer][kBins / CL] the peers' bins of the range this CTA totals
-  unsigned tot_cnt[kBins];  // the cluster's totals
-  unsigned long long tot_mass[kBins];
   float res[5];  // the scan's verdict: bin, count and mass above it, count and mass with it
 };
 
@@ -293,8 +294,8 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
     const int b = int((key >> shift) - base);
     const unsigned q = (key & 0x7FFFFFu) | (key >= 0x800000u ? 0x800000u : 0u);  // the significand
     atomicAdd(&h.bin[b].x, 1u);
-    const unsigned old = atomicAdd(&h.bin[b].y, q);
-    if (old + q < old) atomicAdd(&h.bin[b].z, 1u);  // the low word wrapped
+    atomicAdd(&h.bin[b].y, q >> 12);
+    atomicAdd(&h.bin[b].z, q & 0xFFFu);
   };
   // The first round over a full list also squeezes it: each warp keeps only the weights above the
   // floor (a quarter of them on softmax(3 randn)), so later passes over the list are shorter; the
@@ -345,29 +346,21 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
       *cluster.map_shared_rank(&h.stage[me * kOwn + i % kOwn], i / kOwn) = h.bin[i];
     }
     cluster.sync();
-    // thread t: bin me * kOwn + t % kOwn for peer t / kOwn (kOwn * CL == kBins threads)
-    unsigned n = 0u;
-    unsigned long long m = 0ull;
+    // thread t: bin me * kOwn + t % kOwn for peer t / kOwn (kOwn * CL == kBins threads); the
+    // totals replace every CTA's bins (no CTA reads its own after the barrier above)
+    uint4 tot = make_uint4(0u, 0u, 0u, 0u);
     const int j = threadIdx.x % kOwn;
 #pragma unroll
     for (int q = 0; q < CL; ++q) {
       const uint4 v = h.stage[q * kOwn + j];
-      n += v.x, m += (static_cast<unsigned long long>(v.z) << 32) | v.y;
+      tot.x += v.x, tot.y += v.y, tot.z += v.z;
     }
-    if (threadIdx.x < kBins) {
-      const int dest = threadIdx.x / kOwn, b = me * kOwn + j;
-      *cluster.map_shared_rank(&h.tot_cnt[b], dest) = n;
-      *cluster.map_shared_rank(&h.tot_mass[b], dest) = m;
-    }
+    if (threadIdx.x < kBins) *cluster.map_shared_rank(&h.bin[me * kOwn + j], threadIdx.x / kOwn) = tot;
     cluster.sync();
   }
   if (CL > 1) c.mark(squeeze ? 6 : 9);
-  // One CTA (alone, or rank 0 after a gather): the scan reads its own bins.
-  const bool local = !(CL > 1 && !c.gathered);
-  auto cnt = [&](int b) { return local ? h.bin[b].x : h.tot_cnt[b]; };
-  auto mass = [&](int b) {
-    return local ? (static_cast<unsigned long long>(h.bin[b].z) << 32) | h.bin[b].y : h.tot_mass[b];
-  };
+  auto cnt = [&](int b) { return h.bin[b].x; };
+  auto mass = [&](int b) { return (static_cast<unsigned long long>(h.bin[b].y) << 12) + h.bin[b].z; };
   // Warp 0 finds the highest bin whose upper set (with the bin) still keeps too much; lane l owns
   // bins [l * per, (l + 1) * per). too_big is monotone, so the bins that keep too much are a prefix.
   // Masses in double, each bin times its unit (exact), added in a fixed order.
@@ -377,11 +370,14 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
     unsigned n = 0u;
     double m = 0.0;
     double bm[per];
+    unsigned bn[per];
 #pragma unroll
     for (int j = 0; j < per; ++j) {
       const int b = lane * per + j;
-      bm[j] = double(mass(b)) * bin_unit((base + uint32_t(b)) << shift);
-      n += cnt(b), m += bm[j];
+      const uint4 v = h.bin[b];
+      bm[j] = (double(v.y) * 4096.0 + double(v.z)) * bin_unit((base + uint32_t(b)) << shift);
+      bn[j] = v.x;
+      n += v.x, m += bm[j];
     }
     // suffix sums over the lanes: what the lanes above this one hold
     unsigned sn = n;
@@ -394,13 +390,14 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
     }
     unsigned n_above = sn - n;
     double m_above = sm64 - m;
+    if (CL > 1) c.mark(4);  // diagnostic: the scan's loads and lane sums
     int found = -1;
     float ca = 0.f, sa = 0.f, ci = 0.f, si = 0.f;
 #pragma unroll
     for (int j = per - 1; j >= 0; --j) {
       if (found < 0) {
         const int b = lane * per + j;
-        const unsigned n_in = n_above + cnt(b);
+        const unsigned n_in = n_above + bn[j];
         const double m_in = m_above + bm[j];
         const float C = c_hi + float(n_in), S = s_hi + float(m_in);
         if (too_big(C, S)) {
@@ -1013,15 +1010,22 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   bool bad;
   if (c.logits) {
     float m = -INFINITY, s = 0.f, n = 0.f, badf = 0.f;
-    for_each_global(c, -INFINITY, [&](float x, int i) {
-      if (list_in_stats) stats_append(x, i, x > -INFINITY);  // pads are -inf
-      if (x != x || x == INFINITY) badf = 1.f;
-      else if (x > -INFINITY) {
-        n += 1.f;
-        if (x > m) s = s * __expf((m - x) * c.inv_t) + 1.f, m = x;
-        else s += __expf((x - m) * c.inv_t);
+    // per vector: its max first, one rescale, then independent exponentials (no chain through m)
+    for_each_vector(c, -INFINITY, [&](const float (&x)[VEC], int first) {
+      float mv = m;
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        if (list_in_stats) stats_append(x[j], first + j, x[j] > -INFINITY);  // pads are -inf
+        const bool ok = x[j] > -INFINITY && x[j] < INFINITY;
+        if (!ok && x[j] != -INFINITY) badf = 1.f;  // NaN or +inf
+        if (ok) n += 1.f, mv = fmaxf(mv, x[j]);
       }
+      if (mv > m) s *= __expf((m - mv) * c.inv_t), m = mv;  // m = -inf: s is 0
+#pragma unroll
+      for (int j = 0; j < VEC; ++j)
+        if (x[j] > -INFINITY && x[j] < INFINITY) s += __expf((x[j] - m) * c.inv_t);
     });
+    c.mark(0);  // diagnostic: the slice's pass, before the exchange
     row_reduce_softmax<CL>(m, s, n, badf, c.inv_t, sm.red);
     c.max_x = m;
     max_w = 1.f, total = s, positives = n, bad = badf > 0.f;
@@ -1032,6 +1036,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
       if (!(x >= 0.f) || x == INFINITY) acc[3] = 1.f;
       else acc[0] += x, acc[1] += x > 0.f ? 1.f : 0.f, acc[2] = fmaxf(acc[2], x);
     });
+    c.mark(0);  // diagnostic: the slice's pass, before the exchange
     row_reduce<CL, 2, 0, 2>(acc, sm.red);
     total = acc[0], positives = acc[1], max_w = acc[2], bad = acc[3] > 0.f;
   }
