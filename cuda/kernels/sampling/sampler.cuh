@@ -87,6 +87,10 @@ struct RowCtx {
   // by the same pass fits). For logits it holds the raw logits until the first round or
   // make_weights turns them into weights.
   bool list_full, list_raw;
+  // The list may hold only the weights above sq_floor (a first round squeezed it; 0: all of them),
+  // and prebinned says the first round's bins were totalled with the statistics already.
+  float sq_floor;
+  bool prebinned;
   // A small upper set is finished on the cluster's rank 0 alone (no more cluster barriers): every
   // CTA pushes its entries of a bracket (lo, hi] into its own region of rank 0's flat region of the
   // list (region r at flat_off + r * region_cap), races what lies above hi itself (final search
@@ -233,26 +237,43 @@ __device__ __forceinline__ void make_weights(RowCtx<VEC>& c, const SamplerSmem& 
   c.list_raw = false;
 }
 
-// Lists every positive weight of the slice again, as the stats pass did (same warps, same order),
-// after a first round kept only those above its floor and the threshold turned out to lie below it.
+// Lists every positive weight of the slice again (after a first round kept only those above its
+// floor and the threshold turned out to lie below it). A plain loop (rare, and inlined at several
+// sites): a warp appends at most 32 * VEC a step, ceil(slice / kThreads) steps, within its segment.
 template <int VEC>
 __device__ void refill_list(RowCtx<VEC>& c, SamplerSmem& sm) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int n = 0;
-  for_each_global(c, c.logits ? -INFINITY : 0.f, [&](float x, int i) {
-    const float w = weight(c, x);
-    const bool keep = c.logits ? x > -INFINITY : x > 0.f;
-    const unsigned mask = __ballot_sync(0xffffffffu, keep);
-    if (keep) {
-      const int pos = warp * c.seg_cap + n + __popc(mask & ((1u << lane) - 1u));
-      c.list_w[pos] = w;
-      c.list_i[pos] = i;
+  const int64_t iters = (c.v1 - c.v0 + kThreads - 1) / kThreads;
+#pragma unroll 1
+  for (int64_t it = 0; it < iters; ++it) {
+    const int64_t v = c.v0 + it * kThreads + threadIdx.x;
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) {
+      const float x = v < c.v1 ? __ldg(c.row + v * VEC + j) : (c.logits ? -INFINITY : 0.f);
+      const bool keep = c.logits ? x > -INFINITY : x > 0.f;
+      const unsigned mask = __ballot_sync(0xffffffffu, keep);
+      if (keep) {
+        const int pos = warp * c.seg_cap + n + __popc(mask & ((1u << lane) - 1u));
+        c.list_w[pos] = weight(c, x);
+        c.list_i[pos] = int(v * VEC + j);
+      }
+      n += __popc(mask);
     }
-    n += __popc(mask);
-  });
+  }
   if (lane == 0) sm.warp_n[warp] = n;
   __syncthreads();
   c.list_raw = false;
+  c.sq_floor = 0.f;
+}
+
+// The list as a reader of the weights above lo needs it (segments, not a gathered region): every
+// weight above lo listed, and weights rather than raw logits.
+template <int VEC>
+__device__ __forceinline__ void list_ready(RowCtx<VEC>& c, SamplerSmem& sm, float lo) {
+  if (c.gathered) return;
+  if (lo < c.sq_floor) refill_list(c, sm);
+  else make_weights(c, sm);
 }
 
 struct Threshold {
@@ -287,6 +308,11 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
   int shift = 0;
   while ((top >> shift) - (base0 >> shift) >= uint32_t(kBins)) ++shift;
   const uint32_t base = base0 >> shift;  // bin b holds the keys with key >> shift == base + b
+  // The first round's bins may already hold the cluster's totals (stats_and_fine_bins).
+  const bool pre = c.prebinned && !c.gathered && bot > lo;
+  c.prebinned = false;
+  const bool fine = bot > lo && !c.gathered;  // diagnostic marks: first round 5-7, others 8-10
+  if (!pre) {
   for (int i = threadIdx.x; i < kBins; i += kThreads) h.bin[i] = make_uint4(0u, 0u, 0u, 0u);
   __syncthreads();
   auto count = [&](float w) {
@@ -300,8 +326,9 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
   // The first round over a full list also squeezes it: each warp keeps only the weights above the
   // floor (a quarter of them on softmax(3 randn)), so later passes over the list are shorter; the
   // rare threshold below the floor lists the slice again (refill_list). Logits become weights here.
-  const bool squeeze = bot > lo && c.list_full && !c.gathered;
+  const bool squeeze = fine && c.list_full;
   if (squeeze) {
+    if (bot < c.sq_floor) refill_list(c, sm);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int n = min(sm.warp_n[warp], c.seg_cap);
     float* w_seg = c.list_w + warp * c.seg_cap;
@@ -324,13 +351,14 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
     }
     if (lane == 0) sm.warp_n[warp] = kept;
     c.list_raw = false;
+    c.sq_floor = bot;
   } else {
-    make_weights(c, sm);
+    list_ready(c, sm, bot);
     for_each_listed<CL>(c, sm, [&](float w, int) {
       if (w > bot && w <= hi) count(w);
     });
   }
-  if (CL > 1) c.mark(squeeze ? 5 : 8);
+  if (CL > 1) c.mark(fine ? 5 : 8);
   // The cluster's totals by pushes, never by loads (a load from a peer's shared memory costs far
   // more than a store): CTA r totals bins [r * kBins / CL, (r + 1) * kBins / CL). Every CTA stores
   // its bins of that range into r's stage, a barrier, r sums them in peer order and stores the
@@ -358,7 +386,8 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
     if (threadIdx.x < kBins) *cluster.map_shared_rank(&h.bin[me * kOwn + j], threadIdx.x / kOwn) = tot;
     cluster.sync();
   }
-  if (CL > 1) c.mark(squeeze ? 6 : 9);
+  if (CL > 1) c.mark(fine ? 6 : 9);
+  }  // !pre
   auto cnt = [&](int b) { return h.bin[b].x; };
   auto mass = [&](int b) { return (static_cast<unsigned long long>(h.bin[b].y) << 12) + h.bin[b].z; };
   // Warp 0 finds the highest bin whose upper set (with the bin) still keeps too much; lane l owns
@@ -438,10 +467,9 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
   const int b = int(h.res[0]);
   const float ca = h.res[1], sa = h.res[2], ci = h.res[3], si = h.res[4];
   __syncthreads();  // res is rewritten by the next round
-  if (CL > 1) c.mark(squeeze ? 7 : 10);
+  if (CL > 1) c.mark(fine ? 7 : 10);
   if (b < 0) {
-    hi = bot, c_hi = ca, s_hi = sa;
-    if (squeeze) refill_list(c, sm);
+    hi = bot, c_hi = ca, s_hi = sa;  // the list is refilled by its next reader (list_ready)
     return false;
   }
   const uint32_t first = (base + uint32_t(b)) << shift;
@@ -451,6 +479,110 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
   return shift == 0 || ci - ca <= 1.f;
 }
 
+// Statistics and the first round's bins in one cluster exchange (probabilities in a full list):
+// each CTA bins its list in fine bins under its OWN max (16 a binade, 16 binades, absolute bin
+// a = key >> 19) and squeezes it to them; the cluster's max G bounds every CTA's, so the global
+// window [G - 255, G] lies inside the union of the CTAs' windows. The bins go to their owner by
+// a mod 256 with a attached, the statistics' partials (sum, count | max, bad, own top bin) to every
+// peer; after one barrier each owner keeps the records whose a lies in the global window and
+// writes the totals into every CTA's bins; after a second barrier the search's first round only
+// scans (prebinned). acc: the block's sum, count, max, bad in; the row's out.
+template <int CL, int VEC>
+__device__ void stats_and_fine_bins(RowCtx<VEC>& c, SamplerSmem& sm, float (&acc)[4]) {
+  if constexpr (CL > 1) {
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    HistSmem& h = sm.hist;
+    constexpr int kOwn = kBins / CL;
+    const int me = int(cluster.block_rank()), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const uint32_t L = acc[2] > 0.f ? __float_as_uint(acc[2]) >> 19 : 0u;
+    for (int i = threadIdx.x; i < kBins; i += kThreads) h.bin[i] = make_uint4(0u, 0u, 0u, 0u);
+    __syncthreads();
+    if (L >= 256u) {
+      const uint32_t base = L - 255u;
+      const float bot = __uint_as_float((base << 19) - 1u);
+      const int n = min(sm.warp_n[warp], c.seg_cap);
+      float* w_seg = c.list_w + warp * c.seg_cap;
+      int* i_seg = c.list_i + warp * c.seg_cap;
+      int kept = 0;
+      for (int i0 = 0; i0 < n; i0 += 32) {
+        const int i = i0 + lane;
+        const float w = i < n ? w_seg[i] : 0.f;
+        const int ix = i < n ? i_seg[i] : 0;
+        const bool k = i < n && w > bot;
+        if (k) {
+          const uint32_t key = __float_as_uint(w);
+          const int b = int((key >> 19) - base);
+          const unsigned q = (key & 0x7FFFFFu) | (key >= 0x800000u ? 0x800000u : 0u);
+          atomicAdd(&h.bin[b].x, 1u);
+          atomicAdd(&h.bin[b].y, q >> 12);
+          atomicAdd(&h.bin[b].z, q & 0xFFFu);
+        }
+        const unsigned m = __ballot_sync(0xffffffffu, k);
+        __syncwarp();
+        if (k) {
+          const int q = kept + __popc(m & ((1u << lane) - 1u));
+          w_seg[q] = w, i_seg[q] = ix;
+        }
+        kept += __popc(m);
+      }
+      if (lane == 0) sm.warp_n[warp] = kept;
+    }
+    c.mark(5);
+    __syncthreads();
+    const int ph = sm.red.phase;
+    if (threadIdx.x < 5 * CL) {
+      const int slot = threadIdx.x % 5;
+      const float v = slot == 0 ? acc[0] : slot == 1 ? acc[1] : slot == 2 ? acc[2] : slot == 3 ? acc[3] : float(L);
+      *cluster.map_shared_rank(&sm.red.peer[ph][me][slot], threadIdx.x / 5) = v;
+    }
+    if (threadIdx.x < kBins) {
+      const uint32_t i = threadIdx.x;
+      uint4 v = make_uint4(0u, 0u, 0u, 0xFFFFFFFFu);  // no bins: matches no window
+      uint32_t r = i;
+      if (L >= 256u) v = h.bin[i], v.w = L - 255u + i, r = v.w & 255u;
+      *cluster.map_shared_rank(&h.stage[me * kOwn + int(r) % kOwn], int(r) / kOwn) = v;
+    }
+    cluster.sync();
+    if (threadIdx.x < 32) {  // the same partials in the same order in every CTA: the same totals
+      float v[5];
+#pragma unroll
+      for (int q = 0; q < 5; ++q) v[q] = lane < CL ? sm.red.peer[ph][lane][q] : 0.f;  // all >= 0
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+#pragma unroll
+        for (int q = 0; q < 5; ++q) {
+          const float u = __shfl_xor_sync(0xffffffffu, v[q], o);
+          v[q] = q < 2 ? v[q] + u : fmaxf(v[q], u);
+        }
+      }
+      if (lane == 0) {
+#pragma unroll
+        for (int q = 0; q < 5; ++q) sm.red.res[q] = v[q];
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int q = 0; q < 4; ++q) acc[q] = sm.red.res[q];
+    const uint32_t G = uint32_t(sm.red.res[4]);
+    if (G >= 256u) {
+      const int j = threadIdx.x % kOwn;
+      const uint32_t r = uint32_t(me * kOwn + j), ag = G - ((G - r) & 255u);
+      uint4 tot = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+      for (int q = 0; q < CL; ++q) {
+        const uint4 v = h.stage[q * kOwn + j];
+        if (v.w == ag) tot.x += v.x, tot.y += v.y, tot.z += v.z;
+      }
+      if (threadIdx.x < kBins) *cluster.map_shared_rank(&h.bin[ag - (G - 255u)], threadIdx.x / kOwn) = tot;
+    }
+    if (threadIdx.x == 0) sm.red.phase ^= 1;  // every thread read ph before the barrier above
+    cluster.sync();
+    c.prebinned = G >= 256u;
+    c.sq_floor = G >= 256u ? __uint_as_float(((G - 255u) << 19) - 1u) : 0.f;
+  }
+}
+
 // Places the threshold exactly inside a bracket (lo, hi] of at most 32 weights that one CTA holds
 // (alone, or rank 0 after a gather): one warp orders them (descending, ties by index), adds them up
 // in that order (a fixed shuffle scan: deterministic) from above hi, and stops at the first weight
@@ -458,7 +590,7 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
 template <int CL, int VEC, typename TooBig>
 __device__ Threshold finish_small(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, float lo, float c_lo, float s_lo,
                                   float hi, float c_hi, float s_hi) {
-  make_weights(c, sm);
+  list_ready(c, sm, lo);
   if (threadIdx.x == 0) sm.small_n = 0;
   __syncthreads();
   for_each_listed<CL>(c, sm, [&](float w, int idx) {
@@ -529,7 +661,7 @@ template <int CL, int VEC>
 __device__ void gather_to_lead(RowCtx<VEC>& c, SamplerSmem& sm, float lo, float hi) {
   if constexpr (CL > 1) {
     cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
-    make_weights(c, sm);
+    list_ready(c, sm, lo);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, me = int(cluster.block_rank());
     int b0, n;
     warp_part<CL>(c, sm, warp, b0, n);
@@ -930,7 +1062,8 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   c.list_i = reinterpret_cast<int*>(c.list_w + p.list_cap);
   c.list_cap = int(p.list_cap);
   c.seg_cap = c.list_cap / (kThreads / 32);
-  c.compacted = c.list_full = c.list_raw = false;
+  c.compacted = c.list_full = c.list_raw = c.prebinned = false;
+  c.sq_floor = 0.f;
   c.can_gather = c.can_bracket = c.gathered = false;
   c.flat_off = c.region_cap = 0;
   c.key = make_key(seed, offset, uint32_t(b));
@@ -1008,6 +1141,10 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   };
   float max_w, total, positives;
   bool bad;
+  // Probabilities split over a cluster with the list in the stats pass: the statistics travel with
+  // the first round's bins (stats_and_fine_bins), one exchange fewer.
+  const bool merged = CL > 1 && list_in_stats && !c.logits && p.op == kOpSample;
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};  // probabilities: sum, count | max, bad
   if (c.logits) {
     float m = -INFINITY, s = 0.f, n = 0.f, badf = 0.f;
     // per vector: its max first, one rescale, then independent exponentials (no chain through m)
@@ -1030,15 +1167,14 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     c.max_x = m;
     max_w = 1.f, total = s, positives = n, bad = badf > 0.f;
   } else {
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};  // sum, count | max, bad
     for_each_global(c, 0.f, [&](float x, int i) {
       if (list_in_stats) stats_append(x, i, x > 0.f);  // pads are 0
       if (!(x >= 0.f) || x == INFINITY) acc[3] = 1.f;
       else acc[0] += x, acc[1] += x > 0.f ? 1.f : 0.f, acc[2] = fmaxf(acc[2], x);
     });
     c.mark(0);  // diagnostic: the slice's pass, before the exchange
-    row_reduce<CL, 2, 0, 2>(acc, sm.red);
-    total = acc[0], positives = acc[1], max_w = acc[2], bad = acc[3] > 0.f;
+    if (merged) row_reduce<1, 2, 0, 2>(acc, sm.red);  // the block's; the cluster's below
+    else row_reduce<CL, 2, 0, 2>(acc, sm.red);
   }
   if (list_in_stats) {
     if (s_lane == 0) sm.warp_n[s_warp] = s_n;
@@ -1046,6 +1182,8 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     c.compacted = c.list_full = true;
     c.list_raw = c.logits;  // weights once the first round or make_weights has run
   }
+  if (merged) stats_and_fine_bins<CL>(c, sm, acc);
+  if (!c.logits) total = acc[0], positives = acc[1], max_w = acc[2], bad = acc[3] > 0.f;
   c.mark(1);
   if (bad || !(total > 0.f) || total == INFINITY) {
     finish_invalid();
@@ -1106,7 +1244,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   // ---- the draw: an exponential race among admissible weights
   unsigned long long best = 0;
   if (c.compacted) {
-    make_weights(c, sm);
+    list_ready(c, sm, lo);
     // Move each warp's admissible entries to the front of its part of the list (the list is not
     // read after the draw), so the Philox calls run on full warps instead of on a few lanes of every step.
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
