@@ -95,8 +95,9 @@ for (const pr of probes) {
   for (let i = 0; i < pr.batch; i++) {
     passes += r[2 * i], rounds += r[2 * i + 1], maxP = Math.max(maxP, r[2 * i]), maxR = Math.max(maxR, r[2 * i + 1]);
   }
-  // Checkpoint cycles (setup, stats, rounds 0-9, search, race, reduce, end; 0 = not reached): the
-  // slowest row and the median row by end time.
+  // Checkpoint cycles (slots as SamplingOptions.debugTrace says: stats pass, stats, rounds, search,
+  // race, reduce, end, and a cluster's diagnostics; 0 = not reached): the slowest row and the median
+  // row by end time.
   using trace = Tensor.empty([pr.batch, 16], "i32").fillBytes(0);
   pr.run(xs[1 % xs.length], { seed: 1, debugTrace: trace, stream }).dispose();
   stream.synchronize();

@@ -13,7 +13,11 @@
 //     the row tests the pivots only on the weights it does not store; the stored ones are counted
 //     afterwards from shared memory (the row pass was bound by instructions, not bytes). A slice
 //     small enough for the list (a small batch, its rows split over a cluster) is compacted by
-//     the stats pass, so the search never reads the row. Cluster CTAs exchange partials only by
+//     the stats pass, so the search never reads the row: its first round has fine bins (16 a binade
+//     over the 16 binades under the max; for probabilities on a cluster they travel with the
+//     statistics' exchange) and squeezes the list to them; then the cluster's rank 0 takes over
+//     (the others push it the crossing bin's weights and race what lies above it), and a bracket of
+//     at most 32 weights is placed exactly by one warp. Cluster CTAs exchange partials only by
 //     stores into their peers' shared memory (loads from a peer cost far more);
 //  3. the draw is an exponential race: argmax over admissible i of w_i / E_i with E_i = -log U_i and
 //     U_i from Philox(seed, offset, row, i). That is an exact sample of w restricted to the set,
