@@ -14,6 +14,7 @@ import {
   samplingFromProbs,
   type SamplingOptions,
   topKSamplingFromProbs,
+  topKTopPSamplingFromLogits,
   topKTopPSamplingFromProbs,
   topPSamplingFromProbs,
 } from "../src/sampling/sampling.ts";
@@ -37,7 +38,7 @@ function softmaxRows(rows: number, d: number, scale: number): Float32Array {
 }
 
 type Run = (x: Tensor, o: SamplingOptions) => Tensor;
-const probes: { name: string; batch: number; run: Run }[] = [];
+const probes: { name: string; batch: number; run: Run; logits?: boolean }[] = [];
 for (const cl of [1, 2, 4, 8, 16]) {
   probes.push({
     name: `topP 0.9 ctas ${cl}`,
@@ -67,16 +68,25 @@ for (const batch of [1, 128]) {
   }
   probes.push({ name: "topK 50 topP 0.9", batch, run: (x, o) => topKTopPSamplingFromProbs(x, 50, 0.9, o) });
   probes.push({ name: "plain", batch, run: (x, o) => samplingFromProbs(x, o) });
+  probes.push({
+    name: "logits topK 50 topP 0.9",
+    batch,
+    logits: true,
+    run: (x, o) => topKTopPSamplingFromLogits(x, 50, 0.9, o),
+  });
 }
 
 using stream = new Stream();
-const inputs = new Map<number, Tensor[]>();
+const inputs = new Map<string, Tensor[]>();
 for (const batch of [1, 128]) {
   const host = softmaxRows(batch, VOCAB, 3);
-  inputs.set(batch, Array.from({ length: batch === 1 ? 64 : 4 }, () => Tensor.fromRaw(host, [batch, VOCAB], "f32")));
+  const logits = host.map((v) => Math.log(v)); // the same distribution as logits
+  const copies = batch === 1 ? 64 : 4;
+  inputs.set(`${batch}`, Array.from({ length: copies }, () => Tensor.fromRaw(host, [batch, VOCAB], "f32")));
+  inputs.set(`${batch}L`, Array.from({ length: copies }, () => Tensor.fromRaw(logits, [batch, VOCAB], "f32")));
 }
 for (const pr of probes) {
-  const xs = inputs.get(pr.batch)!;
+  const xs = inputs.get(`${pr.batch}${pr.logits ? "L" : ""}`)!;
   using dbg = Tensor.empty([pr.batch, 2], "i32");
   pr.run(xs[0], { seed: 1, debugRounds: dbg, stream }).dispose();
   stream.synchronize();
@@ -85,8 +95,9 @@ for (const pr of probes) {
   for (let i = 0; i < pr.batch; i++) {
     passes += r[2 * i], rounds += r[2 * i + 1], maxP = Math.max(maxP, r[2 * i]), maxR = Math.max(maxR, r[2 * i + 1]);
   }
-  // Checkpoint cycles (setup, stats, rounds 0-9, search, race, reduce, end; 0 = not reached): the
-  // slowest row and the median row by end time.
+  // Checkpoint cycles (slots as SamplingOptions.debugTrace says: stats pass, stats, rounds, search,
+  // race, reduce, end, and a cluster's diagnostics; 0 = not reached): the slowest row and the median
+  // row by end time.
   using trace = Tensor.empty([pr.batch, 16], "i32").fillBytes(0);
   pr.run(xs[1 % xs.length], { seed: 1, debugTrace: trace, stream }).dispose();
   stream.synchronize();

@@ -185,6 +185,136 @@ gpuTest("sampling: statistics with a row split over a cluster of 4, 8 or 16 CTAs
   assert.ok(totalDraws >= 1_000_000, `only ${totalDraws} draws`);
 });
 
+/**
+ * A row whose top-p 0.05 threshold falls among equal weights (every 26th token: 1231 at vocab 32000,
+ * more than a cluster's gather region holds, so the fine bin is split by cluster rounds).
+ */
+function tiedRow(d: number): Float32Array {
+  const w = new Float64Array(d);
+  for (let i = 0; i < d; i++) w[i] = i % 26 === 1 ? 1 : 0.25 + 0.5 * rng();
+  w[7] = 3; // above the ties: the crossing bin is not the top one
+  let s = 0;
+  for (let i = 0; i < d; i++) s += w[i];
+  return Float32Array.from(w, (v) => v / s);
+}
+
+/** A row whose top-p threshold lies far below the max (under the fine bins: 16 binades under it). */
+function deepTailRow(d: number): { p: Float32Array; topP: number } {
+  const w = new Float64Array(d);
+  let top = 0, tail = 0;
+  for (let i = 0; i < d; i++) {
+    w[i] = i < 64 ? 0.5 + 0.5 * rng() : (1 + rng()) * 3e-6; // the tail: under max * 2^-17
+    if (i < 64) top += w[i];
+    else tail += w[i];
+  }
+  const p = Float32Array.from(w, (v) => v / (top + tail));
+  return { p, topP: (top + 0.5 * tail) / (top + tail) };
+}
+
+gpuTest(
+  "sampling: a row split over 16 CTAs: fine bins, a gathered bracket and the fallbacks keep the distribution",
+  () => {
+    const d = 32000;
+    const soft = probRows(1, d, 3);
+    using probs = Tensor.fromRaw(soft, [1, d], "f32");
+    checkStatistics(
+      "topP 0.9 cluster 16 (gathered bracket)",
+      d,
+      filtered(soft, { topP: 0.9 }),
+      (ix, offset, valid) =>
+        topPSamplingFromProbs(probs, 0.9, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 16 }),
+    );
+    checkStatistics(
+      "topK 30 cluster 16 (gathered upper set)",
+      d,
+      filtered(soft, { topK: 30 }),
+      (ix, offset, valid) =>
+        topKSamplingFromProbs(probs, 30, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 16 }),
+    );
+    const tied = tiedRow(d);
+    using tiedT = Tensor.fromRaw(tied, [1, d], "f32");
+    checkStatistics(
+      "topP 0.05 among 1231 ties, cluster 16 (bracket too large: cluster rounds)",
+      d,
+      filtered(tied, { topP: 0.05 }),
+      (ix, offset, valid) =>
+        topPSamplingFromProbs(tiedT, 0.05, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 16 }),
+    );
+    const deep = deepTailRow(d);
+    using deepT = Tensor.fromRaw(deep.p, [1, d], "f32");
+    checkStatistics(
+      "topP under the fine bins, cluster 16",
+      d,
+      filtered(deep.p, { topP: deep.topP }),
+      (ix, offset, valid) =>
+        topPSamplingFromProbs(deepT, deep.topP, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 16 }),
+    );
+    // logits: the first round turns them into weights; a deep threshold lists the slice again
+    const deepLogitsHost = Float32Array.from(deep.p, (v) => Math.log(v));
+    using deepLogits = Tensor.fromRaw(deepLogitsHost, [1, d], "f32");
+    checkStatistics(
+      "logits topK d topP deep joint, cluster 16",
+      d,
+      filtered(softmaxRef(deepLogitsHost), { topK: d, topP: deep.topP, order: "joint" }),
+      (ix, offset, valid) =>
+        topKTopPSamplingFromLogits(deepLogits, d, deep.topP, {
+          indices: ix,
+          seed: SEED,
+          offset,
+          valid,
+          ctasPerRow: 16,
+          filterApplyOrder: "joint",
+        }),
+    );
+    const softLogitsHost = Float32Array.from(randn(rng, d, 3));
+    using softLogits = Tensor.fromRaw(softLogitsHost, [1, d], "f32");
+    checkStatistics(
+      "logits topK 40 topP 0.9 T=0.7, cluster 16",
+      d,
+      filtered(softmaxRef(softLogitsHost, 0.7), { topK: 40, topP: 0.9 }),
+      (ix, offset, valid) =>
+        topKTopPSamplingFromLogits(softLogits, 40, 0.9, {
+          indices: ix,
+          seed: SEED,
+          offset,
+          valid,
+          ctasPerRow: 16,
+          temperature: 0.7,
+        }),
+    );
+    // The admissible set against float64 at the issue's vocabulary, one row a launch (the default
+    // split at batch 1), over many offsets: every drawn token admissible, the tail's tokens reachable.
+    const big = 128256;
+    const rows: [string, Float32Array, [string, FilterSpec][]][] = [
+      ["softmax(3 randn)", probRows(1, big, 3), [["p0.9", { topP: 0.9 }], ["k50", { topK: 50 }], ["k50p0.9", {
+        topK: 50,
+        topP: 0.9,
+      }]]],
+      ["ties", tiedRow(big), [["p0.05", { topP: 0.05 }]]],
+    ];
+    const deepBig = deepTailRow(big);
+    rows.push(["deep tail", deepBig.p, [["pdeep", { topP: deepBig.topP }]]]);
+    for (const [name, row, specs] of rows) {
+      using t = Tensor.fromRaw(row, [1, big], "f32");
+      for (const [key, f] of specs) {
+        const { keep, ambiguous } = admissible(row, f, 1e-5);
+        for (let offset = 0; offset < 200; offset++) {
+          using valid = Tensor.empty([1], "u8").fillBytes(0x7f);
+          const o = { seed: SEED, offset, valid };
+          using tok = f.topK !== undefined && f.topP !== undefined
+            ? topKTopPSamplingFromProbs(t, f.topK, f.topP, o)
+            : f.topK !== undefined
+            ? topKSamplingFromProbs(t, f.topK, o)
+            : topPSamplingFromProbs(t, f.topP!, o);
+          const x = (tok.toRaw() as Int32Array)[0];
+          assert.equal((valid.toRaw() as Uint8Array)[0], 1, `${name} ${key}: valid`);
+          assert.ok(x >= 0 && x < big && (keep[x] === 1 || ambiguous[x] === 1), `${name} ${key}: token ${x}`);
+        }
+      }
+    }
+  },
+);
+
 const VOCABS = [111, 32000, 128256, 151936];
 const BATCHES = [1, 99, 512];
 const DISTINCT = 3;

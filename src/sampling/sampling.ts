@@ -50,7 +50,12 @@ export interface SamplingOptions {
   valid?: Tensor;
   /** Test hook: i32 [batch, 2] receives the passes over the row and the pivot rounds taken. */
   debugRounds?: Tensor;
-  /** Diagnostic hook: i32 [batch, 16] receives the row's SM cycles at checkpoints (setup, stats, rounds 0-9, search, race, reduce, end). */
+  /**
+   * Diagnostic hook: i32 [batch, 16] receives the row's SM cycles at checkpoints: 0 setup, then the stats
+   * pass (before its exchange), 1 stats, 2-11 rounds 1-10, 12 search, 13 race, 14 reduce, 15 end; with
+   * a cluster, also 4 a scan's lane sums, 5-7 the first round's binning, exchange and scan, 8-10 a
+   * later round's, 11 the gather to rank 0 (later marks overwrite earlier ones; 0 = not reached).
+   */
   debugTrace?: Tensor;
   /** CTAs per row (1, 2, 4, 8 or 16; 16 falls back to 8 where a GPC cannot hold it); chosen from the batch size when omitted. */
   ctasPerRow?: number;

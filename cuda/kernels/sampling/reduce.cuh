@@ -95,6 +95,66 @@ __device__ __forceinline__ void row_reduce(float (&v)[NS + NMIN + NMAX], ReduceS
   for (int i = 0; i < N; ++i) v[i] = sm.res[i];
 }
 
+// Softmax statistics of a row in one exchange: every thread holds (m, s) with s = sum of
+// exp((x - m) * inv_t) over its logits, plus a count n and a flag bad. Pairs combine by rescaling to
+// the larger m; every step is symmetric (a + b == b + a), so all lanes and CTAs agree exactly.
+// Returns the row's max in m, its sum relative to that max in s, the total count and the flag.
+template <int CL>
+__device__ __forceinline__ void row_reduce_softmax(float& m, float& s, float& n, float& bad, float inv_t,
+                                                   ReduceSmem& sm) {
+  auto pair = [&](float m2, float s2) {
+    const float M = fmaxf(m, m2);
+    s = (m > -INFINITY ? s * __expf((m - M) * inv_t) : 0.f) + (m2 > -INFINITY ? s2 * __expf((m2 - M) * inv_t) : 0.f);
+    m = M;
+  };
+  auto butterfly = [&]() {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+      pair(m2, s2);
+      n += __shfl_xor_sync(0xffffffffu, n, o);
+      bad = fmaxf(bad, __shfl_xor_sync(0xffffffffu, bad, o));
+    }
+  };
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  butterfly();
+  if (lane == 0) sm.warp[warp][0] = m, sm.warp[warp][1] = s, sm.warp[warp][2] = n, sm.warp[warp][3] = bad;
+  __syncthreads();
+  if (warp == 0) {
+    const bool in = lane < warps;
+    m = in ? sm.warp[lane][0] : -INFINITY, s = in ? sm.warp[lane][1] : 0.f;
+    n = in ? sm.warp[lane][2] : 0.f, bad = in ? sm.warp[lane][3] : 0.f;
+    butterfly();
+    if (lane == 0) {
+      float* out = CL == 1 ? sm.res : sm.part;
+      out[0] = m, out[1] = s, out[2] = n, out[3] = bad;
+    }
+  }
+  if constexpr (CL > 1) {
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    const int ph = sm.phase;
+    __syncthreads();  // part is complete
+    const int me = int(cluster.block_rank());
+    if (threadIdx.x < 4 * CL) {
+      const int t = threadIdx.x;
+      *cluster.map_shared_rank(&sm.peer[ph][me][t % 4], t / 4) = sm.part[t % 4];
+    }
+    cluster.sync();
+    if (warp == 0) {
+      const bool in = lane < CL;
+      m = in ? sm.peer[ph][lane][0] : -INFINITY, s = in ? sm.peer[ph][lane][1] : 0.f;
+      n = in ? sm.peer[ph][lane][2] : 0.f, bad = in ? sm.peer[ph][lane][3] : 0.f;
+      butterfly();
+      if (lane == 0) sm.res[0] = m, sm.res[1] = s, sm.res[2] = n, sm.res[3] = bad;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) sm.phase ^= 1;
+  }
+  __syncthreads();
+  m = sm.res[0], s = sm.res[1], n = sm.res[2], bad = sm.res[3];
+}
+
 // The block's maximum of v, in thread 0 only (the other threads get 0; all pass one __syncthreads).
 __device__ __forceinline__ unsigned long long block_max_u64(unsigned long long v, ReduceSmem& sm) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -106,11 +166,15 @@ __device__ __forceinline__ unsigned long long block_max_u64(unsigned long long v
   if (lane == 0) sm.warp64[warp] = v;
   __syncthreads();
   unsigned long long a = 0;
-  if (threadIdx.x == 0) {
-    a = sm.warp64[0];
-    for (int w = 1; w < warps; ++w) a = sm.warp64[w] > a ? sm.warp64[w] : a;
+  if (warp == 0) {  // the warps' partials in parallel, not a chain of loads on one thread
+    a = lane < warps ? sm.warp64[lane] : 0ull;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const unsigned long long u = __shfl_xor_sync(0xffffffffu, a, o);
+      a = u > a ? u : a;
+    }
   }
-  return a;
+  return threadIdx.x == 0 ? a : 0ull;
 }
 
 template <int CL>

@@ -13,7 +13,11 @@
 //     the row tests the pivots only on the weights it does not store; the stored ones are counted
 //     afterwards from shared memory (the row pass was bound by instructions, not bytes). A slice
 //     small enough for the list (a small batch, its rows split over a cluster) is compacted by
-//     the stats pass, so the search never reads the row. Cluster CTAs exchange partials only by
+//     the stats pass, so the search never reads the row: its first round has fine bins (16 a binade
+//     over the 16 binades under the max; for probabilities on a cluster they travel with the
+//     statistics' exchange) and squeezes the list to them; then the cluster's rank 0 takes over
+//     (the others push it the crossing bin's weights and race what lies above it), and a bracket of
+//     at most 32 weights is placed exactly by one warp. Cluster CTAs exchange partials only by
 //     stores into their peers' shared memory (loads from a peer cost far more);
 //  3. the draw is an exponential race: argmax over admissible i of w_i / E_i with E_i = -log U_i and
 //     U_i from Philox(seed, offset, row, i). That is an exact sample of w restricted to the set,
@@ -49,10 +53,11 @@ constexpr int kBins = 256;  // histogram rounds split the bracket into this many
 // a 64-bit shared atomicAdd is a compare-and-swap spin loop (ATOMS.CAST.SPIN.64) that serializes
 // on hot bins, while 32-bit ATOMS.ADD is native; the low word's returned value gives the carry.
 struct HistSmem {
-  uint4 bin[kBins];    // this CTA's: count, mass low word, mass high word, unused
+  // count, and the sums of the significands' high (>> 12) and low 12 bits: no word can wrap (at
+  // most 2^17 weights a bin, 2^12 each), so the atomics need no returned value (fire and forget).
+  // After a cluster exchange, the cluster's totals in the same form.
+  uint4 bin[kBins];
   uint4 stage[kBins];  // cluster: [peer][kBins / CL] the peers' bins of the range this CTA totals
-  unsigned tot_cnt[kBins];  // the cluster's totals
-  unsigned long long tot_mass[kBins];
   float res[5];  // the scan's verdict: bin, count and mass above it, count and mass with it
 };
 
@@ -60,9 +65,12 @@ struct SamplerSmem {
   ReduceSmem red;
   HistSmem hist;
   int warp_n[32];  // entries each warp compacted into its own segment of the list
-  int gather_n;    // rank 0: entries the cluster pushed into its flat region (see gather_to_lead)
-  float br_w[32];  // rank 0: a pending bracket's weights and indices, pushed by the cluster
-  int br_i[32];
+  int gather_n;    // entries this CTA pushed into its region of rank 0's flat region (see gather_to_lead)
+  int region_n[16];  // rank 0: how many entries each CTA pushed into its region
+  unsigned long long above[16];  // rank 0: each CTA's race winner above the gathered bracket
+  int small_n;  // finish_small: the bracket's entries
+  float small_w[32];
+  int small_i[32];
 };
 
 // Everything one CTA knows about its row.
@@ -79,17 +87,23 @@ struct RowCtx {
   int list_cap;
   int seg_cap;  // list entries per warp
   bool compacted;
+  // The stats pass filled the list (every positive weight of the slice, in warp segments; a refill
+  // by the same pass fits). For logits it holds the raw logits until the first round or
+  // make_weights turns them into weights.
+  bool list_full, list_raw;
+  // The list may hold only the weights above sq_floor (a first round squeezed it; 0: all of them),
+  // and prebinned says the first round's bins were totalled with the statistics already.
+  float sq_floor;
+  bool prebinned;
   // A small upper set is finished on the cluster's rank 0 alone (no more cluster barriers): every
-  // CTA pushes its entries above lo into rank 0's flat region [flat_off, flat_off + gather_cap)
-  // of the list, the other CTAs leave, and rank 0 runs the remaining rounds and the draw.
-  bool can_gather, gathered;
-  int flat_off, flat_n, gather_cap;
-  // The last search may stop at a bracket (lo, p_hi] of at most 32 weights: the race then enters
-  // what lies above p_hi in every CTA, pushes the bracket to rank 0, and rank 0 places the
-  // threshold inside it exactly (one warp, in a fixed order) and races what it admits.
-  bool can_resolve, pending;
-  float p_hi, p_chi, p_shi, p_k, p_lim;
-  bool p_use_k, p_use_p;
+  // CTA pushes its entries of a bracket (lo, hi] into its own region of rank 0's flat region of the
+  // list (region r at flat_off + r * region_cap), races what lies above hi itself (final search
+  // only) and pushes its winner; the other CTAs leave, and rank 0 runs the remaining rounds and the
+  // draw on the regions.
+  bool can_gather, can_bracket, gathered;
+  int flat_off, region_cap;
+  RngKey key;      // the draw's Philox key (the race above a gathered bracket runs inside the search)
+  float min_keep;  // min-p's bound on admissible weights (0 without min-p)
   int global_passes, rounds;
   __device__ __forceinline__ void mark(int slot) const;
 };
@@ -164,40 +178,106 @@ __device__ __forceinline__ void for_each_global(const RowCtx<VEC>& c, float pad,
   });
 }
 
-// A warp's part of the list: its own segment, or (gathered) its chunk of the flat region.
-template <int VEC>
-__device__ __forceinline__ int seg_begin(const RowCtx<VEC>& c, int warp) {
-  return c.gathered ? c.flat_off + warp * ((c.flat_n + 15) / 16) : warp * c.seg_cap;
-}
-template <int VEC>
-__device__ __forceinline__ int seg_count(const RowCtx<VEC>& c, const SamplerSmem& sm, int warp) {
-  if (c.gathered) {
-    const int chunk = (c.flat_n + 15) / 16;
-    return max(0, min(chunk, c.flat_n - warp * chunk));
+// A warp's part of the list: its own segment, or (gathered, on rank 0) a share of one CTA's region
+// of the flat region: warp w reads region w % CL, part w / CL of 16 / CL.
+template <int CL, int VEC>
+__device__ __forceinline__ void warp_part(const RowCtx<VEC>& c, const SamplerSmem& sm, int warp, int& begin,
+                                          int& count) {
+  if (CL > 1 && c.gathered) {
+    constexpr int parts = (kThreads / 32) / (CL > 1 ? CL : 1);
+    const int r = warp % CL, part = warp / CL, n = min(sm.region_n[r], c.region_cap);
+    const int chunk = (n + parts - 1) / parts;
+    begin = c.flat_off + r * c.region_cap + part * chunk;
+    count = max(0, min(chunk, n - part * chunk));
+  } else {
+    begin = warp * c.seg_cap;
+    count = min(sm.warp_n[warp], c.seg_cap);
   }
-  return min(sm.warp_n[warp], c.seg_cap);
 }
 
 // Calls f(w, index) for every compacted weight of this CTA: each warp reads its own part.
-template <int VEC, typename F>
+template <int CL, int VEC, typename F>
 __device__ __forceinline__ void for_each_listed(const RowCtx<VEC>& c, const SamplerSmem& sm, F&& f) {
-  static_assert(kThreads / 32 == 16, "flat chunks are per warp of 16");
+  static_assert(kThreads / 32 == 16, "regions are shared by 16 warps");
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int n = seg_count(c, sm, warp), b0 = seg_begin(c, warp);
+  int b0, n;
+  warp_part<CL>(c, sm, warp, b0, n);
   const float* w = c.list_w + b0;
   const int* ix = c.list_i + b0;
   for (int i = lane; i < n; i += 32) f(w[i], ix[i]);
 }
 
-// Visits weights: from the compacted list when there is one, else from the row.
-template <int VEC, typename F>
-__device__ __forceinline__ void for_each_weight(RowCtx<VEC>& c, SamplerSmem& sm, F&& f) {
-  if (c.compacted) {
-    for_each_listed(c, sm, f);
-  } else {
-    ++c.global_passes;
-    for_each_global(c, c.logits ? -INFINITY : 0.f, [&](float x, int i) { f(weight(c, x), i); });
+// -log(u) for u in (0, 1): the fast log where it is accurate, a series where u is near 1 (there
+// -log(u) is small and the fast log's absolute error would dominate it). Relative error < 1e-5.
+__device__ __forceinline__ float exp_noise(uint32_t r) {
+  const float u = to_unit(r);
+  const float om = 1.f - u;  // exact on the 24-bit grid
+  if (om < 0.0625f) return om * (1.f + om * (0.5f + om * (0.33333334f + om * (0.25f + om * 0.2f))));
+  return -__logf(u);
+}
+
+// Maps a float onto an unsigned key with the same order (negative scores included).
+__device__ __forceinline__ uint32_t order_key(float s) {
+  const uint32_t u = __float_as_uint(s);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// The race score of weight w against exponential noise e: w / e. For logits in the single-pass
+// path, w is the scaled logit and the score is its Gumbel form x / T - log(e).
+template <int VEC>
+__device__ __forceinline__ float score_of(const RowCtx<VEC>& c, float w, float e) {
+  return c.raw_logits ? w - __logf(e) : __fdividef(w, e);
+}
+
+// Turns the raw logits the stats pass listed into weights (each warp its own segment).
+template <int VEC>
+__device__ __forceinline__ void make_weights(RowCtx<VEC>& c, const SamplerSmem& sm) {
+  if (!c.list_raw) return;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int n = min(sm.warp_n[warp], c.seg_cap);
+  float* w = c.list_w + warp * c.seg_cap;
+  for (int i = lane; i < n; i += 32) w[i] = weight(c, w[i]);
+  __syncwarp();
+  c.list_raw = false;
+}
+
+// Lists every positive weight of the slice again (after a first round kept only those above its
+// floor and the threshold turned out to lie below it). A plain loop (rare, and inlined at several
+// sites): a warp appends at most 32 * VEC a step, ceil(slice / kThreads) steps, within its segment.
+template <int VEC>
+__device__ void refill_list(RowCtx<VEC>& c, SamplerSmem& sm) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int n = 0;
+  const int64_t iters = (c.v1 - c.v0 + kThreads - 1) / kThreads;
+#pragma unroll 1
+  for (int64_t it = 0; it < iters; ++it) {
+    const int64_t v = c.v0 + it * kThreads + threadIdx.x;
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) {
+      const float x = v < c.v1 ? __ldg(c.row + v * VEC + j) : (c.logits ? -INFINITY : 0.f);
+      const bool keep = c.logits ? x > -INFINITY : x > 0.f;
+      const unsigned mask = __ballot_sync(0xffffffffu, keep);
+      if (keep) {
+        const int pos = warp * c.seg_cap + n + __popc(mask & ((1u << lane) - 1u));
+        c.list_w[pos] = weight(c, x);
+        c.list_i[pos] = int(v * VEC + j);
+      }
+      n += __popc(mask);
+    }
   }
+  if (lane == 0) sm.warp_n[warp] = n;
+  __syncthreads();
+  c.list_raw = false;
+  c.sq_floor = 0.f;
+}
+
+// The list as a reader of the weights above lo needs it (segments, not a gathered region): every
+// weight above lo listed, and weights rather than raw logits.
+template <int VEC>
+__device__ __forceinline__ void list_ready(RowCtx<VEC>& c, SamplerSmem& sm, float lo) {
+  if (c.gathered) return;
+  if (lo < c.sq_floor) refill_list(c, sm);
+  else make_weights(c, sm);
 }
 
 struct Threshold {
@@ -206,33 +286,83 @@ struct Threshold {
   float S;   // its mass
 };
 
-constexpr float kMassScale = 16777216.f;  // 2^24: a weight's rounding error is float's own
+// The value of one unit of a bin's mass: a bin lies in one binade (exponent e), where a weight is
+// its 24-bit significand times 2^(e - 150) (e = 0, subnormal: 2^-149, no implicit bit).
+__device__ __forceinline__ double bin_unit(uint32_t key) {
+  const int e = max(int(key >> 23), 1);
+  return __hiloint2double((e - 150 + 1023) << 20, 0);
+}
 
 // One histogram round on the compacted list, for a bracket (lo, hi] with lo >= 0. The bins are
-// ranges of the float's bit pattern (monotone in the value for w >= 0), 2^shift keys wide, so a
-// round cuts the key range by kBins whatever the bracket's shape (any bracket resolves in <= 4
-// rounds). Counts and fixed-point masses are integers, so the totals do not depend on the order of
-// the atomics (deterministic). Every CTA of the cluster scans the same totals and so takes the same
+// ranges of the float's bit pattern (monotone in the value for w >= 0), 2^shift keys wide and
+// aligned to multiples of 2^shift (shift <= 23: a bin lies in one binade), so a round cuts the key
+// range by kBins whatever the bracket's shape. Counts and masses are integers (a bin's mass is the
+// sum of its weights' significands, exact), so the totals do not depend on the order of the
+// atomics (deterministic). Every CTA of the cluster scans the same totals and so takes the same
 // decision. Returns true when the threshold is found (the bin holds one element or one key).
+// A floor in (lo, hi) bins (floor, hi] only (the first round: fine bins under the row's max, the
+// weights below the floor are left out of the atomics); when the threshold lies below the floor
+// the bracket becomes (lo, floor].
 template <int CL, int VEC, typename TooBig>
-__device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, float& lo, float& c_lo,
+__device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, float floor_w, float& lo, float& c_lo,
                            float& s_lo, float& hi, float& c_hi, float& s_hi) {
   HistSmem& h = sm.hist;
-  const uint32_t base = (lo > 0.f ? __float_as_uint(lo) : 0u) + 1u, top = __float_as_uint(hi);
-  const uint32_t range = top - base;  // keys base..top
+  const float bot = fmaxf(lo, floor_w);
+  const uint32_t base0 = (bot > 0.f ? __float_as_uint(bot) : 0u) + 1u, top = __float_as_uint(hi);
   int shift = 0;
-  while ((range >> shift) >= uint32_t(kBins)) ++shift;
+  while ((top >> shift) - (base0 >> shift) >= uint32_t(kBins)) ++shift;
+  const uint32_t base = base0 >> shift;  // bin b holds the keys with key >> shift == base + b
+  // The first round's bins may already hold the cluster's totals (stats_and_fine_bins).
+  const bool pre = c.prebinned && !c.gathered && bot > lo;
+  c.prebinned = false;
+  const bool fine = bot > lo && !c.gathered;  // diagnostic marks: first round 5-7, others 8-10
+  if (!pre) {
   for (int i = threadIdx.x; i < kBins; i += kThreads) h.bin[i] = make_uint4(0u, 0u, 0u, 0u);
   __syncthreads();
-  for_each_listed(c, sm, [&](float w, int) {
-    if (w > lo && w <= hi) {
-      const int b = int((__float_as_uint(w) - base) >> shift);
-      const unsigned q = __float2uint_rn(__fdiv_rn(w, hi) * kMassScale);  // <= 2^24
-      atomicAdd(&h.bin[b].x, 1u);
-      const unsigned old = atomicAdd(&h.bin[b].y, q);
-      if (old + q < old) atomicAdd(&h.bin[b].z, 1u);  // the low word wrapped
+  auto count = [&](float w) {
+    const uint32_t key = __float_as_uint(w);
+    const int b = int((key >> shift) - base);
+    const unsigned q = (key & 0x7FFFFFu) | (key >= 0x800000u ? 0x800000u : 0u);  // the significand
+    atomicAdd(&h.bin[b].x, 1u);
+    atomicAdd(&h.bin[b].y, q >> 12);
+    atomicAdd(&h.bin[b].z, q & 0xFFFu);
+  };
+  // The first round over a full list also squeezes it: each warp keeps only the weights above the
+  // floor (a quarter of them on softmax(3 randn)), so later passes over the list are shorter; the
+  // rare threshold below the floor lists the slice again (refill_list). Logits become weights here.
+  const bool squeeze = fine && c.list_full;
+  if (squeeze) {
+    if (bot < c.sq_floor) refill_list(c, sm);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int n = min(sm.warp_n[warp], c.seg_cap);
+    float* w_seg = c.list_w + warp * c.seg_cap;
+    int* i_seg = c.list_i + warp * c.seg_cap;
+    int kept = 0;
+    for (int i0 = 0; i0 < n; i0 += 32) {
+      const int i = i0 + lane;
+      float w = i < n ? w_seg[i] : 0.f;
+      const int ix = i < n ? i_seg[i] : 0;
+      if (c.list_raw && i < n) w = weight(c, w);
+      const bool k = i < n && w > bot;  // kept (those above hi too: the draw needs them)
+      if (k && w <= hi) count(w);
+      const unsigned m = __ballot_sync(0xffffffffu, k);
+      __syncwarp();
+      if (k) {  // positions at or below the lane's own: already read by the warp
+        const int q = kept + __popc(m & ((1u << lane) - 1u));
+        w_seg[q] = w, i_seg[q] = ix;
+      }
+      kept += __popc(m);
     }
-  });
+    if (lane == 0) sm.warp_n[warp] = kept;
+    c.list_raw = false;
+    c.sq_floor = bot;
+  } else {
+    list_ready(c, sm, bot);
+    for_each_listed<CL>(c, sm, [&](float w, int) {
+      if (w > bot && w <= hi) count(w);
+    });
+  }
+  if (CL > 1) c.mark(fine ? 5 : 8);
   // The cluster's totals by pushes, never by loads (a load from a peer's shared memory costs far
   // more than a store): CTA r totals bins [r * kBins / CL, (r + 1) * kBins / CL). Every CTA stores
   // its bins of that range into r's stage, a barrier, r sums them in peer order and stores the
@@ -248,78 +378,90 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
       *cluster.map_shared_rank(&h.stage[me * kOwn + i % kOwn], i / kOwn) = h.bin[i];
     }
     cluster.sync();
-    // thread t: bin me * kOwn + t % kOwn for peer t / kOwn (kOwn * CL == kBins threads)
-    unsigned n = 0u;
-    unsigned long long m = 0ull;
+    // thread t: bin me * kOwn + t % kOwn for peer t / kOwn (kOwn * CL == kBins threads); the
+    // totals replace every CTA's bins (no CTA reads its own after the barrier above)
+    uint4 tot = make_uint4(0u, 0u, 0u, 0u);
     const int j = threadIdx.x % kOwn;
 #pragma unroll
     for (int q = 0; q < CL; ++q) {
       const uint4 v = h.stage[q * kOwn + j];
-      n += v.x, m += (static_cast<unsigned long long>(v.z) << 32) | v.y;
+      tot.x += v.x, tot.y += v.y, tot.z += v.z;
     }
-    if (threadIdx.x < kBins) {
-      const int dest = threadIdx.x / kOwn, b = me * kOwn + j;
-      *cluster.map_shared_rank(&h.tot_cnt[b], dest) = n;
-      *cluster.map_shared_rank(&h.tot_mass[b], dest) = m;
-    }
+    if (threadIdx.x < kBins) *cluster.map_shared_rank(&h.bin[me * kOwn + j], threadIdx.x / kOwn) = tot;
     cluster.sync();
-  } else {
-    for (int i = threadIdx.x; i < kBins; i += kThreads) {
-      const uint4 v = h.bin[i];
-      h.tot_cnt[i] = v.x, h.tot_mass[i] = (static_cast<unsigned long long>(v.z) << 32) | v.y;
-    }
-    __syncthreads();
   }
+  if (CL > 1) c.mark(fine ? 6 : 9);
+  }  // !pre
+  auto cnt = [&](int b) { return h.bin[b].x; };
+  auto mass = [&](int b) { return (static_cast<unsigned long long>(h.bin[b].y) << 12) + h.bin[b].z; };
   // Warp 0 finds the highest bin whose upper set (with the bin) still keeps too much; lane l owns
   // bins [l * per, (l + 1) * per). too_big is monotone, so the bins that keep too much are a prefix.
+  // Masses in double, each bin times its unit (exact), added in a fixed order.
   if (threadIdx.x < 32) {
     constexpr int per = kBins / 32;
     const int lane = threadIdx.x;
     unsigned n = 0u;
-    unsigned long long m = 0ull;
+    double m = 0.0;
+    double bm[per];
+    unsigned bn[per];
 #pragma unroll
-    for (int j = 0; j < per; ++j) n += h.tot_cnt[lane * per + j], m += h.tot_mass[lane * per + j];
+    for (int j = 0; j < per; ++j) {
+      const int b = lane * per + j;
+      const uint4 v = h.bin[b];
+      bm[j] = (double(v.y) * 4096.0 + double(v.z)) * bin_unit((base + uint32_t(b)) << shift);
+      bn[j] = v.x;
+      n += v.x, m += bm[j];
+    }
     // suffix sums over the lanes: what the lanes above this one hold
     unsigned sn = n;
-    unsigned long long sm64 = m;
+    double sm64 = m;
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
       const unsigned n2 = __shfl_down_sync(0xffffffffu, sn, o);
-      const unsigned long long m2 = __shfl_down_sync(0xffffffffu, sm64, o);
+      const double m2 = __shfl_down_sync(0xffffffffu, sm64, o);
       if (lane + o < 32) sn += n2, sm64 += m2;
     }
     unsigned n_above = sn - n;
-    unsigned long long m_above = sm64 - m;
-    const double unit = double(hi) / double(kMassScale);
+    double m_above = sm64 - m;
+    if (CL > 1) c.mark(4);  // diagnostic: the scan's loads and lane sums
     int found = -1;
     float ca = 0.f, sa = 0.f, ci = 0.f, si = 0.f;
+#pragma unroll
     for (int j = per - 1; j >= 0; --j) {
-      const int b = lane * per + j;
-      const unsigned n_in = n_above + h.tot_cnt[b];
-      const unsigned long long m_in = m_above + h.tot_mass[b];
-      const float C = c_hi + float(n_in), S = s_hi + float(double(m_in) * unit);
-      if (too_big(C, S)) {
-        found = b;
-        ca = c_hi + float(n_above), sa = s_hi + float(double(m_above) * unit), ci = C, si = S;
-        break;
+      if (found < 0) {
+        const int b = lane * per + j;
+        const unsigned n_in = n_above + bn[j];
+        const double m_in = m_above + bm[j];
+        const float C = c_hi + float(n_in), S = s_hi + float(m_in);
+        if (too_big(C, S)) {
+          found = b;
+          ca = c_hi + float(n_above), sa = s_hi + float(m_above), ci = C, si = S;
+        }
+        n_above = n_in, m_above = m_in;
       }
-      n_above = n_in, m_above = m_in;
     }
     const unsigned hits = __ballot_sync(0xffffffffu, found >= 0);
+    const unsigned all_n = __shfl_sync(0xffffffffu, sn, 0);
+    const double all_m = __shfl_sync(0xffffffffu, sm64, 0);
     if (hits == 0u) {
-      // Rounding kept every bin below the limit, though the bracket as a whole keeps too much: take
-      // the lowest non-empty bin with the bracket's own count and mass.
       const unsigned nonempty = __ballot_sync(0xffffffffu, n > 0u);
       if (lane == 0) {
-        int b = 0;
-        if (nonempty) {
-          const int l = __ffs(nonempty) - 1;
-          b = l * per;
-          while (b < (l + 1) * per - 1 && h.tot_cnt[b] == 0u) ++b;
+        if (bot > lo && c_lo - (c_hi + float(all_n)) >= 1.f) {
+          // The threshold lies below the floor: the bracket becomes (lo, floor].
+          h.res[0] = -1.f, h.res[1] = c_hi + float(all_n), h.res[2] = s_hi + float(all_m);
+        } else {
+          // Rounding kept every bin below the limit, though the bracket as a whole keeps too much:
+          // take the lowest non-empty bin with the bracket's own count and mass.
+          int b = 0;
+          if (nonempty) {
+            const int l = __ffs(nonempty) - 1;
+            b = l * per;
+            while (b < (l + 1) * per - 1 && cnt(b) == 0u) ++b;
+          }
+          h.res[0] = float(b);
+          h.res[1] = c_lo - float(cnt(b)), h.res[2] = s_lo - float(double(mass(b)) * bin_unit((base + uint32_t(b)) << shift));
+          h.res[3] = c_lo, h.res[4] = s_lo;
         }
-        h.res[0] = float(b);
-        h.res[1] = c_lo - float(h.tot_cnt[b]), h.res[2] = s_lo - float(double(h.tot_mass[b]) * unit);
-        h.res[3] = c_lo, h.res[4] = s_lo;
       }
     } else if (lane == 31 - __clz(hits)) {
       h.res[0] = float(found), h.res[1] = ca, h.res[2] = sa, h.res[3] = ci, h.res[4] = si;
@@ -329,42 +471,244 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
   const int b = int(h.res[0]);
   const float ca = h.res[1], sa = h.res[2], ci = h.res[3], si = h.res[4];
   __syncthreads();  // res is rewritten by the next round
-  const uint32_t first = base + (uint32_t(b) << shift);
+  if (CL > 1) c.mark(fine ? 7 : 10);
+  if (b < 0) {
+    hi = bot, c_hi = ca, s_hi = sa;  // the list is refilled by its next reader (list_ready)
+    return false;
+  }
+  const uint32_t first = (base + uint32_t(b)) << shift;
   const uint32_t last = min(top, first + ((1u << shift) - 1u));
-  lo = __uint_as_float(first - 1u), c_lo = ci, s_lo = si;
+  lo = __uint_as_float(max(first, base0) - 1u), c_lo = ci, s_lo = si;
   hi = __uint_as_float(last), c_hi = ca, s_hi = sa;
   return shift == 0 || ci - ca <= 1.f;
 }
 
-// Pushes every listed weight above lo into rank 0's flat region (stores and one atomic a warp into
-// rank 0: no peer loads), then one cluster barrier. The caller guarantees the cluster holds at most
-// gather_cap of them. The region's order depends on the atomics, which changes nothing: histogram
-// rounds count integers and the race does not depend on the order.
+// Statistics and the first round's bins in one cluster exchange (probabilities in a full list):
+// each CTA bins its list in fine bins under its OWN max (16 a binade, 16 binades, absolute bin
+// a = key >> 19) and squeezes it to them; the cluster's max G bounds every CTA's, so the global
+// window [G - 255, G] lies inside the union of the CTAs' windows. The bins go to their owner by
+// a mod 256 with a attached, the statistics' partials (sum, count | max, bad, own top bin) to every
+// peer; after one barrier each owner keeps the records whose a lies in the global window and
+// writes the totals into every CTA's bins; after a second barrier the search's first round only
+// scans (prebinned). acc: the block's sum, count, max, bad in; the row's out.
 template <int CL, int VEC>
-__device__ void gather_to_lead(RowCtx<VEC>& c, SamplerSmem& sm, float lo) {
+__device__ void stats_and_fine_bins(RowCtx<VEC>& c, SamplerSmem& sm, float (&acc)[4]) {
+  if constexpr (CL > 1) {
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    HistSmem& h = sm.hist;
+    constexpr int kOwn = kBins / CL;
+    const int me = int(cluster.block_rank()), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const uint32_t L = acc[2] > 0.f ? __float_as_uint(acc[2]) >> 19 : 0u;
+    for (int i = threadIdx.x; i < kBins; i += kThreads) h.bin[i] = make_uint4(0u, 0u, 0u, 0u);
+    __syncthreads();
+    if (L >= 256u) {
+      const uint32_t base = L - 255u;
+      const float bot = __uint_as_float((base << 19) - 1u);
+      const int n = min(sm.warp_n[warp], c.seg_cap);
+      float* w_seg = c.list_w + warp * c.seg_cap;
+      int* i_seg = c.list_i + warp * c.seg_cap;
+      int kept = 0;
+      for (int i0 = 0; i0 < n; i0 += 32) {
+        const int i = i0 + lane;
+        const float w = i < n ? w_seg[i] : 0.f;
+        const int ix = i < n ? i_seg[i] : 0;
+        const bool k = i < n && w > bot;
+        if (k) {
+          const uint32_t key = __float_as_uint(w);
+          const int b = int((key >> 19) - base);
+          const unsigned q = (key & 0x7FFFFFu) | (key >= 0x800000u ? 0x800000u : 0u);
+          atomicAdd(&h.bin[b].x, 1u);
+          atomicAdd(&h.bin[b].y, q >> 12);
+          atomicAdd(&h.bin[b].z, q & 0xFFFu);
+        }
+        const unsigned m = __ballot_sync(0xffffffffu, k);
+        __syncwarp();
+        if (k) {
+          const int q = kept + __popc(m & ((1u << lane) - 1u));
+          w_seg[q] = w, i_seg[q] = ix;
+        }
+        kept += __popc(m);
+      }
+      if (lane == 0) sm.warp_n[warp] = kept;
+    }
+    c.mark(5);
+    __syncthreads();
+    const int ph = sm.red.phase;
+    if (threadIdx.x < 5 * CL) {
+      const int slot = threadIdx.x % 5;
+      const float v = slot == 0 ? acc[0] : slot == 1 ? acc[1] : slot == 2 ? acc[2] : slot == 3 ? acc[3] : float(L);
+      *cluster.map_shared_rank(&sm.red.peer[ph][me][slot], threadIdx.x / 5) = v;
+    }
+    if (threadIdx.x < kBins) {
+      const uint32_t i = threadIdx.x;
+      uint4 v = make_uint4(0u, 0u, 0u, 0xFFFFFFFFu);  // no bins: matches no window
+      uint32_t r = i;
+      if (L >= 256u) v = h.bin[i], v.w = L - 255u + i, r = v.w & 255u;
+      *cluster.map_shared_rank(&h.stage[me * kOwn + int(r) % kOwn], int(r) / kOwn) = v;
+    }
+    cluster.sync();
+    if (threadIdx.x < 32) {  // the same partials in the same order in every CTA: the same totals
+      float v[5];
+#pragma unroll
+      for (int q = 0; q < 5; ++q) v[q] = lane < CL ? sm.red.peer[ph][lane][q] : 0.f;  // all >= 0
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+#pragma unroll
+        for (int q = 0; q < 5; ++q) {
+          const float u = __shfl_xor_sync(0xffffffffu, v[q], o);
+          v[q] = q < 2 ? v[q] + u : fmaxf(v[q], u);
+        }
+      }
+      if (lane == 0) {
+#pragma unroll
+        for (int q = 0; q < 5; ++q) sm.red.res[q] = v[q];
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int q = 0; q < 4; ++q) acc[q] = sm.red.res[q];
+    const uint32_t G = uint32_t(sm.red.res[4]);
+    if (G >= 256u) {
+      const int j = threadIdx.x % kOwn;
+      const uint32_t r = uint32_t(me * kOwn + j), ag = G - ((G - r) & 255u);
+      uint4 tot = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+      for (int q = 0; q < CL; ++q) {
+        const uint4 v = h.stage[q * kOwn + j];
+        if (v.w == ag) tot.x += v.x, tot.y += v.y, tot.z += v.z;
+      }
+      if (threadIdx.x < kBins) *cluster.map_shared_rank(&h.bin[ag - (G - 255u)], threadIdx.x / kOwn) = tot;
+    }
+    if (threadIdx.x == 0) sm.red.phase ^= 1;  // every thread read ph before the barrier above
+    cluster.sync();
+    c.prebinned = G >= 256u;
+    c.sq_floor = G >= 256u ? __uint_as_float(((G - 255u) << 19) - 1u) : 0.f;
+  }
+}
+
+// Places the threshold exactly inside a bracket (lo, hi] of at most 32 weights that one CTA holds
+// (alone, or rank 0 after a gather): one warp orders them (descending, ties by index), adds them up
+// in that order (a fixed shuffle scan: deterministic) from above hi, and stops at the first weight
+// whose upper set keeps too much; its ties are admitted with it.
+template <int CL, int VEC, typename TooBig>
+__device__ Threshold finish_small(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, float lo, float c_lo, float s_lo,
+                                  float hi, float c_hi, float s_hi) {
+  list_ready(c, sm, lo);
+  if (threadIdx.x == 0) sm.small_n = 0;
+  __syncthreads();
+  for_each_listed<CL>(c, sm, [&](float w, int idx) {
+    if (w > lo && w <= hi) {
+      const int q = atomicAdd(&sm.small_n, 1);
+      if (q < 32) sm.small_w[q] = w, sm.small_i[q] = idx;
+    }
+  });
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x, n = min(sm.small_n, 32);
+    const float w = lane < n ? sm.small_w[lane] : -1.f;
+    const int ix = lane < n ? sm.small_i[lane] : 0;
+    int r = 0;
+    for (int j = 0; j < n; ++j) {
+      const float wj = __shfl_sync(0xffffffffu, w, j);
+      const int ij = __shfl_sync(0xffffffffu, ix, j);
+      r += (wj > w || (wj == w && ij < ix)) ? 1 : 0;
+    }
+    __syncwarp();
+    if (lane < n) sm.small_w[r] = w;  // in rank order
+    __syncwarp();
+    const float v = lane < n ? sm.small_w[lane] : 0.f;
+    float sum = v;  // inclusive prefix over the rank order
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const float u = __shfl_up_sync(0xffffffffu, sum, o);
+      if (lane >= o) sum += u;
+    }
+    const float C = c_hi + float(lane + 1), S = s_hi + sum;
+    const unsigned hit = __ballot_sync(0xffffffffu, lane < n && too_big(C, S));
+    // the first weight that keeps too much (none: rounding; the lowest, with the bracket's totals)
+    const int f = hit ? __ffs(hit) - 1 : n - 1;
+    const float t = __shfl_sync(0xffffffffu, v, max(f, 0));
+    // its ties follow it in the rank order: the upper set runs to the last of them
+    const unsigned same = __ballot_sync(0xffffffffu, lane < n && v == t);
+    const int last = 31 - __clz(same | 1u);
+    const float cl = __shfl_sync(0xffffffffu, C, last), sl = __shfl_sync(0xffffffffu, S, last);
+    if (lane == 0) {
+      sm.hist.res[0] = n > 0 ? __uint_as_float(__float_as_uint(t) - 1u) : lo;
+      sm.hist.res[1] = hit && n > 0 ? cl : c_lo;
+      sm.hist.res[2] = hit && n > 0 ? sl : s_lo;
+    }
+  }
+  __syncthreads();
+  const Threshold th{sm.hist.res[0], sm.hist.res[1], sm.hist.res[2]};
+  __syncthreads();  // res is rewritten by a later round
+  return th;
+}
+
+// Enters weight w of token idx in the race held in best (an exact sample: see the file's comment).
+template <int VEC>
+__device__ __forceinline__ void race_entry(const RowCtx<VEC>& c, float w, int idx, unsigned long long& best) {
+  const float e = exp_noise(pick(philox_group(c.key, uint32_t(idx) >> 2, kElementNoise), idx & 3));
+  const unsigned long long packed =
+      (static_cast<unsigned long long>(order_key(score_of(c, w, e))) << 32) | (0xFFFFFFFFu - uint32_t(idx));
+  best = packed > best ? packed : best;
+}
+
+// Hands the rest of the row to the cluster's rank 0: every CTA pushes its listed weights in
+// (lo, hi] into its own region of rank 0's flat region (stores only; positions from a CTA-local
+// counter), enters those above hi in the race (only when the search is final: the threshold then
+// lies at or below hi) and pushes its winner and count, then one cluster barrier. The caller
+// guarantees the cluster holds at most region_cap weights in (lo, hi]. The regions' order depends
+// on the atomics, which changes nothing: histogram rounds count integers and the race does not
+// depend on the order.
+template <int CL, int VEC>
+__device__ void gather_to_lead(RowCtx<VEC>& c, SamplerSmem& sm, float lo, float hi) {
   if constexpr (CL > 1) {
     cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int n = seg_count(c, sm, warp), b0 = seg_begin(c, warp);
-    int keep = 0;
-    for (int i = lane; i < n; i += 32) keep += c.list_w[b0 + i] > lo ? 1 : 0;
-    keep = __reduce_add_sync(0xffffffffu, keep);
-    int pos = 0;
-    if (lane == 0 && keep > 0) pos = atomicAdd(cluster.map_shared_rank(&sm.gather_n, 0), keep);
-    pos = __shfl_sync(0xffffffffu, pos, 0);
-    float* dst_w = cluster.map_shared_rank(c.list_w, 0) + c.flat_off;
-    int* dst_i = cluster.map_shared_rank(c.list_i, 0) + c.flat_off;
-    for (int i0 = 0; i0 < n; i0 += 32) {
-      const int i = i0 + lane;
-      const float w = i < n ? c.list_w[b0 + i] : 0.f;
-      const bool k = i < n && w > lo;
+    list_ready(c, sm, lo);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, me = int(cluster.block_rank());
+    int b0, n;
+    warp_part<CL>(c, sm, warp, b0, n);
+    float* w_seg = c.list_w + b0;
+    int* i_seg = c.list_i + b0;
+    const int dst = c.flat_off + me * c.region_cap;
+    float* dst_w = cluster.map_shared_rank(c.list_w, 0) + dst;
+    int* dst_i = cluster.map_shared_rank(c.list_i, 0) + dst;
+    int n2 = 0;  // entries above hi, moved to the front of the segment (it is not read again)
+    auto one = [&](int i, float w, int ix) {
+      const bool k = i < n && w > lo && w <= hi;
       const unsigned m = __ballot_sync(0xffffffffu, k);
-      const int p = pos + __popc(m & ((1u << lane) - 1u));
-      if (k && p < c.gather_cap) dst_w[p] = w, dst_i[p] = c.list_i[b0 + i];
-      pos += __popc(m);
+      if (m) {  // rare: positions from the CTA's counter
+        int pos = 0;
+        if (lane == 0) pos = atomicAdd(&sm.gather_n, __popc(m));
+        pos = __shfl_sync(0xffffffffu, pos, 0) + __popc(m & ((1u << lane) - 1u));
+        if (k && pos < c.region_cap) dst_w[pos] = w, dst_i[pos] = ix;
+      }
+      const bool a = i < n && w > hi && w >= c.min_keep;
+      const unsigned ma = __ballot_sync(0xffffffffu, a);
+      if (a) {
+        const int q = n2 + __popc(ma & ((1u << lane) - 1u));
+        w_seg[q] = w, i_seg[q] = ix;
+      }
+      n2 += __popc(ma);
+    };
+    for (int i0 = 0; i0 < n; i0 += 64) {  // two chunks in flight
+      const int ia = i0 + lane, ib = ia + 32;
+      const float wa = ia < n ? w_seg[ia] : 0.f, wb = ib < n ? w_seg[ib] : 0.f;
+      const int xa = ia < n ? i_seg[ia] : 0, xb = ib < n ? i_seg[ib] : 0;
+      __syncwarp();  // both chunks read before any lane moves an entry down
+      one(ia, wa, xa);
+      one(ib, wb, xb);
     }
-    cluster.sync();  // release / acquire: rank 0 sees every push and the count
-    c.flat_n = min(sm.gather_n, c.gather_cap);  // meaningful on rank 0 only
+    __syncwarp();
+    unsigned long long best = 0;
+    for (int i = lane; i < n2; i += 32) race_entry(c, w_seg[i], i_seg[i], best);
+    best = block_max_u64(best, sm.red);  // its barrier also completes gather_n
+    if (threadIdx.x == 0) {
+      *cluster.map_shared_rank(&sm.above[me], 0) = best;
+      *cluster.map_shared_rank(&sm.region_n[me], 0) = sm.gather_n;
+    }
+    cluster.sync();  // release / acquire: rank 0 sees every push
     c.gathered = true;
   }
 }
@@ -378,23 +722,31 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
   if (!too_big(c_lo, s_lo)) return {lo, c_lo, s_lo};
   float c_hi = 0.f, s_hi = 0.f;  // size and mass above hi
   for (int round = 0; round < kMaxRounds; ++round) {
-    // Few enough weights above lo for one CTA: rank 0 finishes alone, the others leave.
-    if (CL > 1 && c.can_gather && !c.gathered && c_lo <= fminf(float(c.gather_cap), 1024.f)) {
-      gather_to_lead<CL>(c, sm, lo);
-      if (cluster_rank<CL>() != 0) return {lo, c_lo, s_lo};
+    // Few enough weights above lo, or in the bracket, for one CTA: rank 0 finishes alone, the
+    // others leave (a bracket only in the final search: the CTAs race what lies above it first).
+    if (CL > 1 && c.can_gather && !c.gathered) {
+      const float limit = float(c.region_cap);
+      const bool all = c_lo <= fminf(limit, 1024.f);
+      if (all || (c.can_bracket && c_lo - c_hi <= limit)) {
+        gather_to_lead<CL>(c, sm, lo, all ? INFINITY : hi);
+        c.mark(11);
+        if (cluster_rank<CL>() != 0) return {lo, c_lo, s_lo};
+      }
     }
-    if (CL > 1 && c.can_resolve && !c.gathered && c.compacted && c_lo - c_hi <= 32.f) {
-      c.pending = true;
-      c.p_hi = hi, c.p_chi = c_hi, c.p_shi = s_hi;
-      c.p_k = k, c.p_lim = plim, c.p_use_k = use_k, c.p_use_p = use_p;
-      return {lo, c_lo, s_lo};
+    // A bracket of at most 32 weights in one CTA: placed exactly, no more rounds.
+    if (c.compacted && (CL == 1 || c.gathered) && c_lo - c_hi <= 32.f) {
+      const Threshold th = finish_small<CL>(c, sm, too_big, lo, c_lo, s_lo, hi, c_hi, s_hi);
+      c.mark(2 + min(c.rounds, 9));
+      return th;
     }
     ++c.rounds;
-    // The bracket's weights are in shared memory: histogram rounds, except for a first round over
-    // (0, max] (the list was filled by the stats pass), which the pivots split with no atomics.
-    // Gathered, every round is a histogram round (a pivot round reduces over the cluster).
-    if (c.compacted && (lo > 0.f || round > 0 || c.gathered)) {
-      const bool done = hist_round<CL>(c, sm, too_big, lo, c_lo, s_lo, hi, c_hi, s_hi);
+    // The bracket's weights are in shared memory: histogram rounds. The first one over (0, max]
+    // (the list was filled by the stats pass) has fine bins over the 16 binades under the max
+    // (16 a binade, aligned) and leaves the weights below them out.
+    if (c.compacted) {
+      float floor_w = 0.f;
+      if (lo <= 0.f && __float_as_uint(hi) >= (256u << 19)) floor_w = __uint_as_float((((__float_as_uint(hi) >> 19) - 255u) << 19) - 1u);
+      const bool done = hist_round<CL>(c, sm, too_big, floor_w, lo, c_lo, s_lo, hi, c_hi, s_hi);
       c.mark(2 + min(c.rounds - 1, 9));
       if (done) return {lo, c_lo, s_lo};
       if (!(lo < hi)) break;
@@ -519,9 +871,7 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
         }
       }
     };
-    if (c.compacted) {  // a pivot round over the list: only the count below
-      my_n = sm.warp_n[warp];
-    } else {
+    {
       ++c.global_passes;
       for_each_vector(
           c, c.logits ? -INFINITY : 0.f,
@@ -571,28 +921,6 @@ __device__ Threshold search(RowCtx<VEC>& c, SamplerSmem& sm, bool use_k, float k
     if (!(lo < hi)) break;
   }
   return {lo, c_lo, s_lo};
-}
-
-// -log(u) for u in (0, 1): the fast log where it is accurate, a series where u is near 1 (there
-// -log(u) is small and the fast log's absolute error would dominate it). Relative error < 1e-5.
-__device__ __forceinline__ float exp_noise(uint32_t r) {
-  const float u = to_unit(r);
-  const float om = 1.f - u;  // exact on the 24-bit grid
-  if (om < 0.0625f) return om * (1.f + om * (0.5f + om * (0.33333334f + om * (0.25f + om * 0.2f))));
-  return -__logf(u);
-}
-
-// Maps a float onto an unsigned key with the same order (negative scores included).
-__device__ __forceinline__ uint32_t order_key(float s) {
-  const uint32_t u = __float_as_uint(s);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-// The race score of weight w against exponential noise e: w / e. For logits in the single-pass
-// path, w is the scaled logit and the score is its Gumbel form x / T - log(e).
-template <int VEC>
-__device__ __forceinline__ float score_of(const RowCtx<VEC>& c, float w, float e) {
-  return c.raw_logits ? w - __logf(e) : __fdividef(w, e);
 }
 
 // One pass over the row entering every admissible element in the race; Philox once per 4 elements.
@@ -738,10 +1066,12 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   c.list_i = reinterpret_cast<int*>(c.list_w + p.list_cap);
   c.list_cap = int(p.list_cap);
   c.seg_cap = c.list_cap / (kThreads / 32);
-  c.compacted = false;
-  c.can_gather = c.gathered = false;
-  c.can_resolve = c.pending = false;
-  c.flat_off = c.flat_n = c.gather_cap = 0;
+  c.compacted = c.list_full = c.list_raw = c.prebinned = false;
+  c.sq_floor = 0.f;
+  c.can_gather = c.can_bracket = c.gathered = false;
+  c.flat_off = c.region_cap = 0;
+  c.key = make_key(seed, offset, uint32_t(b));
+  c.min_keep = 0.f;  // set once the max is known
   c.global_passes = 1;
   c.rounds = 0;
   if (threadIdx.x == 0) {
@@ -799,8 +1129,8 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     // Segments need only one pass's appends; the rest of the list is rank 0's flat region.
     c.seg_cap = int(slice_iters) * 32 * VEC * kUnroll;
     c.flat_off = c.seg_cap * (kThreads / 32);
-    c.gather_cap = c.list_cap - c.flat_off;
-    c.can_gather = CL > 1 && p.op == kOpSample && c.gather_cap > 0;
+    c.region_cap = (c.list_cap - c.flat_off) / CL;
+    c.can_gather = CL > 1 && p.op == kOpSample && c.region_cap >= 64;
   }
   const int s_warp = threadIdx.x >> 5, s_lane = threadIdx.x & 31;
   int s_n = 0;  // this warp's entries
@@ -815,44 +1145,49 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   };
   float max_w, total, positives;
   bool bad;
+  // Probabilities split over a cluster with the list in the stats pass: the statistics travel with
+  // the first round's bins (stats_and_fine_bins), one exchange fewer.
+  const bool merged = CL > 1 && list_in_stats && !c.logits && p.op == kOpSample;
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};  // probabilities: sum, count | max, bad
   if (c.logits) {
     float m = -INFINITY, s = 0.f, n = 0.f, badf = 0.f;
-    for_each_global(c, -INFINITY, [&](float x, int i) {
-      if (list_in_stats) stats_append(x, i, x > -INFINITY);  // pads are -inf
-      if (x != x || x == INFINITY) badf = 1.f;
-      else if (x > -INFINITY) {
-        n += 1.f;
-        if (x > m) s = s * __expf((m - x) * c.inv_t) + 1.f, m = x;
-        else s += __expf((x - m) * c.inv_t);
+    // per vector: its max first, one rescale, then independent exponentials (no chain through m)
+    for_each_vector(c, -INFINITY, [&](const float (&x)[VEC], int first) {
+      float mv = m;
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        if (list_in_stats) stats_append(x[j], first + j, x[j] > -INFINITY);  // pads are -inf
+        const bool ok = x[j] > -INFINITY && x[j] < INFINITY;
+        if (!ok && x[j] != -INFINITY) badf = 1.f;  // NaN or +inf
+        if (ok) n += 1.f, mv = fmaxf(mv, x[j]);
       }
+      if (mv > m) s *= __expf((m - mv) * c.inv_t), m = mv;  // m = -inf: s is 0
+#pragma unroll
+      for (int j = 0; j < VEC; ++j)
+        if (x[j] > -INFINITY && x[j] < INFINITY) s += __expf((x[j] - m) * c.inv_t);
     });
-    float a[2] = {m, badf};
-    row_reduce<CL, 0, 0, 2>(a, sm.red);
-    const float M = a[0];
-    float b2[2] = {M > -INFINITY && m > -INFINITY ? s * __expf((m - M) * c.inv_t) : 0.f, n};
-    row_reduce<CL, 2, 0, 0>(b2, sm.red);
-    c.max_x = M;
-    max_w = 1.f, total = b2[0], positives = b2[1], bad = a[1] > 0.f;
+    c.mark(0);  // diagnostic: the slice's pass, before the exchange
+    row_reduce_softmax<CL>(m, s, n, badf, c.inv_t, sm.red);
+    c.max_x = m;
+    max_w = 1.f, total = s, positives = n, bad = badf > 0.f;
   } else {
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};  // sum, count | max, bad
     for_each_global(c, 0.f, [&](float x, int i) {
       if (list_in_stats) stats_append(x, i, x > 0.f);  // pads are 0
       if (!(x >= 0.f) || x == INFINITY) acc[3] = 1.f;
       else acc[0] += x, acc[1] += x > 0.f ? 1.f : 0.f, acc[2] = fmaxf(acc[2], x);
     });
-    row_reduce<CL, 2, 0, 2>(acc, sm.red);
-    total = acc[0], positives = acc[1], max_w = acc[2], bad = acc[3] > 0.f;
+    c.mark(0);  // diagnostic: the slice's pass, before the exchange
+    if (merged) row_reduce<1, 2, 0, 2>(acc, sm.red);  // the block's; the cluster's below
+    else row_reduce<CL, 2, 0, 2>(acc, sm.red);
   }
   if (list_in_stats) {
     if (s_lane == 0) sm.warp_n[s_warp] = s_n;
-    if (c.logits) {  // the list holds logits: turn them into weights now that the max is known
-      __syncwarp();
-      float* w = c.list_w + s_warp * c.seg_cap;
-      for (int i = s_lane; i < s_n; i += 32) w[i] = weight(c, w[i]);
-    }
     __syncwarp();
-    c.compacted = true;
+    c.compacted = c.list_full = true;
+    c.list_raw = c.logits;  // weights once the first round or make_weights has run
   }
+  if (merged) stats_and_fine_bins<CL>(c, sm, acc);
+  if (!c.logits) total = acc[0], positives = acc[1], max_w = acc[2], bad = acc[3] > 0.f;
   c.mark(1);
   if (bad || !(total > 0.f) || total == INFINITY) {
     finish_invalid();
@@ -874,6 +1209,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
 
   // ---- the admissible set: {w > lo} and, with min-p, {w >= min_p * max}
   const int filter = int(p.filter);
+  c.min_keep = (filter & kMinP) ? rp.min_p * max_w : 0.f;
   Threshold th{0.f, positives, total};
   if (filter & (kTopK | kTopP)) {
     const bool use_k = filter & kTopK, use_p = (filter & kTopP) && rp.p < 1.f;  // p = 1 keeps every token
@@ -881,14 +1217,13 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     const bool k_first = use_k && use_p && (filter & kTopKFirst);
 #pragma unroll 1
     for (int phase = k_first ? 0 : 1; phase < 2; ++phase) {
-      c.can_resolve = CL > 1 && p.op == kOpSample && phase == 1;
+      c.can_bracket = phase == 1;
       th = search<CL>(c, sm, use_k, rp.k, use_p && phase == 1, rp.p * th.S, th.lo, th.C, th.S, max_w);
       if (c.gathered && rank != 0) return;  // rank 0 finishes the row
     }
   }
   c.mark(12);
-  const float lo = th.lo;
-  const float min_keep = (filter & kMinP) ? rp.min_p * max_w : 0.f;
+  const float lo = th.lo, min_keep = c.min_keep;
   auto admissible = [&](float w) { return w > lo && w >= min_keep && w > 0.f; };
 
   if (p.op == kOpRenorm || p.op == kOpMask) {
@@ -911,45 +1246,22 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   }
 
   // ---- the draw: an exponential race among admissible weights
-  const RngKey key = make_key(seed, offset, uint32_t(b));
   unsigned long long best = 0;
-  auto enter = [&](float w, uint32_t r, int idx) {
-    const float e = exp_noise(r);
-    const unsigned long long packed =
-        (static_cast<unsigned long long>(order_key(score_of(c, w, e))) << 32) | (0xFFFFFFFFu - uint32_t(idx));
-    best = packed > best ? packed : best;
-  };
   if (c.compacted) {
-    // Move each warp's admissible entries to the front of its segment (the list is not read after
-    // the draw), so the Philox calls run on full warps instead of on a few lanes of every step.
+    list_ready(c, sm, lo);
+    // Move each warp's admissible entries to the front of its part of the list (the list is not
+    // read after the draw), so the Philox calls run on full warps instead of on a few lanes of every step.
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int n = seg_count(c, sm, warp), b0 = seg_begin(c, warp);
+    int b0, n;
+    warp_part<CL>(c, sm, warp, b0, n);
     float* w_seg = c.list_w + b0;
     int* i_seg = c.list_i + b0;
     int n2 = 0;
-    const float race_lo = c.pending ? c.p_hi : lo;  // pending: the bracket goes to rank 0
     for (int i0 = 0; i0 < n; i0 += 32) {
       const int i = i0 + lane;
       const float w = i < n ? w_seg[i] : 0.f;
       const int ix = i < n ? i_seg[i] : 0;
-      if constexpr (CL > 1) {
-        if (c.pending) {
-          const bool br = i < n && w > lo && w <= c.p_hi;
-          const unsigned mb = __ballot_sync(0xffffffffu, br);
-          if (mb) {
-            cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
-            int base = 0;
-            if (lane == 0) base = atomicAdd(cluster.map_shared_rank(&sm.gather_n, 0), __popc(mb));
-            base = __shfl_sync(0xffffffffu, base, 0);
-            const int q = base + __popc(mb & ((1u << lane) - 1u));
-            if (br && q < 32) {
-              *cluster.map_shared_rank(&sm.br_w[q], 0) = w;
-              *cluster.map_shared_rank(&sm.br_i[q], 0) = ix;
-            }
-          }
-        }
-      }
-      const bool k = i < n && w > race_lo && admissible(w);
+      const bool k = i < n && admissible(w);
       const unsigned m = __ballot_sync(0xffffffffu, k);
       __syncwarp();
       if (k) {
@@ -959,50 +1271,31 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
       n2 += __popc(m);
     }
     __syncwarp();
-    for (int i = lane; i < n2; i += 32) {
-      const float w = w_seg[i];
-      const int idx = i_seg[i];
-      enter(w, pick(philox_group(key, uint32_t(idx) >> 2, kElementNoise), idx & 3), idx);
-    }
+    for (int i = lane; i < n2; i += 32) race_entry(c, w_seg[i], i_seg[i], best);
   } else {
     ++c.global_passes;
-    race_global(c, key, admissible, enter);
+    race_global(c, c.key, admissible, [&](float w, uint32_t r, int idx) {
+      const float e = exp_noise(r);
+      const unsigned long long packed =
+          (static_cast<unsigned long long>(order_key(score_of(c, w, e))) << 32) | (0xFFFFFFFFu - uint32_t(idx));
+      best = packed > best ? packed : best;
+    });
   }
   c.mark(13);
-  best = c.gathered ? row_max_u64_to_lead<1>(best, sm.red) : row_max_u64_to_lead<CL>(best, sm.red);
-  if (c.pending) {
-    if (rank != 0) return;
+  if (c.gathered) {
+    // rank 0 alone: its part, and every CTA's winner above the gathered bracket (0 when none)
+    best = row_max_u64_to_lead<1>(best, sm.red);
     if (threadIdx.x < 32) {
-      // Rank 0, one warp: order the bracket (descending, ties by index), add it up in that order
-      // from above p_hi, and admit down to the first weight whose upper set keeps enough.
-      const int lane = threadIdx.x, n = min(sm.gather_n, 32);
-      const float w = lane < n ? sm.br_w[lane] : -1.f;
-      const int ix = lane < n ? sm.br_i[lane] : 0;
-      int r = 0;
-      for (int j = 0; j < n; ++j) {
-        const float wj = __shfl_sync(0xffffffffu, w, j);
-        const int ij = __shfl_sync(0xffffffffu, ix, j);
-        r += (wj > w || (wj == w && ij < ix)) ? 1 : 0;
-      }
-      float C = c.p_chi, S = c.p_shi, thr = -1.f;  // thr < 0: admit the whole bracket
-      for (int q = 0; q < n; ++q) {
-        const unsigned at = __ballot_sync(0xffffffffu, lane < n && r == q);
-        const float v = __shfl_sync(0xffffffffu, w, __ffs(at) - 1);
-        C += 1.f, S += v;
-        if (thr < 0.f && ((c.p_use_k && C >= c.p_k) || (c.p_use_p && S >= c.p_lim))) thr = v;
-      }
-      unsigned long long mine = 0;
-      if (lane < n && w >= thr && admissible(w)) {
-        const float e = exp_noise(pick(philox_group(key, uint32_t(ix) >> 2, kElementNoise), ix & 3));
-        mine = (static_cast<unsigned long long>(order_key(score_of(c, w, e))) << 32) | (0xFFFFFFFFu - uint32_t(ix));
-      }
+      unsigned long long a = threadIdx.x < CL ? sm.above[threadIdx.x] : 0ull;
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) {
-        const unsigned long long u = __shfl_xor_sync(0xffffffffu, mine, o);
-        mine = u > mine ? u : mine;
+        const unsigned long long u = __shfl_xor_sync(0xffffffffu, a, o);
+        a = u > a ? u : a;
       }
-      best = mine > best ? mine : best;
+      best = a > best ? a : best;
     }
+  } else {
+    best = row_max_u64_to_lead<CL>(best, sm.red);
   }
   c.mark(14);
   if (lead) {
