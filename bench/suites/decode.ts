@@ -76,6 +76,8 @@ export const decodeSuite: Suite = {
       fixedSplitSize?: number;
       kvLayout?: "HND";
       persistent?: boolean;
+      /** Experiment switches (environment variables read by the native launcher) for this row. */
+      env?: Record<string, string>;
     };
     type Job = [DType, number, number, boolean, Extra?];
     const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
@@ -90,10 +92,18 @@ export const decodeSuite: Suite = {
       // Each head's tokens contiguous (HND) against NHD's 128-byte rows interleaved by head.
       ["e4m3", 128, 8192, false, { kvLayout: "HND" }],
     ];
+    // FI_BENCH_DECODE_VARIANTS="A=1,B=2;A=2": e4m3 at the target shapes once per switch set (A/B runs).
+    const variants = (env("FI_BENCH_DECODE_VARIANTS") ?? "").split(";").filter((v) => v).map((v) =>
+      Object.fromEntries(v.split(",").map((kv) => kv.split("=") as [string, string]))
+    );
     // The target shapes first (bf16, then fp8), explorations last.
     const jobs: Job[] = [
       ...(has("bf16") ? [...main, [1, 4096]].map(([b, l]): Job => ["bf16", b, l, false]) : []),
       ...dtypes.filter((d) => d !== "bf16").flatMap((d) => main.map(([b, l]): Job => [d, b, l, false])),
+      ...variants.flatMap((e) => [
+        ...main.map(([b, l]): Job => ["e4m3", b, l, false, { env: e }]),
+        ["e4m3", 16, 4096, false, { env: e, persistent: true }] as Job,
+      ]),
       // fp8 alternatives: no wave-balance split at B64, the 2-CTA split size at B16, HND.
       ...(has("e4m3") ? fp8Extras : []),
       ...(has("bf16")
@@ -115,7 +125,13 @@ export const decodeSuite: Suite = {
         // At least 1 GiB of cache so runs do not hit L2; small shapes rotate over page ranges.
         const minPages = Math.ceil((1 << 30) / (2 * PS * HKV * D * kvBytes));
         const pages = Math.max(pagesNeeded, batch === 1 ? minPages : 0);
-        const { kvLayout, ...planExtra } = extra ?? {};
+        const { kvLayout, env: switches, ...planExtra } = extra ?? {};
+        // deno-lint-ignore no-explicit-any
+        const setEnv = (on: boolean) =>
+          Object.keys(switches ?? {}).forEach((k) =>
+            on ? (globalThis as any).Deno.env.set(k, switches![k]) : (globalThis as any).Deno.env.delete(k)
+          );
+        setEnv(true);
         const inner = kvLayout === "HND" ? [HKV, PS, D] : [PS, HKV, D]; // a page's K (or V) half
         using cache = Tensor.fromRaw(randomBits(Math.min(pages, BLOCK) * 2 * PS * HKV * D, kvBytes as 1 | 2), [
           Math.min(pages, BLOCK),
@@ -182,6 +198,7 @@ export const decodeSuite: Suite = {
         });
         wrappers.forEach((w) => w.dispose());
         big?.dispose();
+        setEnv(false);
       }
     }
     // Plan host time at B = 256 (L 1024, page 16): median of many plans, performance.now.

@@ -2,7 +2,10 @@
 // kernels (the set src/attention/compiled.ts names) and launches decode over the planned work items
 // (split requests are merged inside the kernel by their last chunk).
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "../kernels/attention/decode.cuh"
 #include "attention_args.h"
@@ -18,6 +21,77 @@ static_assert(offsetof(fi_decode_params, q_stride_b) == 88 && offsetof(fi_decode
 
 namespace {
 
+// ---- experiment switches (timing runs only; read at every launch) ----
+int env_int(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : 0;
+}
+
+// FI_DECODE_CLOCKS=<file>: the launch runs the clocked kernel instead; every second such launch the two
+// launches' records are appended to <file> (a line per CTA slot: item lane x smid t_start t_wait
+// t_first_tile t_loop_end t_written t_end flags; ns of %globaltimer).
+template <typename T, typename TKV, int D>
+int32_t launch_clocked(const DecodeArgs& a, int items, int lanes, dim3 grid, int smem, cudaStream_t stream,
+                       const char* path) {
+  static unsigned long long* buf[2] = {nullptr, nullptr};
+  static size_t cap = 0;
+  static int count = 0;
+  static int meta[2][4];
+  static bool configured = false;
+  if (!configured) {
+    FI_CUDA(cudaFuncSetAttribute(batch_decode_clk_kernel<T, TKV, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    FI_CUDA(cudaFuncSetAttribute(batch_decode_lanes_clk_kernel<T, TKV, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 smem));
+    configured = true;
+  }
+  const size_t bytes = size_t(items) * grid.x * 8 * sizeof(unsigned long long);
+  if (bytes > cap) {
+    FI_CUDA(cudaStreamSynchronize(stream));
+    for (auto& b : buf) {
+      if (b) FI_CUDA(cudaFree(b));
+      FI_CUDA(cudaMalloc(&b, bytes));
+    }
+    cap = bytes;
+  }
+  const int k = count++ & 1;
+  if (k == 0) {  // both before the first launch, so nothing runs between the two kernels
+    FI_CUDA(cudaMemsetAsync(buf[0], 0, bytes, stream));
+    FI_CUDA(cudaMemsetAsync(buf[1], 0, bytes, stream));
+  }
+  meta[k][0] = items, meta[k][1] = int(grid.x), meta[k][2] = lanes, meta[k][3] = sizeof(TKV);
+  if (lanes > 0) {
+    batch_decode_lanes_clk_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a, buf[k]);
+  } else if (sizeof(TKV) == 2) {
+    FI_CUDA(fi::launch(batch_decode_clk_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a, buf[k]));
+  } else {
+    batch_decode_clk_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a, buf[k]);
+  }
+  FI_CHECK_LAUNCH("batch_decode (clocked)");
+  if (k == 0) return FI_OK;
+  FI_CUDA(cudaStreamSynchronize(stream));
+  FILE* f = std::fopen(path, "a");
+  if (!f) return FI_OK;
+  for (int j = 0; j < 2; j++) {
+    const int n = meta[j][0], w = meta[j][1], L = meta[j][2];
+    std::vector<unsigned long long> h(size_t(n) * w * 8);
+    FI_CUDA(cudaMemcpy(h.data(), buf[j], h.size() * 8, cudaMemcpyDeviceToHost));
+    std::vector<int> starts(L + 1, 0);
+    if (L > 0) FI_CUDA(cudaMemcpy(starts.data(), a.lane_starts, (L + 1) * 4, cudaMemcpyDeviceToHost));
+    std::fprintf(f, "# launch %d items %d width %d lanes %d kvbytes %d\n", j, n, w, L, meta[j][3]);
+    int lane = 0;
+    for (int i = 0; i < n; i++) {
+      while (L > 0 && lane < L && starts[lane + 1] <= i) lane++;
+      for (int x = 0; x < w; x++) {
+        const unsigned long long* r = &h[(size_t(i) * w + x) * 8];
+        std::fprintf(f, "%d %d %d %llu %llu %llu %llu %llu %llu %llu %llu\n", i, L > 0 ? lane : i, x, r[1], r[0],
+                     r[2], r[3], r[4], r[5], r[6], r[7]);
+      }
+    }
+  }
+  std::fclose(f);
+  return FI_OK;
+}
+
 template <typename T, typename TKV, int D>
 int32_t launch_decode(const DecodeArgs& a, int items, int lanes, int kv_heads, cudaStream_t stream) {
   constexpr int smem = decode_smem_bytes<T, TKV, D>();
@@ -31,6 +105,34 @@ int32_t launch_decode(const DecodeArgs& a, int items, int lanes, int kv_heads, c
   const int rows = lanes > 0 ? lanes : items;
   if (rows > 65535) return set_error(FI_ERR_UNSUPPORTED, "batch decode: %d work items (at most 65535)", rows);
   const dim3 grid(kv_heads * a.head_groups, rows);
+  // Experiments at the benchmark shape only (bf16 q, D 128): clocks, and PDL for fp8 (e4m3).
+  if constexpr (__is_same(T, __nv_bfloat16) && D == 128 &&
+                (__is_same(TKV, __nv_fp8_e4m3) || __is_same(TKV, __nv_bfloat16))) {
+    if (const char* path = std::getenv("FI_DECODE_CLOCKS"); path && *path)
+      return launch_clocked<T, TKV, D>(a, items, lanes, grid, smem, stream, path);
+  }
+  if constexpr (__is_same(T, __nv_bfloat16) && D == 128 && __is_same(TKV, __nv_fp8_e4m3)) {
+    const int pdl = env_int(lanes > 0 ? "FI_DECODE_FP8_PDL_LANES" : "FI_DECODE_FP8_PDL_SPLIT");
+    if (pdl == 1 || pdl == 2) {
+      static bool configured_pdl = false;
+      if (!configured_pdl) {
+        FI_CUDA(cudaFuncSetAttribute(batch_decode_kernel<T, TKV, D, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        FI_CUDA(cudaFuncSetAttribute(batch_decode_kernel<T, TKV, D, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        FI_CUDA(cudaFuncSetAttribute(batch_decode_lanes_kernel<T, TKV, D, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        FI_CUDA(cudaFuncSetAttribute(batch_decode_lanes_kernel<T, TKV, D, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        configured_pdl = true;
+      }
+      if (lanes > 0) {
+        FI_CUDA(pdl == 1 ? fi::launch(batch_decode_lanes_kernel<T, TKV, D, 1>, grid, dim3(kDecodeThreads), smem, stream, a)
+                         : fi::launch(batch_decode_lanes_kernel<T, TKV, D, 2>, grid, dim3(kDecodeThreads), smem, stream, a));
+      } else {
+        FI_CUDA(pdl == 1 ? fi::launch(batch_decode_kernel<T, TKV, D, 1>, grid, dim3(kDecodeThreads), smem, stream, a)
+                         : fi::launch(batch_decode_kernel<T, TKV, D, 2>, grid, dim3(kDecodeThreads), smem, stream, a));
+      }
+      FI_CHECK_LAUNCH("batch_decode");
+      return FI_OK;
+    }
+  }
   // 16-bit KV: programmatic dependent launch, the CTAs read their work item and first page ids while the
   // previous kernel drains (B1 L4k 14.9 -> 13.9 us). fp8 KV launches plainly: with PDL it got slower in
   // the same run (B128 L8k e4m3 763 -> 848 us).

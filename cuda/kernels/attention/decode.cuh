@@ -165,8 +165,23 @@ constexpr int decode_min_ctas() {
 
 // One CTA's work: cta.x() / cta.y() = (kv head x head group, work item) of a grid cta.width() wide. The kernel below
 // runs one per CTA; the BatchAttention kernel (batch_attention.cuh) runs many in a persistent loop.
-template <typename T, typename TKV, int D, typename Cta = GridCta>
-__device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}) {
+// Experiment (timing only): %globaltimer of one CTA's phases, record k of slot (item, x) in clk[.. * 8 + k].
+__device__ __forceinline__ unsigned long long decode_gtime() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ unsigned decode_smid() {
+  unsigned s;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(s));
+  return s;
+}
+
+// PDL (fp8 KV only; 16-bit KV always waits and triggers early): 0 plain launch, 1 wait before the KV and
+// trigger at once, 2 wait before the KV and trigger when `last` (the CTA's last item) leaves its main loop.
+template <typename T, typename TKV, int D, typename Cta = GridCta, int PDL = 0, bool CLK = false>
+__device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}, bool last = true,
+                                           unsigned long long* clk = nullptr) {
   constexpr bool FP8 = sizeof(TKV) == 1;
   // Tensor-core type: the q dtype, or fp16 for fp8 KV (fp8 -> fp16 is one cvt per pair; q is
   // converted once per CTA; P in [0, 1] and fp32 accumulators keep the result at q's precision).
@@ -189,6 +204,10 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
 
   // x: kv head (x head group), fastest, so the CTAs of one item run together and read
   // neighbouring bytes of the same pages (NHD rows interleave heads); y: the work item.
+  unsigned long long* rec = CLK ? clk + (int64_t(cta.y()) * cta.width() + cta.x()) * 8 : nullptr;
+  if constexpr (CLK) {
+    if (threadIdx.x == 0) rec[0] = decode_gtime(), rec[1] = decode_smid();
+  }
   const int4 it0 = reinterpret_cast<const int4*>(a.items)[cta.y() * 2];
   const int4 it1 = reinterpret_cast<const int4*>(a.items)[cta.y() * 2 + 1];
   const int req = it0.x;
@@ -227,6 +246,9 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   // ---- the copy pipeline ----
   const int ntiles = (kv_end - kv_start + TILE - 1) / TILE;
   const int lc = lane % CH, lr0 = warp * 16 + lane / CH;
+  if constexpr (CLK) {
+    if (tid == 0) rec[7] = ntiles | (partial_row >= 0 ? 1 << 20 : 0);
+  }
   const int shift = a.page_shift;  // page size 2^shift, or -1: divide
   const TKV* kbase = static_cast<const TKV*>(a.k) + int64_t(kvh) * a.kv_sh;
   const TKV* vbase = static_cast<const TKV*>(a.v) + int64_t(kvh) * a.kv_sh;
@@ -271,6 +293,12 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     pdl_wait();
     pdl_launch_dependents();
     load_q();
+  } else if constexpr (PDL > 0) {
+    pdl_wait();
+    if constexpr (PDL == 1) pdl_launch_dependents();
+  }
+  if constexpr (CLK) {
+    if (tid == 0) rec[2] = decode_gtime();
   }
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
@@ -327,6 +355,9 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     cp_async_commit();
     cp_async_wait<STAGES - 1>();
     __syncwarp();
+    if constexpr (CLK) {
+      if (t == 0 && tid == 0) rec[3] = decode_gtime();
+    }
 
     const int stage = t % STAGES;
     const int tile_pos = kv_start + t * TILE;
@@ -494,7 +525,13 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     __syncwarp();  // this warp's rows of the stage are refilled next iteration
   }
   cp_async_wait<0>();
+  if constexpr (FP8 && PDL == 2) {
+    if (last) pdl_launch_dependents();
+  }
   __syncthreads();
+  if constexpr (CLK) {
+    if (tid == 0) rec[4] = decode_gtime();
+  }
 
   // ---- merge the 4 warps' states through shared memory (the pipeline buffers are free now) ----
 #pragma unroll
@@ -562,6 +599,9 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
       if (c == 0) a.tmp_lse[row] = lse;
     }
   }
+  if constexpr (CLK) {
+    if (tid == 0) rec[5] = decode_gtime();
+  }
   if (partial_row < 0) return;
 
   // ---- split request: the last of its chunks to finish merges all of them (no second kernel) ----
@@ -577,6 +617,9 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   }
   __syncthreads();
   if (!is_last) return;
+  if constexpr (CLK) {
+    if (tid == 0) rec[7] |= 1 << 21;
+  }
   __threadfence();
   // Weights of every (row, chunk) in shared memory first: all LSE loads in flight at once, then one
   // warp per row reduces them, then each thread sums its 4 columns over the chunks.
@@ -646,21 +689,42 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   }
 }
 
-template <typename T, typename TKV, int D>
+template <typename T, typename TKV, int D, int PDL = 0>
 __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_kernel(const __grid_constant__ DecodeArgs a) {
-  decode_cta<T, TKV, D>(a);
+  decode_cta<T, TKV, D, GridCta, PDL>(a);
+}
+
+// Experiment: the plain kernel with phase clocks (decode_gtime) written to clk.
+template <typename T, typename TKV, int D>
+__global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
+    batch_decode_clk_kernel(const __grid_constant__ DecodeArgs a, unsigned long long* clk) {
+  decode_cta<T, TKV, D, GridCta, 0, true>(a, {}, true, clk);
+  __syncthreads();
+  if (threadIdx.x == 0) clk[(int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * 8 + 6] = decode_gtime();
 }
 
 // Persistent form: a grid of (CTAs an item) x lanes, sized to stay resident; row y runs the items of
 // lane y one after the other (scheduleDecodeLanes in src/attention/scheduler.ts balances their tiles).
-template <typename T, typename TKV, int D>
+template <typename T, typename TKV, int D, int PDL = 0>
 __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_lanes_kernel(const __grid_constant__ DecodeArgs a) {
   const int end = a.lane_starts[blockIdx.y + 1];
   for (int i = a.lane_starts[blockIdx.y]; i < end; i++) {
-    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)});
+    decode_cta<T, TKV, D, VirtualCta, PDL>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, i == end - 1);
     __syncthreads();  // the next item's loads reuse the shared memory this one merged in
+  }
+}
+
+// Experiment: the lanes kernel with phase clocks per item.
+template <typename T, typename TKV, int D>
+__global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
+    batch_decode_lanes_clk_kernel(const __grid_constant__ DecodeArgs a, unsigned long long* clk) {
+  const int end = a.lane_starts[blockIdx.y + 1];
+  for (int i = a.lane_starts[blockIdx.y]; i < end; i++) {
+    decode_cta<T, TKV, D, VirtualCta, 0, true>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, true, clk);
+    __syncthreads();  // the next item's loads reuse the shared memory this one merged in
+    if (threadIdx.x == 0) clk[(int64_t(i) * gridDim.x + blockIdx.x) * 8 + 6] = decode_gtime();
   }
 }
 
