@@ -96,17 +96,15 @@ export const decodeSuite: Suite = {
     const variants = (env("FI_BENCH_DECODE_VARIANTS") ?? "").split(";").filter((v) => v).map((v) =>
       Object.fromEntries(v.split(",").map((kv) => kv.split("=") as [string, string]))
     );
+    const noExtras = env("FI_BENCH_DECODE_NO_EXTRAS") === "1";
     // The target shapes first (bf16, then fp8), explorations last.
     const jobs: Job[] = [
       ...(has("bf16") ? [...main, [1, 4096]].map(([b, l]): Job => ["bf16", b, l, false]) : []),
       ...dtypes.filter((d) => d !== "bf16").flatMap((d) => main.map(([b, l]): Job => [d, b, l, false])),
-      ...variants.flatMap((e) => [
-        ...main.map(([b, l]): Job => ["e4m3", b, l, false, { env: e }]),
-        ["e4m3", 16, 4096, false, { env: e, persistent: true }] as Job,
-      ]),
+      ...variants.flatMap((e) => main.map(([b, l]): Job => ["e4m3", b, l, false, { env: e }])),
       // fp8 alternatives: no wave-balance split at B64, the 2-CTA split size at B16, HND.
-      ...(has("e4m3") ? fp8Extras : []),
-      ...(has("bf16")
+      ...(has("e4m3") && !noExtras ? fp8Extras : []),
+      ...(has("bf16") && !noExtras
         ? [
           [64, 2048, true],
           // Scheduler alternatives at the split-sensitive shapes.

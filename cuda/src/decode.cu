@@ -60,11 +60,9 @@ int32_t launch_clocked(const DecodeArgs& a, int items, int lanes, dim3 grid, int
   }
   meta[k][0] = items, meta[k][1] = int(grid.x), meta[k][2] = lanes, meta[k][3] = sizeof(TKV);
   if (lanes > 0) {
-    batch_decode_lanes_clk_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a, buf[k]);
-  } else if (sizeof(TKV) == 2) {
-    FI_CUDA(fi::launch(batch_decode_clk_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a, buf[k]));
+    FI_CUDA(fi::launch(batch_decode_lanes_clk_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a, buf[k]));
   } else {
-    batch_decode_clk_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a, buf[k]);
+    FI_CUDA(fi::launch(batch_decode_clk_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a, buf[k]));
   }
   FI_CHECK_LAUNCH("batch_decode (clocked)");
   if (k == 0) return FI_OK;
@@ -92,6 +90,31 @@ int32_t launch_clocked(const DecodeArgs& a, int items, int lanes, dim3 grid, int
   return FI_OK;
 }
 
+// Experiment: fp8 kernel variant V (decode.cuh decode_fp8_pdl; bit 1: launched plainly).
+template <typename T, typename TKV, int D, int V>
+int32_t launch_variant(const DecodeArgs& a, int lanes, dim3 grid, int smem, cudaStream_t stream) {
+  static bool configured = false;
+  if (!configured) {
+    FI_CUDA(cudaFuncSetAttribute(batch_decode_kernel<T, TKV, D, V>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    FI_CUDA(cudaFuncSetAttribute(batch_decode_lanes_kernel<T, TKV, D, V>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 smem));
+    configured = true;
+  }
+  if (V & 2) {
+    if (lanes > 0) {
+      batch_decode_lanes_kernel<T, TKV, D, V><<<grid, kDecodeThreads, smem, stream>>>(a);
+    } else {
+      batch_decode_kernel<T, TKV, D, V><<<grid, kDecodeThreads, smem, stream>>>(a);
+    }
+  } else if (lanes > 0) {
+    FI_CUDA(fi::launch(batch_decode_lanes_kernel<T, TKV, D, V>, grid, dim3(kDecodeThreads), smem, stream, a));
+  } else {
+    FI_CUDA(fi::launch(batch_decode_kernel<T, TKV, D, V>, grid, dim3(kDecodeThreads), smem, stream, a));
+  }
+  FI_CHECK_LAUNCH("batch_decode");
+  return FI_OK;
+}
+
 template <typename T, typename TKV, int D>
 int32_t launch_decode(const DecodeArgs& a, int items, int lanes, int kv_heads, cudaStream_t stream) {
   constexpr int smem = decode_smem_bytes<T, TKV, D>();
@@ -112,36 +135,19 @@ int32_t launch_decode(const DecodeArgs& a, int items, int lanes, int kv_heads, c
       return launch_clocked<T, TKV, D>(a, items, lanes, grid, smem, stream, path);
   }
   if constexpr (__is_same(T, __nv_bfloat16) && D == 128 && __is_same(TKV, __nv_fp8_e4m3)) {
-    const int pdl = env_int(lanes > 0 ? "FI_DECODE_FP8_PDL_LANES" : "FI_DECODE_FP8_PDL_SPLIT");
-    if (pdl == 1 || pdl == 2) {
-      static bool configured_pdl = false;
-      if (!configured_pdl) {
-        FI_CUDA(cudaFuncSetAttribute(batch_decode_kernel<T, TKV, D, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-        FI_CUDA(cudaFuncSetAttribute(batch_decode_kernel<T, TKV, D, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-        FI_CUDA(cudaFuncSetAttribute(batch_decode_lanes_kernel<T, TKV, D, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-        FI_CUDA(cudaFuncSetAttribute(batch_decode_lanes_kernel<T, TKV, D, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-        configured_pdl = true;
-      }
-      if (lanes > 0) {
-        FI_CUDA(pdl == 1 ? fi::launch(batch_decode_lanes_kernel<T, TKV, D, 1>, grid, dim3(kDecodeThreads), smem, stream, a)
-                         : fi::launch(batch_decode_lanes_kernel<T, TKV, D, 2>, grid, dim3(kDecodeThreads), smem, stream, a));
-      } else {
-        FI_CUDA(pdl == 1 ? fi::launch(batch_decode_kernel<T, TKV, D, 1>, grid, dim3(kDecodeThreads), smem, stream, a)
-                         : fi::launch(batch_decode_kernel<T, TKV, D, 2>, grid, dim3(kDecodeThreads), smem, stream, a));
-      }
-      FI_CHECK_LAUNCH("batch_decode");
-      return FI_OK;
-    }
+    const int v = env_int("FI_DECODE_FP8_VARIANT");
+    if (v == 1) return launch_variant<T, TKV, D, 1>(a, lanes, grid, smem, stream);
+    if (v == 2) return launch_variant<T, TKV, D, 2>(a, lanes, grid, smem, stream);
+    if (v == 4) return launch_variant<T, TKV, D, 4>(a, lanes, grid, smem, stream);
   }
-  // 16-bit KV: programmatic dependent launch, the CTAs read their work item and first page ids while the
-  // previous kernel drains (B1 L4k 14.9 -> 13.9 us). fp8 KV launches plainly: with PDL it got slower in
-  // the same run (B128 L8k e4m3 763 -> 848 us).
-  if (lanes > 0) {  // persistent grid (num_lanes; the default for fp8)
+  // Programmatic dependent launch: the CTAs read their work item and first page ids while the previous
+  // kernel drains (16-bit KV: B1 L4k 14.9 -> 13.9 us; fp8 triggers its dependents late, see decode.cuh).
+  if (lanes > 0 && sizeof(TKV) == 2) {  // 16-bit lanes (off by default) trigger early: launched plainly
     batch_decode_lanes_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a);
-  } else if (sizeof(TKV) == 2) {
-    FI_CUDA(fi::launch(batch_decode_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a));
+  } else if (lanes > 0) {  // persistent grid (num_lanes; the default for fp8)
+    FI_CUDA(fi::launch(batch_decode_lanes_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a));
   } else {
-    batch_decode_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a);
+    FI_CUDA(fi::launch(batch_decode_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a));
   }
   FI_CHECK_LAUNCH("batch_decode");
   return FI_OK;

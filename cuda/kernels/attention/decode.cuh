@@ -177,9 +177,30 @@ __device__ __forceinline__ unsigned decode_smid() {
   return s;
 }
 
-// PDL (fp8 KV only; 16-bit KV always waits and triggers early): 0 plain launch, 1 wait before the KV and
-// trigger at once, 2 wait before the KV and trigger when `last` (the CTA's last item) leaves its main loop.
-template <typename T, typename TKV, int D, typename Cta = GridCta, int PDL = 0, bool CLK = false>
+// Experiment variants V (fp8 KV only; 0 is the default): bit 0: trigger the next launch at once (PDL
+// early), bit 1: launched plainly (no PDL), bit 2: the warp merge's old (4-way conflicting) stores.
+template <int V>
+constexpr int decode_fp8_pdl() {
+  return (V & 2) ? 0 : (V & 1) ? 1 : 2;
+}
+
+// fp8: the warps' outputs are stored to the merge scratch at column dim ^ key(dim) (a permutation within
+// each aligned float4), so the 32 lanes of a scattered store hit 32 banks; readers undo it per float4.
+template <int D>
+__device__ __forceinline__ int fp8_merge_key(int dim) {
+  return (dim >> (D == 64 ? 4 : 5)) & 3;
+}
+__device__ __forceinline__ float4 unswizzle4(float4 x, int key) {
+  if (key & 1) x = make_float4(x.y, x.x, x.w, x.z);
+  if (key & 2) x = make_float4(x.z, x.w, x.x, x.y);
+  return x;
+}
+
+// PDL: 16-bit KV waits and triggers right after its first page ids. fp8 KV (decode_fp8_pdl) waits there
+// too and triggers when `last` (the CTA's last item) leaves its main loop (mode 2; 1: at once, 0: none):
+// triggering at once made lanes at B128 L8k 763 -> 848 us; late, the next launch overlaps this one's
+// merge tail only.
+template <typename T, typename TKV, int D, typename Cta = GridCta, int V = 0, bool CLK = false>
 __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}, bool last = true,
                                            unsigned long long* clk = nullptr) {
   constexpr bool FP8 = sizeof(TKV) == 1;
@@ -293,9 +314,9 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     pdl_wait();
     pdl_launch_dependents();
     load_q();
-  } else if constexpr (PDL > 0) {
+  } else if constexpr (decode_fp8_pdl<V>() > 0) {
     pdl_wait();
-    if constexpr (PDL == 1) pdl_launch_dependents();
+    if constexpr (decode_fp8_pdl<V>() == 1) pdl_launch_dependents();
   }
   if constexpr (CLK) {
     if (tid == 0) rec[2] = decode_gtime();
@@ -525,7 +546,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     __syncwarp();  // this warp's rows of the stage are refilled next iteration
   }
   cp_async_wait<0>();
-  if constexpr (FP8 && PDL == 2) {
+  if constexpr (FP8 && decode_fp8_pdl<V>() == 2) {
     if (last) pdl_launch_dependents();
   }
   __syncthreads();
@@ -550,7 +571,8 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
       for (int j = 0; j < D / 8; j++) {
 #pragma unroll
         for (int e = 0; e < 2; e++) {
-          const int dim = fp8_pv_dim<D>(j, c0 + e);
+          int dim = fp8_pv_dim<D>(j, c0 + e);
+          if constexpr (!(V & 4)) dim ^= fp8_merge_key<D>(dim);
           so[(warp * 16 + r0) * SO + dim] = o[j][e];
           so[(warp * 16 + r0 + 8) * SO + dim] = o[j][2 + e];
         }
@@ -584,6 +606,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
         acc.x += x.x * f, acc.y += x.y * f, acc.z += x.z * f, acc.w += x.w * f;
       }
     }
+    if constexpr (FP8 && !(V & 4)) acc = unswizzle4(acc, fp8_merge_key<D>(c));
     const float inv = dsum > 0.f ? a.v_scale / dsum : 0.f;
     acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
     const float lse = dsum > 0.f ? mx + __log2f(dsum) : -INFINITY;
@@ -689,10 +712,10 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   }
 }
 
-template <typename T, typename TKV, int D, int PDL = 0>
+template <typename T, typename TKV, int D, int V = 0>
 __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_kernel(const __grid_constant__ DecodeArgs a) {
-  decode_cta<T, TKV, D, GridCta, PDL>(a);
+  decode_cta<T, TKV, D, GridCta, V>(a);
 }
 
 // Experiment: the plain kernel with phase clocks (decode_gtime) written to clk.
@@ -706,12 +729,12 @@ __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
 
 // Persistent form: a grid of (CTAs an item) x lanes, sized to stay resident; row y runs the items of
 // lane y one after the other (scheduleDecodeLanes in src/attention/scheduler.ts balances their tiles).
-template <typename T, typename TKV, int D, int PDL = 0>
+template <typename T, typename TKV, int D, int V = 0>
 __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_lanes_kernel(const __grid_constant__ DecodeArgs a) {
   const int end = a.lane_starts[blockIdx.y + 1];
   for (int i = a.lane_starts[blockIdx.y]; i < end; i++) {
-    decode_cta<T, TKV, D, VirtualCta, PDL>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, i == end - 1);
+    decode_cta<T, TKV, D, VirtualCta, V>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, i == end - 1);
     __syncthreads();  // the next item's loads reuse the shared memory this one merged in
   }
 }
@@ -722,7 +745,7 @@ __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_lanes_clk_kernel(const __grid_constant__ DecodeArgs a, unsigned long long* clk) {
   const int end = a.lane_starts[blockIdx.y + 1];
   for (int i = a.lane_starts[blockIdx.y]; i < end; i++) {
-    decode_cta<T, TKV, D, VirtualCta, 0, true>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, true, clk);
+    decode_cta<T, TKV, D, VirtualCta, 0, true>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, i == end - 1, clk);
     __syncthreads();  // the next item's loads reuse the shared memory this one merged in
     if (threadIdx.x == 0) clk[(int64_t(i) * gridDim.x + blockIdx.x) * 8 + 6] = decode_gtime();
   }
