@@ -76,8 +76,7 @@ export const decodeSuite: Suite = {
       fixedSplitSize?: number;
       kvLayout?: "HND";
       persistent?: boolean;
-      /** Experiment switches (environment variables read by the native launcher) for this row. */
-      env?: Record<string, string>;
+      workQueue?: boolean;
     };
     type Job = [DType, number, number, boolean, Extra?];
     const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
@@ -85,23 +84,15 @@ export const decodeSuite: Suite = {
     const dtypes = (env("FI_BENCH_DECODE_DTYPES") ?? "bf16,e4m3,e5m2").split(",") as DType[];
     const has = (d: DType) => dtypes.includes(d);
     const fp8Extras: Job[] = [
-      // The persistent grid (lanes) against one CTA row per item, at every target shape.
-      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { persistent: b * 8 < 132 }]),
-      ["e4m3", 64, 2048, false, { disableSplitKv: true }],
-      ["e4m3", 16, 4096, false, { fixedSplitSize: 2048 }],
-      // Each head's tokens contiguous (HND) against NHD's 128-byte rows interleaved by head.
-      ["e4m3", 128, 8192, false, { kvLayout: "HND" }],
+      // The work queue against static lanes, and (B16) against the split kernel.
+      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { workQueue: false }]),
+      ["e4m3", 16, 4096, false, { persistent: false }],
     ];
-    // FI_BENCH_DECODE_VARIANTS="A=1,B=2;A=2": e4m3 at the target shapes once per switch set (A/B runs).
-    const variants = (env("FI_BENCH_DECODE_VARIANTS") ?? "").split(";").filter((v) => v).map((v) =>
-      Object.fromEntries(v.split(",").map((kv) => kv.split("=") as [string, string]))
-    );
     const noExtras = env("FI_BENCH_DECODE_NO_EXTRAS") === "1";
     // The target shapes first (bf16, then fp8), explorations last.
     const jobs: Job[] = [
       ...(has("bf16") ? [...main, [1, 4096]].map(([b, l]): Job => ["bf16", b, l, false]) : []),
       ...dtypes.filter((d) => d !== "bf16").flatMap((d) => main.map(([b, l]): Job => [d, b, l, false])),
-      ...variants.flatMap((e) => main.map(([b, l]): Job => ["e4m3", b, l, false, { env: e }])),
       // fp8 alternatives: no wave-balance split at B64, the 2-CTA split size at B16, HND.
       ...(has("e4m3") && !noExtras ? fp8Extras : []),
       ...(has("bf16") && !noExtras
@@ -123,13 +114,7 @@ export const decodeSuite: Suite = {
         // At least 1 GiB of cache so runs do not hit L2; small shapes rotate over page ranges.
         const minPages = Math.ceil((1 << 30) / (2 * PS * HKV * D * kvBytes));
         const pages = Math.max(pagesNeeded, batch === 1 ? minPages : 0);
-        const { kvLayout, env: switches, ...planExtra } = extra ?? {};
-        // deno-lint-ignore no-explicit-any
-        const setEnv = (on: boolean) =>
-          Object.keys(switches ?? {}).forEach((k) =>
-            on ? (globalThis as any).Deno.env.set(k, switches![k]) : (globalThis as any).Deno.env.delete(k)
-          );
-        setEnv(true);
+        const { kvLayout, ...planExtra } = extra ?? {};
         const inner = kvLayout === "HND" ? [HKV, PS, D] : [PS, HKV, D]; // a page's K (or V) half
         using cache = Tensor.fromRaw(randomBits(Math.min(pages, BLOCK) * 2 * PS * HKV * D, kvBytes as 1 | 2), [
           Math.min(pages, BLOCK),
@@ -196,7 +181,6 @@ export const decodeSuite: Suite = {
         });
         wrappers.forEach((w) => w.dispose());
         big?.dispose();
-        setEnv(false);
       }
     }
     // Plan host time at B = 256 (L 1024, page 16): median of many plans, performance.now.

@@ -293,3 +293,119 @@ export function scheduleDecodeLanes(
     laneStarts,
   };
 }
+
+/**
+ * Piece ends (in global tiles, increasing, the last = total) of the work-queue schedule: the first
+ * round of `rows` pieces (the rows' static first items) covers `firstShare` of the tiles, each later
+ * round of `rows` pieces half of what is left, down to pieces of `minTiles`; so the items shrink along
+ * the queue. A cut within a quarter piece of a request boundary moves onto it (no slivers of requests).
+ * requestEnds: each request's end in global tiles (non-decreasing).
+ */
+export function queueCuts(
+  requestEnds: ArrayLike<number>,
+  rows: number,
+  minTiles = 4,
+  firstShare = 0.7,
+): number[] {
+  const total = requestEnds.length ? requestEnds[requestEnds.length - 1] : 0;
+  const cuts: number[] = [];
+  let pos = 0, b = 0, round = 0;
+  while (pos < total) {
+    const share = round++ === 0 ? firstShare : 0.5;
+    const size = Math.max(minTiles, Math.ceil((share * (total - pos)) / rows));
+    const snap = Math.floor(size / 4);
+    for (let k = 0; k < rows && pos < total; k++) {
+      let c = Math.min(total, pos + size);
+      while (b < requestEnds.length && requestEnds[b] <= pos) b++;
+      // The request boundaries nearest c: the last one at or before it and the first one after it.
+      let e = b;
+      while (e < requestEnds.length && requestEnds[e] <= c) e++;
+      const before = e > 0 ? requestEnds[e - 1] : 0, after = e < requestEnds.length ? requestEnds[e] : total;
+      if (c - before <= snap && before > pos) c = before;
+      else if (after - c <= snap) c = after;
+      cuts.push(c);
+      pos = c;
+    }
+  }
+  return cuts;
+}
+
+/**
+ * The work-queue schedule for the fp8 persistent grid (batch_decode_queue_kernel): `rows` resident rows
+ * of CTAs; row y runs item y, then claims the next unclaimed item in order, so rows that stream faster
+ * take more items and all end together (a static cut left 14-18 µs between the first and last CTA to
+ * end at B16-B64). Items are each request's tiles cut at the queueCuts piece ends, in request order; a
+ * request cut into several items is merged by its LSE by the last to finish (as for a split).
+ * numLanes is `rows`; laneStarts is unused (the kernel's queue counters follow the items).
+ */
+export function scheduleDecodeQueue(
+  input: Pick<ScheduleInput, "seqLens" | "pageBase" | "windowLeft">,
+  rows: number,
+  out?: { items?: Int32Array; mergeTable?: Int32Array },
+  cuts?: number[],
+): LaneSchedule {
+  const { seqLens, pageBase } = input;
+  const batch = seqLens.length;
+  const window = input.windowLeft ?? -1;
+  const startOf = (b: number) => (window >= 0 && seqLens[b] - 1 - window > 0 ? seqLens[b] - 1 - window : 0);
+  const ends = new Float64Array(batch);
+  for (let b = 0, g = 0; b < batch; b++) {
+    g += ceilDiv(Math.max(0, seqLens[b] - startOf(b)), DECODE_TILE);
+    ends[b] = g;
+  }
+  const pieceEnds = cuts ?? queueCuts(ends, Math.max(1, rows));
+  const numItems = countQueueItems(ends, pieceEnds);
+  const items = out?.items && out.items.length >= numItems * ITEM_INTS
+    ? out.items
+    : new Int32Array(numItems * ITEM_INTS);
+  const mergeTable = out?.mergeTable && out.mergeTable.length >= 2 * batch ? out.mergeTable : new Int32Array(2 * batch);
+  let i = 0, partial = 0, c = 0;
+  for (let b = 0; b < batch; b++) {
+    const g0 = b > 0 ? ends[b - 1] : 0, g1 = ends[b], s0 = startOf(b);
+    while (c < pieceEnds.length && pieceEnds[c] <= g0) c++;
+    // Piece ends strictly inside (g0, g1) cut this request.
+    let c1 = c;
+    while (c1 < pieceEnds.length && pieceEnds[c1] < g1) c1++;
+    const chunks = c1 - c + 1;
+    const first = partial;
+    mergeTable[2 * b] = chunks > 1 ? partial : 0;
+    mergeTable[2 * b + 1] = chunks > 1 ? chunks : 0;
+    for (let j = 0; j < chunks; j++, i++) {
+      const t0 = (j === 0 ? g0 : pieceEnds[c + j - 1]) - g0, t1 = (j === chunks - 1 ? g1 : pieceEnds[c + j]) - g0;
+      const o = i * ITEM_INTS;
+      items[o] = b;
+      items[o + 1] = s0 + t0 * DECODE_TILE;
+      items[o + 2] = chunks > 1 ? Math.min(seqLens[b], s0 + t1 * DECODE_TILE) : seqLens[b];
+      items[o + 3] = chunks > 1 ? partial++ : -1;
+      items[o + 4] = seqLens[b];
+      items[o + 5] = pageBase[b];
+      items[o + 6] = chunks;
+      items[o + 7] = chunks > 1 ? first : 0;
+    }
+    c = c1;
+  }
+  return {
+    items,
+    numItems,
+    splitSize: 0,
+    partialRows: partial,
+    mergeTable,
+    anySplit: partial > 0,
+    numLanes: rows,
+    laneStarts: new Int32Array(0),
+  };
+}
+
+/** Items of the queue schedule: each request (even an empty one) is one item plus one per piece end inside it. */
+export function countQueueItems(requestEnds: ArrayLike<number>, pieceEnds: ArrayLike<number>): number {
+  let n = 0, c = 0;
+  for (let b = 0; b < requestEnds.length; b++) {
+    const g0 = b > 0 ? requestEnds[b - 1] : 0, g1 = requestEnds[b];
+    while (c < pieceEnds.length && pieceEnds[c] <= g0) c++;
+    let c1 = c;
+    while (c1 < pieceEnds.length && pieceEnds[c1] < g1) c1++;
+    n += c1 - c + 1;
+    c = c1;
+  }
+  return n;
+}

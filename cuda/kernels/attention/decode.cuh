@@ -46,6 +46,10 @@ struct DecodeArgs {
   int rope;  // 1: rotate q (at seq_len - 1) and k (at its position), NeoX pairs (i, i + D/2)
   float rope_rcp_scale, rope_log2_rcp_theta;
   const int* lane_starts;  // persistent grid: [lanes + 1], row l of CTAs runs items lane_starts[l] ..; else null
+  // Work queue (persistent grid claiming items): [2][grid width] counters (items claimed past the first
+  // wave, CTAs done), zero between runs; else null.
+  int* queue;
+  int num_items;
 };
 
 constexpr int kDecodeTile = 64;
@@ -165,25 +169,6 @@ constexpr int decode_min_ctas() {
 
 // One CTA's work: cta.x() / cta.y() = (kv head x head group, work item) of a grid cta.width() wide. The kernel below
 // runs one per CTA; the BatchAttention kernel (batch_attention.cuh) runs many in a persistent loop.
-// Experiment (timing only): %globaltimer of one CTA's phases, record k of slot (item, x) in clk[.. * 8 + k].
-__device__ __forceinline__ unsigned long long decode_gtime() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-__device__ __forceinline__ unsigned decode_smid() {
-  unsigned s;
-  asm volatile("mov.u32 %0, %%smid;" : "=r"(s));
-  return s;
-}
-
-// Experiment variants V (fp8 KV only; 0 is the default): bit 0: trigger the next launch at once (PDL
-// early), bit 1: launched plainly (no PDL), bit 2: the warp merge's old (4-way conflicting) stores.
-template <int V>
-constexpr int decode_fp8_pdl() {
-  return (V & 2) ? 0 : (V & 1) ? 1 : 2;
-}
-
 // fp8: the warps' outputs are stored to the merge scratch at column dim ^ key(dim) (a permutation within
 // each aligned float4), so the 32 lanes of a scattered store hit 32 banks; readers undo it per float4.
 template <int D>
@@ -196,13 +181,13 @@ __device__ __forceinline__ float4 unswizzle4(float4 x, int key) {
   return x;
 }
 
-// PDL: 16-bit KV waits and triggers right after its first page ids. fp8 KV (decode_fp8_pdl) waits there
-// too and triggers when `last` (the CTA's last item) leaves its main loop (mode 2; 1: at once, 0: none):
-// triggering at once made lanes at B128 L8k 763 -> 848 us; late, the next launch overlaps this one's
-// merge tail only.
-template <typename T, typename TKV, int D, typename Cta = GridCta, int V = 0, bool CLK = false>
+// PDL: 16-bit KV waits and triggers right after its first page ids. fp8 KV waits there too but triggers
+// only when `last` (the CTA's last item) leaves its main loop: triggering at once made the lanes at B128
+// L8k 763 -> 848 us (twice); late, the next launch overlaps this one's merge tail only.
+// claim (work-queue kernel): where to publish the CTA's next item, claimed at the start of this one.
+template <typename T, typename TKV, int D, typename Cta = GridCta>
 __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}, bool last = true,
-                                           unsigned long long* clk = nullptr) {
+                                           int* claim = nullptr) {
   constexpr bool FP8 = sizeof(TKV) == 1;
   // Tensor-core type: the q dtype, or fp16 for fp8 KV (fp8 -> fp16 is one cvt per pair; q is
   // converted once per CTA; P in [0, 1] and fp32 accumulators keep the result at q's precision).
@@ -225,10 +210,6 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
 
   // x: kv head (x head group), fastest, so the CTAs of one item run together and read
   // neighbouring bytes of the same pages (NHD rows interleave heads); y: the work item.
-  unsigned long long* rec = CLK ? clk + (int64_t(cta.y()) * cta.width() + cta.x()) * 8 : nullptr;
-  if constexpr (CLK) {
-    if (threadIdx.x == 0) rec[0] = decode_gtime(), rec[1] = decode_smid();
-  }
   const int4 it0 = reinterpret_cast<const int4*>(a.items)[cta.y() * 2];
   const int4 it1 = reinterpret_cast<const int4*>(a.items)[cta.y() * 2 + 1];
   const int req = it0.x;
@@ -267,9 +248,6 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   // ---- the copy pipeline ----
   const int ntiles = (kv_end - kv_start + TILE - 1) / TILE;
   const int lc = lane % CH, lr0 = warp * 16 + lane / CH;
-  if constexpr (CLK) {
-    if (tid == 0) rec[7] = ntiles | (partial_row >= 0 ? 1 << 20 : 0);
-  }
   const int shift = a.page_shift;  // page size 2^shift, or -1: divide
   const TKV* kbase = static_cast<const TKV*>(a.k) + int64_t(kvh) * a.kv_sh;
   const TKV* vbase = static_cast<const TKV*>(a.v) + int64_t(kvh) * a.kv_sh;
@@ -314,13 +292,13 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     pdl_wait();
     pdl_launch_dependents();
     load_q();
-  } else if constexpr (decode_fp8_pdl<V>() > 0) {
-    pdl_wait();
-    if constexpr (decode_fp8_pdl<V>() == 1) pdl_launch_dependents();
+  } else {
+    pdl_wait();  // fp8: triggers its dependents after the main loop (below)
   }
-  if constexpr (CLK) {
-    if (tid == 0) rec[2] = decode_gtime();
-  }
+  // Work queue: claim the CTA's next item now (after the wait: the previous launch resets the queue as it
+  // ends), so the atomic's round trip overlaps this item; the result is published after the main loop.
+  int claimed = 0;
+  if (claim && tid == 0) claimed = int(gridDim.y) + atomicAdd(a.queue + cta.x(), 1);
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
     if (s < ntiles) {
@@ -376,9 +354,6 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     cp_async_commit();
     cp_async_wait<STAGES - 1>();
     __syncwarp();
-    if constexpr (CLK) {
-      if (t == 0 && tid == 0) rec[3] = decode_gtime();
-    }
 
     const int stage = t % STAGES;
     const int tile_pos = kv_start + t * TILE;
@@ -546,13 +521,14 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     __syncwarp();  // this warp's rows of the stage are refilled next iteration
   }
   cp_async_wait<0>();
-  if constexpr (FP8 && decode_fp8_pdl<V>() == 2) {
-    if (last) pdl_launch_dependents();
+  if (claim) {
+    if (tid == 0) *claim = claimed;
+    __syncthreads();
+  }
+  if constexpr (FP8) {
+    if (claim ? *claim >= a.num_items : last) pdl_launch_dependents();
   }
   __syncthreads();
-  if constexpr (CLK) {
-    if (tid == 0) rec[4] = decode_gtime();
-  }
 
   // ---- merge the 4 warps' states through shared memory (the pipeline buffers are free now) ----
 #pragma unroll
@@ -572,7 +548,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
 #pragma unroll
         for (int e = 0; e < 2; e++) {
           int dim = fp8_pv_dim<D>(j, c0 + e);
-          if constexpr (!(V & 4)) dim ^= fp8_merge_key<D>(dim);
+          dim ^= fp8_merge_key<D>(dim);
           so[(warp * 16 + r0) * SO + dim] = o[j][e];
           so[(warp * 16 + r0 + 8) * SO + dim] = o[j][2 + e];
         }
@@ -606,7 +582,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
         acc.x += x.x * f, acc.y += x.y * f, acc.z += x.z * f, acc.w += x.w * f;
       }
     }
-    if constexpr (FP8 && !(V & 4)) acc = unswizzle4(acc, fp8_merge_key<D>(c));
+    if constexpr (FP8) acc = unswizzle4(acc, fp8_merge_key<D>(c));
     const float inv = dsum > 0.f ? a.v_scale / dsum : 0.f;
     acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
     const float lse = dsum > 0.f ? mx + __log2f(dsum) : -INFINITY;
@@ -621,9 +597,6 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
       *reinterpret_cast<float4*>(a.tmp_o + row * D + c) = acc;
       if (c == 0) a.tmp_lse[row] = lse;
     }
-  }
-  if constexpr (CLK) {
-    if (tid == 0) rec[5] = decode_gtime();
   }
   if (partial_row < 0) return;
 
@@ -640,9 +613,6 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   }
   __syncthreads();
   if (!is_last) return;
-  if constexpr (CLK) {
-    if (tid == 0) rec[7] |= 1 << 21;
-  }
   __threadfence();
   // Weights of every (row, chunk) in shared memory first: all LSE loads in flight at once, then one
   // warp per row reduces them, then each thread sums its 4 columns over the chunks.
@@ -712,42 +682,44 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   }
 }
 
-template <typename T, typename TKV, int D, int V = 0>
-__global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
-    batch_decode_kernel(const __grid_constant__ DecodeArgs a) {
-  decode_cta<T, TKV, D, GridCta, V>(a);
-}
-
-// Experiment: the plain kernel with phase clocks (decode_gtime) written to clk.
 template <typename T, typename TKV, int D>
 __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
-    batch_decode_clk_kernel(const __grid_constant__ DecodeArgs a, unsigned long long* clk) {
-  decode_cta<T, TKV, D, GridCta, 0, true>(a, {}, true, clk);
-  __syncthreads();
-  if (threadIdx.x == 0) clk[(int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * 8 + 6] = decode_gtime();
+    batch_decode_kernel(const __grid_constant__ DecodeArgs a) {
+  decode_cta<T, TKV, D>(a);
 }
 
 // Persistent form: a grid of (CTAs an item) x lanes, sized to stay resident; row y runs the items of
 // lane y one after the other (scheduleDecodeLanes in src/attention/scheduler.ts balances their tiles).
-template <typename T, typename TKV, int D, int V = 0>
+template <typename T, typename TKV, int D>
 __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_lanes_kernel(const __grid_constant__ DecodeArgs a) {
   const int end = a.lane_starts[blockIdx.y + 1];
   for (int i = a.lane_starts[blockIdx.y]; i < end; i++) {
-    decode_cta<T, TKV, D, VirtualCta, V>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, i == end - 1);
+    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, i == end - 1);
     __syncthreads();  // the next item's loads reuse the shared memory this one merged in
   }
 }
 
-// Experiment: the lanes kernel with phase clocks per item.
+// Persistent form with a work queue: row y runs item y, then items claimed in order from the queue of its
+// column (one counter per kv head x head group), so CTAs that stream faster take more items and all end
+// together (scheduleDecodeQueue in src/attention/scheduler.ts makes the items shrink along the queue).
+// The last CTA of a column to find the queue empty resets its counters for the next run.
 template <typename T, typename TKV, int D>
 __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
-    batch_decode_lanes_clk_kernel(const __grid_constant__ DecodeArgs a, unsigned long long* clk) {
-  const int end = a.lane_starts[blockIdx.y + 1];
-  for (int i = a.lane_starts[blockIdx.y]; i < end; i++) {
-    decode_cta<T, TKV, D, VirtualCta, 0, true>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, i == end - 1, clk);
-    __syncthreads();  // the next item's loads reuse the shared memory this one merged in
-    if (threadIdx.x == 0) clk[(int64_t(i) * gridDim.x + blockIdx.x) * 8 + 6] = decode_gtime();
+    batch_decode_queue_kernel(const __grid_constant__ DecodeArgs a) {
+  __shared__ int next[2];  // by iteration parity: slot k is rewritten only after every thread read it
+  for (int i = blockIdx.y, k = 0; i < a.num_items; i = next[k & 1], k++) {
+    if (threadIdx.x == 0) next[k & 1] = a.num_items;  // an item that returns early (padding) ends the loop
+    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, false, &next[k & 1]);
+    __syncthreads();  // `next` is published, and the next item's loads reuse the shared memory this one merged in
+  }
+  if (threadIdx.x == 0) {
+    int* done = a.queue + gridDim.x + blockIdx.x;
+    if (atomicAdd(done, 1) == int(gridDim.y) - 1) {
+      // Every CTA of this column has found the queue empty: none reads it again in this run.
+      a.queue[blockIdx.x] = 0;
+      *done = 0;
+    }
   }
 }
 
