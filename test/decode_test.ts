@@ -60,7 +60,6 @@ interface Case {
   fixedSplitSize?: number;
   disableSplitKv?: boolean;
   persistent?: boolean;
-  workQueue?: boolean;
 }
 
 /** Everything a case's GPU run and its reference need. */
@@ -201,7 +200,6 @@ function runCase(c: Case): void {
     fixedSplitSize: c.fixedSplitSize,
     disableSplitKv: c.disableSplitKv,
     persistent: c.persistent,
-    workQueue: c.workQueue,
   });
   using q = Tensor.fromRaw(s.qRaw, [c.batch, s.hqo, s.d], s.qDtype);
   using out = Tensor.empty([c.batch, s.hqo, s.d], s.qDtype).fillBytes(0xff);
@@ -420,10 +418,9 @@ CASES.push({
   disableSplitKv: true,
 });
 
-// The persistent grid (rows of resident CTAs looping over items, requests cut into chunks merged by their
-// LSE): fp8's default (rows claiming items from a work queue) for batches with enough tiles; forced on
-// and off for every dtype, head dim and layout, with mixed lengths (request 0 has one token), windows,
-// RoPE, ALiBi; fp8 also with static lanes (workQueue false).
+// The persistent grid (lanes of resident CTAs looping over items, requests cut at lane boundaries and
+// merged by their LSE): fp8's default for batches that fill the GPU; forced on and off for every dtype,
+// head dim and layout, with mixed lengths (request 0 has one token), windows, RoPE, ALiBi.
 for (
   const [kv, d, heads, batch, pageSize, layout, persistent, extra] of [
     ["e4m3", 128, [32, 8], 64, 16, "NHD", false, {}],
@@ -438,10 +435,6 @@ for (
     // Many short items a lane, a page size that is not a power of two.
     ["e4m3", 128, [32, 8], 300, 5, "NHD", true, { maxLen: 200 }],
     ["e5m2", 64, [16, 4], 500, 16, "HND", true, { maxLen: 90 }],
-    // fp8 static lanes; a queue with fewer items than rows.
-    ["e4m3", 128, [32, 8], 64, 16, "NHD", true, { workQueue: false }],
-    ["e5m2", 128, [32, 8], 33, 16, "HND", true, { workQueue: false, windowLeft: 500 }],
-    ["e4m3", 128, [32, 8], 2, 16, "NHD", true, { maxLen: 300 }],
   ] as [DType, number, [number, number], number, number, KvLayout, boolean, Partial<Case>][]
 ) {
   CASES.push({

@@ -6,10 +6,8 @@ import {
   DECODE_TILE,
   decodeLanes,
   ITEM_INTS,
-  queueCuts,
   scheduleDecode,
   scheduleDecodeLanes,
-  scheduleDecodeQueue,
   waveBalanceChunks,
 } from "../src/attention/scheduler.ts";
 
@@ -179,48 +177,4 @@ test("scheduler: lanes with mixed, empty and windowed requests", () => {
   });
   assert.equal(r.items, items);
   assert.equal(r.laneStarts, laneStarts);
-});
-
-test("scheduler: the work queue covers every tile once, its items shrink along the queue", () => {
-  for (
-    const [seq, window] of [
-      [lens(16, 4096), -1],
-      [lens(64, 2048), -1],
-      [lens(256, 1024), -1],
-      [lens(128, 8192), -1],
-      [new Int32Array([5000, 1, 64, 65, 3000, 129, 7000, 2]), -1],
-      [new Int32Array(40).map((_, i) => 1 + ((i * 7919) % 9000)), 700],
-      [lens(2, 100), -1],
-    ] as [Int32Array, number][]
-  ) {
-    const b = seq.length;
-    const s = scheduleDecodeQueue({ seqLens: seq, pageBase: pageBase(b), windowLeft: window }, 49);
-    checkCoverage(seq, s, window);
-    assert.equal(s.numLanes, 49);
-    const sizes: number[] = [];
-    for (let i = 0; i < s.numItems; i++) {
-      sizes.push(Math.ceil((s.items[i * ITEM_INTS + 2] - s.items[i * ITEM_INTS + 1]) / DECODE_TILE));
-    }
-    const startOf = (x: number) => (window >= 0 ? Math.max(0, x - 1 - window) : 0);
-    const total = seq.reduce((t, x) => t + Math.ceil((x - startOf(x)) / DECODE_TILE), 0);
-    assert.equal(sizes.reduce((x, y) => x + y, 0), total, `B${b}: every tile once`);
-    if (b === 64 || b === 16) {
-      // Equal requests: the first wave carries most of the work, the queue's last items are small.
-      const first = sizes.slice(0, 49).reduce((x, y) => x + y, 0);
-      assert.ok(first >= 0.6 * total, `B${b}: first wave ${first} of ${total} tiles`);
-      assert.ok(Math.max(...sizes.slice(-49)) <= 8, `B${b}: last items ${sizes.slice(-49)}`);
-    }
-  }
-});
-
-test("scheduler: queue cuts snap onto request boundaries and always advance", () => {
-  const ends = [32, 64, 96, 128, 160];
-  const cuts = queueCuts(ends, 4, 4, 0.7);
-  assert.equal(cuts[cuts.length - 1], 160);
-  for (let i = 1; i < cuts.length; i++) assert.ok(cuts[i] > cuts[i - 1], `cuts increase: ${cuts}`);
-  // 0.7 * 160 / 4 = 28 tiles: 28 is within 7 of the boundary 32, so the first cut lands on it.
-  assert.equal(cuts[0], 32);
-  assert.deepEqual(queueCuts([], 49), []);
-  assert.deepEqual(queueCuts([0, 0], 49), []);
-  assert.deepEqual(queueCuts([3], 49), [3]);
 });

@@ -76,7 +76,6 @@ export const decodeSuite: Suite = {
       fixedSplitSize?: number;
       kvLayout?: "HND";
       persistent?: boolean;
-      workQueue?: boolean;
     };
     type Job = [DType, number, number, boolean, Extra?];
     const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
@@ -84,18 +83,20 @@ export const decodeSuite: Suite = {
     const dtypes = (env("FI_BENCH_DECODE_DTYPES") ?? "bf16,e4m3,e5m2").split(",") as DType[];
     const has = (d: DType) => dtypes.includes(d);
     const fp8Extras: Job[] = [
-      // The work queue against static lanes, and (B16) against the split kernel.
-      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { workQueue: false }]),
-      ["e4m3", 16, 4096, false, { persistent: false }],
+      // The persistent grid (lanes) against one CTA row per item, at every target shape.
+      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { persistent: b * 8 < 132 }]),
+      ["e4m3", 64, 2048, false, { disableSplitKv: true }],
+      ["e4m3", 16, 4096, false, { fixedSplitSize: 2048 }],
+      // Each head's tokens contiguous (HND) against NHD's 128-byte rows interleaved by head.
+      ["e4m3", 128, 8192, false, { kvLayout: "HND" }],
     ];
-    const noExtras = env("FI_BENCH_DECODE_NO_EXTRAS") === "1";
     // The target shapes first (bf16, then fp8), explorations last.
     const jobs: Job[] = [
       ...(has("bf16") ? [...main, [1, 4096]].map(([b, l]): Job => ["bf16", b, l, false]) : []),
       ...dtypes.filter((d) => d !== "bf16").flatMap((d) => main.map(([b, l]): Job => [d, b, l, false])),
       // fp8 alternatives: no wave-balance split at B64, the 2-CTA split size at B16, HND.
-      ...(has("e4m3") && !noExtras ? fp8Extras : []),
-      ...(has("bf16") && !noExtras
+      ...(has("e4m3") ? fp8Extras : []),
+      ...(has("bf16")
         ? [
           [64, 2048, true],
           // Scheduler alternatives at the split-sensitive shapes.

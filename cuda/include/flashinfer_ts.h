@@ -142,9 +142,7 @@ FI_API int32_t fi_apply_rope(const uint8_t* params, uint64_t stream);
 // Tables (items, indices, counters, alibi) live in the workspace, written by plan. merge_rows and
 // run_merge are reserved (0). num_lanes > 0: a persistent grid of num_lanes rows of CTAs, row l running
 // items lane_starts[l] .. lane_starts[l + 1] - 1 in turn, where lane_starts [num_lanes + 1] int32 follow
-// the num_items items; num_lanes < 0 (fp8 KV only): -num_lanes rows, row y running item y and then items
-// claimed in order from a work queue, whose counters [2][kv heads x head groups] int32 follow the items
-// (zero between runs: plan zeroes them, the kernel resets them); 0: one row of CTAs per item.
+// the num_items items; 0: one row of CTAs per item.
 // q [batch, Hqo, D]; k/v: page p, slot s, head h at p * kv_stride_page + s * kv_stride_slot +
 // h * kv_stride_head (elements); out like q; lse [batch, Hqo] float32 (0: not written).
 // q_dtype FI_F16/FI_BF16 (out has it too); kv_dtype q_dtype, FI_E4M3 or FI_E5M2. num_pages: pages of the

@@ -2,7 +2,6 @@
 // kernels (the set src/attention/compiled.ts names) and launches decode over the planned work items
 // (split requests are merged inside the kernel by their last chunk).
 #include <cstddef>
-#include <cstdlib>
 #include <cstring>
 
 #include "../kernels/attention/decode.cuh"
@@ -27,23 +26,14 @@ int32_t launch_decode(const DecodeArgs& a, int items, int lanes, int kv_heads, c
     FI_CUDA(cudaFuncSetAttribute(batch_decode_kernel<T, TKV, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     FI_CUDA(cudaFuncSetAttribute(batch_decode_lanes_kernel<T, TKV, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  smem));
-    if constexpr (sizeof(TKV) == 1)
-      FI_CUDA(cudaFuncSetAttribute(batch_decode_queue_kernel<T, TKV, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   smem));
     configured = true;
   }
-  const int rows = lanes != 0 ? std::abs(lanes) : items;
+  const int rows = lanes > 0 ? lanes : items;
   if (rows > 65535) return set_error(FI_ERR_UNSUPPORTED, "batch decode: %d work items (at most 65535)", rows);
   const dim3 grid(kv_heads * a.head_groups, rows);
   // Programmatic dependent launch: the CTAs read their work item and first page ids while the previous
   // kernel drains (16-bit KV: B1 L4k 14.9 -> 13.9 us; fp8 triggers its dependents late, see decode.cuh).
-  if (lanes < 0) {  // persistent grid with a work queue (fp8 only)
-    if constexpr (sizeof(TKV) == 1) {
-      FI_CUDA(fi::launch(batch_decode_queue_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a));
-    } else {
-      return set_error(FI_ERR_UNSUPPORTED, "batch decode: the work-queue grid is compiled for fp8 KV only");
-    }
-  } else if (lanes > 0 && sizeof(TKV) == 2) {  // 16-bit lanes (off by default) trigger early: launched plainly
+  if (lanes > 0 && sizeof(TKV) == 2) {  // 16-bit lanes (off by default) trigger early: launched plainly
     batch_decode_lanes_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a);
   } else if (lanes > 0) {  // persistent grid (num_lanes; the default for fp8)
     FI_CUDA(fi::launch(batch_decode_lanes_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a));
@@ -78,7 +68,7 @@ int32_t by_kv_dtype(int kv_dtype, int q_dtype, int d, const DecodeArgs& a, int i
 // Checks a parameter block and turns it into kernel arguments.
 int32_t fi::attn::args_from_params(const fi_decode_params& p, DecodeArgs& a) {
   if (p.num_items < 0 || p.num_qo_heads <= 0 || p.num_kv_heads <= 0 || p.num_qo_heads % p.num_kv_heads ||
-      p.page_size <= 0)
+      p.page_size <= 0 || p.num_lanes < 0)
     return set_error(FI_ERR_INVALID_ARGUMENT, "batch decode: items %d, heads %d/%d, page size %d", p.num_items,
                      p.num_qo_heads, p.num_kv_heads, p.page_size);
   a = DecodeArgs{};
@@ -94,10 +84,7 @@ int32_t fi::attn::args_from_params(const fi_decode_params& p, DecodeArgs& a) {
   a.tmp_lse = as_ptr<float>(p.tmp_lse);
   a.counters = as_ptr<int>(p.counters);
   // The lane starts follow the items.
-  // num_lanes < 0: -num_lanes rows claim items from a work queue whose counters follow the items.
   a.lane_starts = p.num_lanes > 0 ? as_ptr<const int>(p.items) + int64_t(p.num_items) * kItemInts : nullptr;
-  a.queue = p.num_lanes < 0 ? as_ptr<int>(p.items) + int64_t(p.num_items) * kItemInts : nullptr;
-  a.num_items = p.num_items;
   a.q_sb = p.q_stride_b, a.q_sh = p.q_stride_h, a.o_sb = p.o_stride_b, a.o_sh = p.o_stride_h;
   a.kv_sp = p.kv_stride_page, a.kv_ss = p.kv_stride_slot, a.kv_sh = p.kv_stride_head;
   a.num_qo_heads = p.num_qo_heads;

@@ -26,15 +26,11 @@ import { tableCursor, Workspace } from "../runtime/workspace.ts";
 import { requireCompiledDecode } from "./compiled.ts";
 import { checkPageTable, type KvCacheView, kvCacheView, type KvLayout, type PagedKvCache } from "./paged_kv_cache.ts";
 import {
-  countQueueItems,
-  DECODE_TILE,
   decodeLanes,
   ITEM_INTS,
-  queueCuts,
   type Schedule,
   scheduleDecode,
   scheduleDecodeLanes,
-  scheduleDecodeQueue,
   waveBalanceChunks,
 } from "./scheduler.ts";
 import { alibiSlopes, type ResolvedVariant, resolveVariant, type VariantOptions } from "./variants.ts";
@@ -73,15 +69,9 @@ export interface DecodePlanOptions extends VariantOptions {
   /**
    * Run a persistent grid (a resident row of CTAs per lane, each looping over its lane's items, with
    * the batch's tiles cut evenly over the lanes) instead of one CTA row per item. Default: on for fp8
-   * KV at head dim 128 when the batch fills the GPU or has at least 8 tiles (512 tokens) a lane, outside
-   * CUDA-graph mode (where it is never used).
+   * KV at head dim 128 when the batch fills the GPU, outside CUDA-graph mode (where it is never used).
    */
   persistent?: boolean;
-  /**
-   * fp8 KV persistent grid: rows claim items from a work queue, the items shrinking along it, so all
-   * end together (default true); false: each row runs a fixed lane of equal tiles.
-   */
-  workQueue?: boolean;
   /**
    * Check every page index on the host (default true): a bad one is a clear error at plan/run. With
    * false the O(pages) scan is skipped and the kernel reads a page outside the cache as zeros.
@@ -120,8 +110,6 @@ interface Plan {
   numItems: number;
   /** Persistent grid rows (0: one row per item). */
   numLanes: number;
-  /** The persistent rows claim items from a work queue (fp8 KV). */
-  queue: boolean;
 }
 
 interface WorkspaceLayout {
@@ -187,7 +175,6 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
   #deviceSms: number | undefined;
   #seqLens: Int32Array | undefined;
   #mergeTable = new Int32Array(0); // the scheduler's scratch, reused so that plan does not allocate
-  #tileEnds = new Float64Array(0);
   #plan: Plan | undefined;
   #pinned: [PinnedBuffer | undefined, PinnedBuffer | undefined] = [undefined, undefined];
   #events: [Event | undefined, Event | undefined] = [undefined, undefined];
@@ -312,30 +299,11 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       balanceWaves: !this.useCudaGraph,
     };
     let fixed: Schedule | undefined;
-    let layout!: WorkspaceLayout;
+    let layout: WorkspaceLayout;
     const lanes = decodeLanes(numSms, ctasPerSm, ctasPerItem);
-    const fp8 = kvDtype === "e4m3" || kvDtype === "e5m2";
-    // Tiles laid end to end (the queue's request ends), for the default and the work queue.
-    const tileEnds = this.#tileEnds.length >= batch ? this.#tileEnds : (this.#tileEnds = new Float64Array(batch));
-    {
-      const w = variant.windowLeft ?? -1;
-      for (let b = 0, g = 0; b < batch; b++) {
-        const len = table.seqLens[b], s0 = w >= 0 && len - 1 - w > 0 ? len - 1 - w : 0;
-        g += Math.ceil(Math.max(0, len - s0) / DECODE_TILE);
-        tileEnds[b] = g;
-      }
-    }
-    const totalTiles = batch ? tileEnds[batch - 1] : 0;
     const persistent = !this.useCudaGraph && options.fixedSplitSize === undefined && !options.disableSplitKv &&
-      (options.persistent ?? (ctasPerSm === 3 && (batch * ctasPerItem >= numSms || totalTiles >= 8 * lanes)));
-    const queue = persistent && fp8 && (options.workQueue ?? true);
-    const cuts = queue ? queueCuts(tileEnds.subarray(0, batch), lanes) : undefined;
-    if (queue) {
-      // The items, then the queue's counters ([2][CTAs an item] int32).
-      const counterItems = Math.ceil((2 * ctasPerItem) / ITEM_INTS);
-      const n = countQueueItems(tileEnds.subarray(0, batch), cuts!);
-      layout = layoutFor(n + counterItems, batch, pages, numQoHeads, headDim, ctasPerItem);
-    } else if (persistent) {
+      (options.persistent ?? (ctasPerSm === 3 && batch * ctasPerItem >= numSms));
+    if (persistent) {
       // Each lane boundary adds at most one item; the lane starts follow the items.
       const laneItems = Math.ceil((lanes + 1) / ITEM_INTS);
       layout = layoutFor(batch + lanes + laneItems, batch, pages, numQoHeads, headDim, ctasPerItem);
@@ -371,9 +339,7 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     const views = this.#viewsFor(slot, pinned, layout, numQoHeads);
     const itemCap = views.items.length / ITEM_INTS;
     if (this.#mergeTable.length < 2 * batch) this.#mergeTable = new Int32Array(2 * batch);
-    const laneSched = queue
-      ? scheduleDecodeQueue(input, lanes, { items: views.items, mergeTable: this.#mergeTable }, cuts)
-      : persistent
+    const laneSched = persistent
       ? scheduleDecodeLanes(input, lanes, {
         items: views.items,
         mergeTable: this.#mergeTable,
@@ -393,8 +359,7 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       );
     }
     if (sched.items !== views.items) views.items.set(sched.items.subarray(0, sched.numItems * ITEM_INTS));
-    if (queue) views.items.fill(0, sched.numItems * ITEM_INTS, sched.numItems * ITEM_INTS + 2 * ctasPerItem);
-    else if (laneSched) views.items.copyWithin(sched.numItems * ITEM_INTS, views.items.length - (lanes + 1));
+    if (laneSched) views.items.copyWithin(sched.numItems * ITEM_INTS, views.items.length - (lanes + 1));
     // Split requests count their finished chunks here; every run leaves them at zero again.
     views.counters.fill(0);
     // Padding (CUDA-graph grid): items past the plan do nothing.
@@ -423,7 +388,6 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       splitSize: sched.splitSize,
       numItems: sched.numItems,
       numLanes: laneSched?.numLanes ?? 0,
-      queue,
     };
   }
 
@@ -535,7 +499,7 @@ function launchDecode(
     tmpLse: ws + BigInt(L.tmpLse),
     counters: ws + BigInt(L.counters),
     numItems: p.gridItems,
-    numLanes: p.queue ? -p.numLanes : p.numLanes,
+    numLanes: p.numLanes,
     numQoHeads: p.numQoHeads,
     numKvHeads: p.numKvHeads,
     headDim: p.headDim,
@@ -562,7 +526,7 @@ export interface DecodeParamFields {
   tmpLse: bigint;
   counters: bigint;
   numItems: number;
-  /** Persistent grid rows; 0 (default): one row per item; negative: -rows claiming from a work queue. */
+  /** Persistent grid rows; 0 (default): one row per item. */
   numLanes?: number;
   numQoHeads: number;
   numKvHeads: number;

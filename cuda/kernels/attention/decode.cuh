@@ -46,10 +46,6 @@ struct DecodeArgs {
   int rope;  // 1: rotate q (at seq_len - 1) and k (at its position), NeoX pairs (i, i + D/2)
   float rope_rcp_scale, rope_log2_rcp_theta;
   const int* lane_starts;  // persistent grid: [lanes + 1], row l of CTAs runs items lane_starts[l] ..; else null
-  // Work queue (persistent grid claiming items): [2][grid width] counters (items claimed past the first
-  // wave, CTAs done), zero between runs; else null.
-  int* queue;
-  int num_items;
 };
 
 constexpr int kDecodeTile = 64;
@@ -184,10 +180,8 @@ __device__ __forceinline__ float4 unswizzle4(float4 x, int key) {
 // PDL: 16-bit KV waits and triggers right after its first page ids. fp8 KV waits there too but triggers
 // only when `last` (the CTA's last item) leaves its main loop: triggering at once made the lanes at B128
 // L8k 763 -> 848 us (twice); late, the next launch overlaps this one's merge tail only.
-// claim (work-queue kernel): where to publish the CTA's next item, claimed at the start of this one.
 template <typename T, typename TKV, int D, typename Cta = GridCta>
-__device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}, bool last = true,
-                                           int* claim = nullptr) {
+__device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}, bool last = true) {
   constexpr bool FP8 = sizeof(TKV) == 1;
   // Tensor-core type: the q dtype, or fp16 for fp8 KV (fp8 -> fp16 is one cvt per pair; q is
   // converted once per CTA; P in [0, 1] and fp32 accumulators keep the result at q's precision).
@@ -295,10 +289,6 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   } else {
     pdl_wait();  // fp8: triggers its dependents after the main loop (below)
   }
-  // Work queue: claim the CTA's next item now (after the wait: the previous launch resets the queue as it
-  // ends), so the atomic's round trip overlaps this item; the result is published after the main loop.
-  int claimed = 0;
-  if (claim && tid == 0) claimed = int(gridDim.y) + atomicAdd(a.queue + cta.x(), 1);
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
     if (s < ntiles) {
@@ -521,12 +511,8 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     __syncwarp();  // this warp's rows of the stage are refilled next iteration
   }
   cp_async_wait<0>();
-  if (claim) {
-    if (tid == 0) *claim = claimed;
-    __syncthreads();
-  }
   if constexpr (FP8) {
-    if (claim ? *claim >= a.num_items : last) pdl_launch_dependents();
+    if (last) pdl_launch_dependents();
   }
   __syncthreads();
 
@@ -697,29 +683,6 @@ __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
   for (int i = a.lane_starts[blockIdx.y]; i < end; i++) {
     decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, i == end - 1);
     __syncthreads();  // the next item's loads reuse the shared memory this one merged in
-  }
-}
-
-// Persistent form with a work queue: row y runs item y, then items claimed in order from the queue of its
-// column (one counter per kv head x head group), so CTAs that stream faster take more items and all end
-// together (scheduleDecodeQueue in src/attention/scheduler.ts makes the items shrink along the queue).
-// The last CTA of a column to find the queue empty resets its counters for the next run.
-template <typename T, typename TKV, int D>
-__global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
-    batch_decode_queue_kernel(const __grid_constant__ DecodeArgs a) {
-  __shared__ int next[2];  // by iteration parity: slot k is rewritten only after every thread read it
-  for (int i = blockIdx.y, k = 0; i < a.num_items; i = next[k & 1], k++) {
-    if (threadIdx.x == 0) next[k & 1] = a.num_items;  // an item that returns early (padding) ends the loop
-    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, false, &next[k & 1]);
-    __syncthreads();  // `next` is published, and the next item's loads reuse the shared memory this one merged in
-  }
-  if (threadIdx.x == 0) {
-    int* done = a.queue + gridDim.x + blockIdx.x;
-    if (atomicAdd(done, 1) == int(gridDim.y) - 1) {
-      // Every CTA of this column has found the queue empty: none reads it again in this run.
-      a.queue[blockIdx.x] = 0;
-      *done = 0;
-    }
   }
 }
 
