@@ -458,6 +458,72 @@ for (
 
 for (const c of CASES) gpuTest(`decode: ${c.name}`, () => runCase(c));
 
+// fp8 KV kernels use programmatic dependent launch (they wait for the previous kernel before reading q
+// and the KV, and let the next one start during their merge): two runs back to back where the second's
+// q is the first's output (poisoned before), eager (lanes or split) and captured in a CUDA graph.
+for (const [kv, batch, persistent] of [["e4m3", 64, true], ["e5m2", 7, false]] as [DType, number, boolean][]) {
+  gpuTest(`decode: fp8 ${kv} B${batch} chained runs (q = the previous run's output), eager and graph`, () => {
+    const c: Case = {
+      name: `chained ${kv} B${batch}`,
+      batch,
+      heads: [32, 8],
+      headDim: 128,
+      pageSize: 16,
+      layout: "NHD",
+      kvDtype: kv,
+      maxLen: 3000,
+      kScale: 1.25,
+      vScale: 0.75,
+    };
+    const rng = makeRng(seed ^ hash(c.name));
+    const s = buildCase(c, rng);
+    const cache = makeCache(c, s);
+    using ws = new Workspace(64 << 20);
+    using wsG = new Workspace(64 << 20);
+    using stream = new Stream();
+    using eager = new BatchDecodeWithPagedKvCache(ws);
+    using graphW = new BatchDecodeWithPagedKvCache(wsG, {
+      useCudaGraph: true,
+      maxBatchSize: batch,
+      maxPages: s.indices.length,
+    });
+    for (const w of [eager, graphW]) {
+      w.plan(s.indptr, s.indices, s.lastPageLen, s.hqo, s.hkv, s.d, s.ps, {
+        qDtype: "bf16",
+        kvDtype: kv,
+        stream,
+        ...(w === eager ? { persistent } : {}),
+      });
+    }
+    assert.equal(eager.schedule!.numLanes > 0, persistent, "eager: persistent grid");
+    using q = Tensor.fromRaw(s.qRaw, [batch, s.hqo, s.d], "bf16");
+    using mid = Tensor.empty([batch, s.hqo, s.d], "bf16");
+    using out = Tensor.empty([batch, s.hqo, s.d], "bf16");
+    using lse = Tensor.empty([batch, s.hqo], "f32");
+    for (const w of [eager, graphW]) {
+      const label = `${c.name} ${w === eager ? "eager" : "graph"}`;
+      mid.fillBytes(0xff, stream);
+      out.fillBytes(0xff, stream);
+      lse.fillBytes(0xff, stream);
+      const chain = () => {
+        w.run(q, cache.cache, { out: mid, stream, kScale: c.kScale, vScale: c.vScale });
+        w.run(mid, cache.cache, { out, lse, stream, kScale: c.kScale, vScale: c.vScale });
+      };
+      if (w === eager) chain();
+      else {
+        using g = CudaGraph.capture(stream, chain);
+        g.replay(stream);
+      }
+      const first = mid.toArray(stream);
+      for (let i = 0; i < first.length; i++) {
+        if (!Number.isFinite(first[i])) assert.fail(`${label}: first run out[${i}] = ${first[i]}`);
+      }
+      checkAgainstReference(c, { ...s, q: first }, out.toArray(stream), lse.toArray(stream), rng, label);
+    }
+    cache.dispose();
+  });
+}
+
 gpuTest("decode: singleDecodeWithKvCache NHD and HND, with LSE", () => {
   const rng = makeRng(seed + 7);
   for (const layout of ["NHD", "HND"] as KvLayout[]) {

@@ -31,15 +31,14 @@ int32_t launch_decode(const DecodeArgs& a, int items, int lanes, int kv_heads, c
   const int rows = lanes > 0 ? lanes : items;
   if (rows > 65535) return set_error(FI_ERR_UNSUPPORTED, "batch decode: %d work items (at most 65535)", rows);
   const dim3 grid(kv_heads * a.head_groups, rows);
-  // 16-bit KV: programmatic dependent launch, the CTAs read their work item and first page ids while the
-  // previous kernel drains (B1 L4k 14.9 -> 13.9 us). fp8 KV launches plainly: with PDL it got slower in
-  // the same run (B128 L8k e4m3 763 -> 848 us).
-  if (lanes > 0) {  // persistent grid (num_lanes; the default for fp8)
+  // Programmatic dependent launch: the CTAs read their work item and first page ids while the previous
+  // kernel drains (16-bit KV: B1 L4k 14.9 -> 13.9 us; fp8 triggers its dependents late, see decode.cuh).
+  if (lanes > 0 && sizeof(TKV) == 2) {  // 16-bit lanes (off by default) trigger early: launched plainly
     batch_decode_lanes_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a);
-  } else if (sizeof(TKV) == 2) {
-    FI_CUDA(fi::launch(batch_decode_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a));
+  } else if (lanes > 0) {  // persistent grid (num_lanes; the default for fp8)
+    FI_CUDA(fi::launch(batch_decode_lanes_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a));
   } else {
-    batch_decode_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a);
+    FI_CUDA(fi::launch(batch_decode_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a));
   }
   FI_CHECK_LAUNCH("batch_decode");
   return FI_OK;

@@ -165,8 +165,23 @@ constexpr int decode_min_ctas() {
 
 // One CTA's work: cta.x() / cta.y() = (kv head x head group, work item) of a grid cta.width() wide. The kernel below
 // runs one per CTA; the BatchAttention kernel (batch_attention.cuh) runs many in a persistent loop.
+// fp8: the warps' outputs are stored to the merge scratch at column dim ^ key(dim) (a permutation within
+// each aligned float4), so the 32 lanes of a scattered store hit 32 banks; readers undo it per float4.
+template <int D>
+__device__ __forceinline__ int fp8_merge_key(int dim) {
+  return (dim >> (D == 64 ? 4 : 5)) & 3;
+}
+__device__ __forceinline__ float4 unswizzle4(float4 x, int key) {
+  if (key & 1) x = make_float4(x.y, x.x, x.w, x.z);
+  if (key & 2) x = make_float4(x.z, x.w, x.x, x.y);
+  return x;
+}
+
+// PDL: 16-bit KV waits and triggers right after its first page ids. fp8 KV waits there too but triggers
+// only when `last` (the CTA's last item) leaves its main loop: triggering at once made the lanes at B128
+// L8k 763 -> 848 us (twice); late, the next launch overlaps this one's merge tail only.
 template <typename T, typename TKV, int D, typename Cta = GridCta>
-__device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}) {
+__device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}, bool last = true) {
   constexpr bool FP8 = sizeof(TKV) == 1;
   // Tensor-core type: the q dtype, or fp16 for fp8 KV (fp8 -> fp16 is one cvt per pair; q is
   // converted once per CTA; P in [0, 1] and fp32 accumulators keep the result at q's precision).
@@ -271,6 +286,8 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     pdl_wait();
     pdl_launch_dependents();
     load_q();
+  } else {
+    pdl_wait();  // fp8: triggers its dependents after the main loop (below)
   }
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
@@ -494,6 +511,9 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     __syncwarp();  // this warp's rows of the stage are refilled next iteration
   }
   cp_async_wait<0>();
+  if constexpr (FP8) {
+    if (last) pdl_launch_dependents();
+  }
   __syncthreads();
 
   // ---- merge the 4 warps' states through shared memory (the pipeline buffers are free now) ----
@@ -513,7 +533,8 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
       for (int j = 0; j < D / 8; j++) {
 #pragma unroll
         for (int e = 0; e < 2; e++) {
-          const int dim = fp8_pv_dim<D>(j, c0 + e);
+          int dim = fp8_pv_dim<D>(j, c0 + e);
+          dim ^= fp8_merge_key<D>(dim);
           so[(warp * 16 + r0) * SO + dim] = o[j][e];
           so[(warp * 16 + r0 + 8) * SO + dim] = o[j][2 + e];
         }
@@ -547,6 +568,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
         acc.x += x.x * f, acc.y += x.y * f, acc.z += x.z * f, acc.w += x.w * f;
       }
     }
+    if constexpr (FP8) acc = unswizzle4(acc, fp8_merge_key<D>(c));
     const float inv = dsum > 0.f ? a.v_scale / dsum : 0.f;
     acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
     const float lse = dsum > 0.f ? mx + __log2f(dsum) : -INFINITY;
@@ -659,7 +681,7 @@ __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_lanes_kernel(const __grid_constant__ DecodeArgs a) {
   const int end = a.lane_starts[blockIdx.y + 1];
   for (int i = a.lane_starts[blockIdx.y]; i < end; i++) {
-    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)});
+    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, i == end - 1);
     __syncthreads();  // the next item's loads reuse the shared memory this one merged in
   }
 }
