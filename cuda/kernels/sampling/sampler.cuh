@@ -328,7 +328,9 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
   HistSmem& h = sm.hist;
   const float bot = fmaxf(lo, floor_w);
   const uint32_t base0 = (bot > 0.f ? __float_as_uint(bot) : 0u) + 1u, top = __float_as_uint(hi);
-  int shift = 0;
+  // The smallest shift that leaves fewer than kBins bins: at least the span's top bit less 7 (for
+  // any smaller one, (top >> s) - (base0 >> s) >= (top - base0) >> s >= 256), then at most a step.
+  int shift = top > base0 ? max(0, 31 - __clz(top - base0) - 7) : 0;
   while ((top >> shift) - (base0 >> shift) >= uint32_t(kBins)) ++shift;
   const uint32_t base = base0 >> shift;  // bin b holds the keys with key >> shift == base + b
   // The first round's bins may already hold the cluster's totals (stats_and_fine_bins).
@@ -636,7 +638,10 @@ __device__ Threshold finish_small(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_
     const float w = lane < n ? sm.small_w[lane] : -1.f;
     const int ix = lane < n ? sm.small_i[lane] : 0;
     int r = 0;
-    for (int j = 0; j < n; ++j) {
+    // every lane, a fixed trip count (independent shuffles in flight): lanes past n hold -1, which
+    // ranks above no weight
+#pragma unroll 8
+    for (int j = 0; j < 32; ++j) {
       const float wj = __shfl_sync(0xffffffffu, w, j);
       const int ij = __shfl_sync(0xffffffffu, ix, j);
       r += (wj > w || (wj == w && ij < ix)) ? 1 : 0;
