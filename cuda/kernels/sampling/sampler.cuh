@@ -638,10 +638,7 @@ __device__ Threshold finish_small(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_
     const float w = lane < n ? sm.small_w[lane] : -1.f;
     const int ix = lane < n ? sm.small_i[lane] : 0;
     int r = 0;
-    // every lane, a fixed trip count (independent shuffles in flight): lanes past n hold -1, which
-    // ranks above no weight
-#pragma unroll 8
-    for (int j = 0; j < 32; ++j) {
+    for (int j = 0; j < n; ++j) {
       const float wj = __shfl_sync(0xffffffffu, w, j);
       const int ij = __shfl_sync(0xffffffffu, ix, j);
       r += (wj > w || (wj == w && ij < ix)) ? 1 : 0;
