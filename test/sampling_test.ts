@@ -282,6 +282,34 @@ gpuTest(
           temperature: 0.7,
         }),
     );
+    // top-k first on logits: the stats pass skips the row's total and the first round adds it up
+    // (here with most of the mass under the fine bins, so the dropped weights count too); with few
+    // finite logits (<= 1024) or k above their count, the total comes from the listed logits.
+    checkStatistics(
+      "logits topK d topP deep, top-k first, cluster 16",
+      d,
+      filtered(softmaxRef(deepLogitsHost), { topK: d, topP: deep.topP }),
+      (ix, offset, valid) =>
+        topKTopPSamplingFromLogits(deepLogits, d, deep.topP, {
+          indices: ix,
+          seed: SEED,
+          offset,
+          valid,
+          ctasPerRow: 16,
+        }),
+    );
+    const sparseHost = new Float32Array(d).fill(-Infinity);
+    for (const [i, v] of randn(rng, 600, 3).entries()) sparseHost[(i * 53 + 11) % d] = v;
+    using sparse = Tensor.fromRaw(sparseHost, [1, d], "f32");
+    for (const [k, topP] of [[40, 0.9], [5000, 0.8]]) {
+      checkStatistics(
+        `logits topK ${k} topP ${topP}, 600 finite of ${d}, cluster 16`,
+        d,
+        filtered(softmaxRef(sparseHost), { topK: k, topP }),
+        (ix, offset, valid) =>
+          topKTopPSamplingFromLogits(sparse, k, topP, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 16 }),
+      );
+    }
     // The admissible set against float64 at the issue's vocabulary, one row a launch (the default
     // split at batch 1), over many offsets: every drawn token admissible, the tail's tokens reachable.
     const big = 128256;

@@ -55,9 +55,15 @@ constexpr int kBins = 256;  // histogram rounds split the bracket into this many
 struct HistSmem {
   // count, and the sums of the significands' high (>> 12) and low 12 bits: no word can wrap (at
   // most 2^17 weights a bin, 2^12 each), so the atomics need no returned value (fire and forget).
-  // After a cluster exchange, the cluster's totals in the same form.
+  // After a cluster exchange, the cluster's totals in the same form; the scan reads these.
   uint4 bin[kBins];
+  // A CTA's own bins while its atomics run, one array a field: consecutive bins in consecutive
+  // banks (in bin[], 16-byte records, a bin's word shares its bank with 7 others: 8-way conflicts).
+  unsigned own_n[kBins], own_hi[kBins], own_lo[kBins];
+  float own_w[kThreads / 32];  // total_pending: each warp's sum of weights
   uint4 stage[kBins];  // cluster: [peer][kBins / CL] the peers' bins of the range this CTA totals
+  double wsum_m[kBins / 32];  // the scan: each warp's total mass and count
+  unsigned wsum_n[kBins / 32];
   float res[5];  // the scan's verdict: bin, count and mass above it, count and mass with it
 };
 
@@ -95,6 +101,9 @@ struct RowCtx {
   // and prebinned says the first round's bins were totalled with the statistics already.
   float sq_floor;
   bool prebinned;
+  // Logits whose first search needs no mass (top-k, or top-k first): the stats pass skipped the
+  // row's total, and the first round's squeeze adds it up (exchanged in the bins' spare words).
+  bool total_pending;
   // A small upper set is finished on the cluster's rank 0 alone (no more cluster barriers): every
   // CTA pushes its entries of a bracket (lo, hi] into its own region of rank 0's flat region of the
   // list (region r at flat_off + r * region_cap), races what lies above hi itself (final search
@@ -293,6 +302,16 @@ __device__ __forceinline__ double bin_unit(uint32_t key) {
   return __hiloint2double((e - 150 + 1023) << 20, 0);
 }
 
+__device__ __forceinline__ void zero_own_bins(HistSmem& h) {
+  for (int i = threadIdx.x; i < kBins; i += kThreads) h.own_n[i] = h.own_hi[i] = h.own_lo[i] = 0u;
+  if (threadIdx.x < kThreads / 32) h.own_w[threadIdx.x] = 0.f;
+}
+
+// A CTA's own bin i in bin[]'s form (its spare word: warp i's weight sum, total_pending).
+__device__ __forceinline__ uint4 own_bin(const HistSmem& h, int i) {
+  return make_uint4(h.own_n[i], h.own_hi[i], h.own_lo[i], i < kThreads / 32 ? __float_as_uint(h.own_w[i]) : 0u);
+}
+
 // One histogram round on the compacted list, for a bracket (lo, hi] with lo >= 0. The bins are
 // ranges of the float's bit pattern (monotone in the value for w >= 0), 2^shift keys wide and
 // aligned to multiples of 2^shift (shift <= 23: a bin lies in one binade), so a round cuts the key
@@ -309,7 +328,9 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
   HistSmem& h = sm.hist;
   const float bot = fmaxf(lo, floor_w);
   const uint32_t base0 = (bot > 0.f ? __float_as_uint(bot) : 0u) + 1u, top = __float_as_uint(hi);
-  int shift = 0;
+  // The smallest shift that leaves fewer than kBins bins: at least the span's top bit less 7 (for
+  // any smaller one, (top >> s) - (base0 >> s) >= (top - base0) >> s >= 256), then at most a step.
+  int shift = top > base0 ? max(0, 31 - __clz(top - base0) - 7) : 0;
   while ((top >> shift) - (base0 >> shift) >= uint32_t(kBins)) ++shift;
   const uint32_t base = base0 >> shift;  // bin b holds the keys with key >> shift == base + b
   // The first round's bins may already hold the cluster's totals (stats_and_fine_bins).
@@ -317,15 +338,15 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
   c.prebinned = false;
   const bool fine = bot > lo && !c.gathered;  // diagnostic marks: first round 5-7, others 8-10
   if (!pre) {
-  for (int i = threadIdx.x; i < kBins; i += kThreads) h.bin[i] = make_uint4(0u, 0u, 0u, 0u);
+  zero_own_bins(h);
   __syncthreads();
   auto count = [&](float w) {
     const uint32_t key = __float_as_uint(w);
     const int b = int((key >> shift) - base);
     const unsigned q = (key & 0x7FFFFFu) | (key >= 0x800000u ? 0x800000u : 0u);  // the significand
-    atomicAdd(&h.bin[b].x, 1u);
-    atomicAdd(&h.bin[b].y, q >> 12);
-    atomicAdd(&h.bin[b].z, q & 0xFFFu);
+    atomicAdd(&h.own_n[b], 1u);
+    atomicAdd(&h.own_hi[b], q >> 12);
+    atomicAdd(&h.own_lo[b], q & 0xFFFu);
   };
   // The first round over a full list also squeezes it: each warp keeps only the weights above the
   // floor (a quarter of them on softmax(3 randn)), so later passes over the list are shorter; the
@@ -338,11 +359,13 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
     float* w_seg = c.list_w + warp * c.seg_cap;
     int* i_seg = c.list_i + warp * c.seg_cap;
     int kept = 0;
+    float wsum = 0.f;  // total_pending: this lane's weights
     for (int i0 = 0; i0 < n; i0 += 32) {
       const int i = i0 + lane;
       float w = i < n ? w_seg[i] : 0.f;
       const int ix = i < n ? i_seg[i] : 0;
       if (c.list_raw && i < n) w = weight(c, w);
+      wsum += w;
       const bool k = i < n && w > bot;  // kept (those above hi too: the draw needs them)
       if (k && w <= hi) count(w);
       const unsigned m = __ballot_sync(0xffffffffu, k);
@@ -354,6 +377,11 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
       kept += __popc(m);
     }
     if (lane == 0) sm.warp_n[warp] = kept;
+    if (c.total_pending) {  // the warp's total into its bin's spare word (the bins were zeroed)
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) wsum += __shfl_xor_sync(0xffffffffu, wsum, o);
+      if (lane == 0) h.own_w[warp] = wsum;
+    }
     c.list_raw = false;
     c.sq_floor = bot;
   } else {
@@ -369,13 +397,15 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
   // totals into every CTA, a barrier. No buffer is rewritten before its readers have passed the
   // barrier that follows their reads, so nothing is double-buffered.
   __syncthreads();
-  if (CL > 1 && !c.gathered) {
+  const bool exchanged = CL > 1 && !c.gathered;
+  if (!exchanged && threadIdx.x < kBins) h.bin[threadIdx.x] = own_bin(h, threadIdx.x);  // read by its own thread next
+  if (exchanged) {
     cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
     constexpr int kOwn = kBins / CL;
     const int me = int(cluster.block_rank());
     if (threadIdx.x < kBins) {
       const int i = threadIdx.x;
-      *cluster.map_shared_rank(&h.stage[me * kOwn + i % kOwn], i / kOwn) = h.bin[i];
+      *cluster.map_shared_rank(&h.stage[me * kOwn + i % kOwn], i / kOwn) = own_bin(h, i);
     }
     cluster.sync();
     // thread t: bin me * kOwn + t % kOwn for peer t / kOwn (kOwn * CL == kBins threads); the
@@ -386,85 +416,84 @@ __device__ bool hist_round(RowCtx<VEC>& c, SamplerSmem& sm, TooBig&& too_big, fl
     for (int q = 0; q < CL; ++q) {
       const uint4 v = h.stage[q * kOwn + j];
       tot.x += v.x, tot.y += v.y, tot.z += v.z;
+      tot.w = __float_as_uint(__uint_as_float(tot.w) + __uint_as_float(v.w));  // total_pending's sums
     }
     if (threadIdx.x < kBins) *cluster.map_shared_rank(&h.bin[me * kOwn + j], threadIdx.x / kOwn) = tot;
     cluster.sync();
   }
   if (CL > 1) c.mark(fine ? 6 : 9);
+  if (c.total_pending) {  // the row's total: the warps' sums in a fixed order (the same in every CTA)
+    float t = 0.f;
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; ++w) t += exchanged ? __uint_as_float(h.bin[w].w) : h.own_w[w];
+    s_lo = t;
+    c.total_pending = false;
+  }
   }  // !pre
   auto cnt = [&](int b) { return h.bin[b].x; };
   auto mass = [&](int b) { return (static_cast<unsigned long long>(h.bin[b].y) << 12) + h.bin[b].z; };
-  // Warp 0 finds the highest bin whose upper set (with the bin) still keeps too much; lane l owns
-  // bins [l * per, (l + 1) * per). too_big is monotone, so the bins that keep too much are a prefix.
-  // Masses in double, each bin times its unit (exact), added in a fixed order.
-  if (threadIdx.x < 32) {
-    constexpr int per = kBins / 32;
-    const int lane = threadIdx.x;
-    unsigned n = 0u;
-    double m = 0.0;
-    double bm[per];
-    unsigned bn[per];
-#pragma unroll
-    for (int j = 0; j < per; ++j) {
-      const int b = lane * per + j;
-      const uint4 v = h.bin[b];
-      bm[j] = (double(v.y) * 4096.0 + double(v.z)) * bin_unit((base + uint32_t(b)) << shift);
-      bn[j] = v.x;
-      n += v.x, m += bm[j];
-    }
-    // suffix sums over the lanes: what the lanes above this one hold
-    unsigned sn = n;
-    double sm64 = m;
+  // The scan, one bin a thread (8 warps): the highest bin whose upper set (with the bin) still keeps
+  // too much. too_big is monotone, so the bins that keep too much are a prefix. Masses in double,
+  // each bin times its unit (exact), added in a fixed order: suffix sums inside each warp, then each
+  // warp adds the totals of the warps above it, from the top. A bin's "above" is exactly the next
+  // bin's "with" (the next lane's sum, or for lane 31 the carry, formed like the next warp's lane 0
+  // sum), so exactly one thread claims when any bin keeps too much.
+  static_assert(kBins <= kThreads && kBins % 32 == 0, "one bin a thread");
+  constexpr int kScanWarps = kBins / 32;
+  const int sb = threadIdx.x, s_lane = sb & 31, s_warp = sb >> 5;
+  unsigned sn = 0u;
+  double sm64 = 0.0;
+  if (sb < kBins) {
+    const uint4 v = h.bin[sb];
+    sn = v.x;
+    sm64 = (double(v.y) * 4096.0 + double(v.z)) * bin_unit((base + uint32_t(sb)) << shift);
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
       const unsigned n2 = __shfl_down_sync(0xffffffffu, sn, o);
       const double m2 = __shfl_down_sync(0xffffffffu, sm64, o);
-      if (lane + o < 32) sn += n2, sm64 += m2;
+      if (s_lane + o < 32) sn += n2, sm64 += m2;
     }
-    unsigned n_above = sn - n;
-    double m_above = sm64 - m;
-    if (CL > 1) c.mark(4);  // diagnostic: the scan's loads and lane sums
-    int found = -1;
-    float ca = 0.f, sa = 0.f, ci = 0.f, si = 0.f;
+    if (s_lane == 0) h.wsum_n[s_warp] = sn, h.wsum_m[s_warp] = sm64;
+  }
+  __syncthreads();
+  if (CL > 1) c.mark(4);  // diagnostic: the scan's loads and warp sums
+  if (sb < kBins) {
+    unsigned cn = 0u;  // the warps above this one
+    double cm = 0.0;
 #pragma unroll
-    for (int j = per - 1; j >= 0; --j) {
-      if (found < 0) {
-        const int b = lane * per + j;
-        const unsigned n_in = n_above + bn[j];
-        const double m_in = m_above + bm[j];
-        const float C = c_hi + float(n_in), S = s_hi + float(m_in);
-        if (too_big(C, S)) {
-          found = b;
-          ca = c_hi + float(n_above), sa = s_hi + float(m_above), ci = C, si = S;
-        }
-        n_above = n_in, m_above = m_in;
-      }
+    for (int q = kScanWarps - 1; q > 0; --q) {
+      if (q > s_warp) cn += h.wsum_n[q], cm = h.wsum_m[q] + cm;
     }
-    const unsigned hits = __ballot_sync(0xffffffffu, found >= 0);
-    const unsigned all_n = __shfl_sync(0xffffffffu, sn, 0);
-    const double all_m = __shfl_sync(0xffffffffu, sm64, 0);
-    if (hits == 0u) {
-      const unsigned nonempty = __ballot_sync(0xffffffffu, n > 0u);
-      if (lane == 0) {
-        if (bot > lo && c_lo - (c_hi + float(all_n)) >= 1.f) {
-          // The threshold lies below the floor: the bracket becomes (lo, floor].
-          h.res[0] = -1.f, h.res[1] = c_hi + float(all_n), h.res[2] = s_hi + float(all_m);
-        } else {
-          // Rounding kept every bin below the limit, though the bracket as a whole keeps too much:
-          // take the lowest non-empty bin with the bracket's own count and mass.
-          int b = 0;
-          if (nonempty) {
-            const int l = __ffs(nonempty) - 1;
-            b = l * per;
-            while (b < (l + 1) * per - 1 && cnt(b) == 0u) ++b;
+    const unsigned n_in = sn + cn;
+    const double m_in = sm64 + cm;
+    const unsigned n_up = __shfl_down_sync(0xffffffffu, n_in, 1);
+    const double m_up = __shfl_down_sync(0xffffffffu, m_in, 1);
+    const unsigned n_ab = s_lane == 31 ? cn : n_up;
+    const double m_ab = s_lane == 31 ? cm : m_up;
+    const float ci = c_hi + float(n_in), si = s_hi + float(m_in);
+    const float ca = c_hi + float(n_ab), sa = s_hi + float(m_ab);
+    const bool t_in = too_big(ci, si);
+    if (t_in && (sb == kBins - 1 || !too_big(ca, sa))) {
+      h.res[0] = float(sb), h.res[1] = ca, h.res[2] = sa, h.res[3] = ci, h.res[4] = si;
+    } else if (sb == 0 && !t_in) {  // no bin keeps too much (thread 0 holds the whole bracket's sums)
+      if (bot > lo && c_lo - ci >= 1.f) {
+        // The threshold lies below the floor: the bracket becomes (lo, floor].
+        h.res[0] = -1.f, h.res[1] = ci, h.res[2] = si;
+      } else {
+        // Rounding kept every bin below the limit, though the bracket as a whole keeps too much:
+        // take the lowest non-empty bin with the bracket's own count and mass.
+        int b = 0;
+#pragma unroll 1
+        for (int q = 0; q < kBins; ++q) {
+          if (cnt(q) != 0u) {
+            b = q;
+            break;
           }
-          h.res[0] = float(b);
-          h.res[1] = c_lo - float(cnt(b)), h.res[2] = s_lo - float(double(mass(b)) * bin_unit((base + uint32_t(b)) << shift));
-          h.res[3] = c_lo, h.res[4] = s_lo;
         }
+        h.res[0] = float(b);
+        h.res[1] = c_lo - float(cnt(b)), h.res[2] = s_lo - float(double(mass(b)) * bin_unit((base + uint32_t(b)) << shift));
+        h.res[3] = c_lo, h.res[4] = s_lo;
       }
-    } else if (lane == 31 - __clz(hits)) {
-      h.res[0] = float(found), h.res[1] = ca, h.res[2] = sa, h.res[3] = ci, h.res[4] = si;
     }
   }
   __syncthreads();
@@ -500,7 +529,7 @@ __device__ void stats_and_fine_bins(RowCtx<VEC>& c, SamplerSmem& sm, float (&acc
     constexpr int kOwn = kBins / CL;
     const int me = int(cluster.block_rank()), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const uint32_t L = acc[2] > 0.f ? __float_as_uint(acc[2]) >> 19 : 0u;
-    for (int i = threadIdx.x; i < kBins; i += kThreads) h.bin[i] = make_uint4(0u, 0u, 0u, 0u);
+    zero_own_bins(h);
     __syncthreads();
     if (L >= 256u) {
       const uint32_t base = L - 255u;
@@ -518,9 +547,9 @@ __device__ void stats_and_fine_bins(RowCtx<VEC>& c, SamplerSmem& sm, float (&acc
           const uint32_t key = __float_as_uint(w);
           const int b = int((key >> 19) - base);
           const unsigned q = (key & 0x7FFFFFu) | (key >= 0x800000u ? 0x800000u : 0u);
-          atomicAdd(&h.bin[b].x, 1u);
-          atomicAdd(&h.bin[b].y, q >> 12);
-          atomicAdd(&h.bin[b].z, q & 0xFFFu);
+          atomicAdd(&h.own_n[b], 1u);
+          atomicAdd(&h.own_hi[b], q >> 12);
+          atomicAdd(&h.own_lo[b], q & 0xFFFu);
         }
         const unsigned m = __ballot_sync(0xffffffffu, k);
         __syncwarp();
@@ -544,7 +573,7 @@ __device__ void stats_and_fine_bins(RowCtx<VEC>& c, SamplerSmem& sm, float (&acc
       const uint32_t i = threadIdx.x;
       uint4 v = make_uint4(0u, 0u, 0u, 0xFFFFFFFFu);  // no bins: matches no window
       uint32_t r = i;
-      if (L >= 256u) v = h.bin[i], v.w = L - 255u + i, r = v.w & 255u;
+      if (L >= 256u) v = own_bin(h, i), v.w = L - 255u + i, r = v.w & 255u;
       *cluster.map_shared_rank(&h.stage[me * kOwn + int(r) % kOwn], int(r) / kOwn) = v;
     }
     cluster.sync();
@@ -1066,7 +1095,7 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   c.list_i = reinterpret_cast<int*>(c.list_w + p.list_cap);
   c.list_cap = int(p.list_cap);
   c.seg_cap = c.list_cap / (kThreads / 32);
-  c.compacted = c.list_full = c.list_raw = c.prebinned = false;
+  c.compacted = c.list_full = c.list_raw = c.prebinned = c.total_pending = false;
   c.sq_floor = 0.f;
   c.can_gather = c.can_bracket = c.gathered = false;
   c.flat_off = c.region_cap = 0;
@@ -1149,6 +1178,11 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
   // the first round's bins (stats_and_fine_bins), one exchange fewer.
   const bool merged = CL > 1 && list_in_stats && !c.logits && p.op == kOpSample;
   float acc[4] = {0.f, 0.f, 0.f, 0.f};  // probabilities: sum, count | max, bad
+  // Logits whose first search counts only (top-k alone, or top-k first) and whose slice is listed
+  // here: no exponentials in this pass and a plain exchange; the first round adds the total up.
+  const bool use_p0 = (p.filter & kTopP) && rp.p < 1.f;
+  const bool defer_total = c.logits && list_in_stats && p.op == kOpSample && (p.filter & kTopK) &&
+                           (!use_p0 || (p.filter & kTopKFirst));
   if (c.logits) {
     float m = -INFINITY, s = 0.f, n = 0.f, badf = 0.f;
     // per vector: its max first, one rescale, then independent exponentials (no chain through m)
@@ -1161,13 +1195,23 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
         if (!ok && x[j] != -INFINITY) badf = 1.f;  // NaN or +inf
         if (ok) n += 1.f, mv = fmaxf(mv, x[j]);
       }
+      if (defer_total) {
+        m = mv;
+        return;
+      }
       if (mv > m) s *= __expf((m - mv) * c.inv_t), m = mv;  // m = -inf: s is 0
 #pragma unroll
       for (int j = 0; j < VEC; ++j)
         if (x[j] > -INFINITY && x[j] < INFINITY) s += __expf((x[j] - m) * c.inv_t);
     });
     c.mark(0);  // diagnostic: the slice's pass, before the exchange
-    row_reduce_softmax<CL>(m, s, n, badf, c.inv_t, sm.red);
+    if (defer_total) {
+      acc[1] = n, acc[2] = m, acc[3] = badf;  // the same reduction as probabilities' (no new code)
+      row_reduce<CL, 2, 0, 2>(acc, sm.red);
+      m = acc[2], s = 1.f, n = acc[1], badf = acc[3];  // s: a placeholder (>= 1 with any finite logit)
+    } else {
+      row_reduce_softmax<CL>(m, s, n, badf, c.inv_t, sm.red);
+    }
     c.max_x = m;
     max_w = 1.f, total = s, positives = n, bad = badf > 0.f;
   } else {
@@ -1185,6 +1229,20 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(const fi_sampling_par
     __syncwarp();
     c.compacted = c.list_full = true;
     c.list_raw = c.logits;  // weights once the first round or make_weights has run
+  }
+  if (defer_total) {
+    // The first search starts with a squeezing round when more weights count than a first gather
+    // takes (1024, or a bracket's region) and k of them are too many (search's own test). Otherwise
+    // (rare) the total now, from the listed logits.
+    if (positives > fmaxf(1024.f, float(c.region_cap)) && positives >= rp.k && !bad) {
+      c.total_pending = true;
+    } else {
+      const int n = min(s_n, c.seg_cap);
+      float t[4] = {0.f, 0.f, 0.f, 0.f};
+      for (int i = s_lane; i < n; i += 32) t[0] += weight(c, c.list_w[s_warp * c.seg_cap + i]);
+      row_reduce<CL, 2, 0, 2>(t, sm.red);
+      total = t[0];
+    }
   }
   if (merged) stats_and_fine_bins<CL>(c, sm, acc);
   if (!c.logits) total = acc[0], positives = acc[1], max_w = acc[2], bad = acc[3] > 0.f;
