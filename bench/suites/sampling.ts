@@ -16,18 +16,30 @@ import {
   topKTopPSamplingFromProbs,
   topPSamplingFromProbs,
 } from "../../src/sampling/sampling.ts";
+import { env } from "../../src/runtime/platform.ts";
 import { timeKernel } from "../timing.ts";
 import type { Row, Suite } from "./types.ts";
 
 const VOCAB = 128256;
 const LAUNCHES = 20;
 
+// Seeded (mulberry32; FI_BENCH_SEED overrides 1) so that runs, and libraries compared in one call,
+// time the same rows: a B1 time moves by 1-2 µs with the row's data.
+let seed = (Number(env("FI_BENCH_SEED")) || 1) >>> 0;
+function random(): number {
+  seed = (seed + 0x6d2b79f5) >>> 0;
+  let t = seed;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}
+
 function randnRows(rows: number, d: number, scale: number, softmax: boolean): Float32Array {
   const out = new Float32Array(rows * d);
   for (let r = 0; r < rows; r++) {
     let m = -Infinity;
     for (let i = 0; i < d; i += 2) {
-      const u = Math.max(Math.random(), 1e-12), v = Math.random();
+      const u = Math.max(random(), 1e-12), v = random();
       const rad = Math.sqrt(-2 * Math.log(u)) * scale;
       out[r * d + i] = rad * Math.cos(2 * Math.PI * v);
       if (i + 1 < d) out[r * d + i + 1] = rad * Math.sin(2 * Math.PI * v);
