@@ -76,27 +76,36 @@ export const decodeSuite: Suite = {
       fixedSplitSize?: number;
       kvLayout?: "HND";
       persistent?: boolean;
+      shareChunks?: boolean;
     };
     type Job = [DType, number, number, boolean, Extra?];
     const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
     // FI_BENCH_DECODE_DTYPES=e4m3 times only those KV dtypes (A/B runs of a kernel variant).
     const dtypes = (env("FI_BENCH_DECODE_DTYPES") ?? "bf16,e4m3,e5m2").split(",") as DType[];
     const has = (d: DType) => dtypes.includes(d);
+    // FI_BENCH_DECODE_NO_SHARE=1: fixed chunks everywhere (timing a library without shared chunks).
+    const noShare = env("FI_BENCH_DECODE_NO_SHARE") === "1";
+    const noExtras = env("FI_BENCH_DECODE_NO_EXTRAS") === "1";
     const fp8Extras: Job[] = [
-      // The persistent grid (lanes) against one CTA row per item, at every target shape.
-      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { persistent: b * 8 < 132 }]),
-      ["e4m3", 64, 2048, false, { disableSplitKv: true }],
-      ["e4m3", 16, 4096, false, { fixedSplitSize: 2048 }],
-      // Each head's tokens contiguous (HND) against NHD's 128-byte rows interleaved by head.
-      ["e4m3", 128, 8192, false, { kvLayout: "HND" }],
+      // Shared chunks (the split's CTAs claim a request's blocks from one counter) against fixed chunks.
+      ["e4m3", 16, 4096, false, { shareChunks: false }],
+      ["e4m3", 64, 2048, false, { persistent: false }],
+      ["e4m3", 64, 2048, false, { persistent: false, shareChunks: false }],
+      ["e4m3", 16, 4096, false, { fixedSplitSize: 1024 }],
+      // Lanes with pairs sharing a request (default) against none.
+      ["e4m3", 64, 2048, false, { shareChunks: false }],
+      ["e4m3", 256, 1024, false, { shareChunks: false }],
+      ["e4m3", 128, 8192, false, { shareChunks: false }],
+      // Earlier rounds' explorations (lanes at B16, no split at B64, 2 chunks at B16, HND at B128) are in the
+      // history of this file.
     ];
     // The target shapes first (bf16, then fp8), explorations last.
     const jobs: Job[] = [
       ...(has("bf16") ? [...main, [1, 4096]].map(([b, l]): Job => ["bf16", b, l, false]) : []),
       ...dtypes.filter((d) => d !== "bf16").flatMap((d) => main.map(([b, l]): Job => [d, b, l, false])),
       // fp8 alternatives: no wave-balance split at B64, the 2-CTA split size at B16, HND.
-      ...(has("e4m3") ? fp8Extras : []),
-      ...(has("bf16")
+      ...(has("e4m3") && !noExtras ? fp8Extras : []),
+      ...(has("bf16") && !noExtras
         ? [
           [64, 2048, true],
           // Scheduler alternatives at the split-sensitive shapes.
@@ -141,6 +150,7 @@ export const decodeSuite: Suite = {
             qDtype: "bf16",
             kvDtype: dtype,
             stream,
+            ...(noShare ? { shareChunks: false } : {}),
             ...planExtra,
           });
           return w;

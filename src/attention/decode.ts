@@ -73,6 +73,12 @@ export interface DecodePlanOptions extends VariantOptions {
    */
   persistent?: boolean;
   /**
+   * fp8 KV: the chunks of a split request share its tiles (their warps claim 16-token blocks from one
+   * counter) instead of each taking a fixed range, so a slow CTA does not end late (default true). In
+   * the persistent grid, a request cut between lanes 2k and 2k + 1 is shared by the two.
+   */
+  shareChunks?: boolean;
+  /**
    * Check every page index on the host (default true): a bad one is a clear error at plan/run. With
    * false the O(pages) scan is skipped and the kernel reads a page outside the cache as zeros.
    */
@@ -297,6 +303,7 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       disableSplitKv: options.disableSplitKv,
       // A captured grid has a fixed item count: no wave balancing there.
       balanceWaves: !this.useCudaGraph,
+      shareChunks: (kvDtype === "e4m3" || kvDtype === "e5m2") && (options.shareChunks ?? true),
     };
     let fixed: Schedule | undefined;
     let layout: WorkspaceLayout;

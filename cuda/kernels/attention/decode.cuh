@@ -242,6 +242,24 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   // ---- the copy pipeline ----
   const int ntiles = (kv_end - kv_start + TILE - 1) / TILE;
   const int lc = lane % CH, lr0 = warp * 16 + lane / CH;
+  // Shared chunks (fp8; chunks < 0 in the item): the -chunks CTAs of a (request, kv head) all cover the
+  // request's range and their warps claim its 16-token blocks one at a time from a counter, so slow and
+  // fast CTAs end together. Warp t's block: the first kShareStatic are fixed (warp gw of G takes gw + G j),
+  // later ones claimed from the counter a tile ahead; ring[warp][t & 7] holds blocks t .. t + kShareStatic.
+  const bool share = FP8 && it1.z < 0;
+  constexpr int kShareStatic = STAGES + 1;
+  __shared__ int ring[FP8 ? NW : 1][8];
+  int* claim_ctr = a.counters + int64_t(req) * cta.width() + cta.x();
+  int pending = 0;  // lane 0: the claim for block t + kShareStatic, issued one iteration ahead
+  const int share_warps = share ? -it1.z * NW : 0;
+  // Position of this warp's first row in its tile t (16 tokens from there).
+  auto base = [&](int t) {
+    if constexpr (FP8) {
+      if (share) return kv_start + 16 * ring[warp][t & 7];
+    }
+    return kv_start + t * TILE + warp * 16;
+  };
+  auto has = [&](int t) { return share ? base(t) < kv_end : t < ntiles; };
   const int shift = a.page_shift;  // page size 2^shift, or -1: divide
   const TKV* kbase = static_cast<const TKV*>(a.k) + int64_t(kvh) * a.kv_sh;
   const TKV* vbase = static_cast<const TKV*>(a.v) + int64_t(kvh) * a.kv_sh;
@@ -249,7 +267,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   auto fetch_pages = [&](int t) {
 #pragma unroll
     for (int i = 0; i < RPT; i++) {
-      const int pos = kv_start + t * TILE + lr0 + i * RSTEP;
+      const int pos = base(t) + lane / CH + i * RSTEP;
       const int page = shift >= 0 ? pos >> shift : pos / a.page_size;
       // A page outside the cache (possible only when the host skipped its check) reads as zeros.
       const int id = pos < kv_end ? __ldg(a.indices + page_base + page) : -1;
@@ -260,7 +278,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
 #pragma unroll
     for (int i = 0; i < RPT; i++) {
       const int r = lr0 + i * RSTEP;
-      const int pos = kv_start + t * TILE + r;
+      const int pos = base(t) + lane / CH + i * RSTEP;
       const bool valid = pos < kv_end && pages[i] >= 0;
       const int slot = shift >= 0 ? pos & ((1 << shift) - 1) : pos % a.page_size;
       const int64_t off = valid ? int64_t(pages[i]) * a.kv_sp + int64_t(slot) * a.kv_ss : 0;
@@ -278,6 +296,13 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     }
   };
 
+  if constexpr (FP8) {
+    if (share && lane == 0) {
+      const int gw = (partial_row - it1.w) * NW + warp;
+      for (int j = 0; j < kShareStatic; j++) ring[warp][j] = gw + share_warps * j;
+    }
+    __syncwarp();
+  }
   fetch_pages(0);
   if constexpr (!FP8) {
     // 16-bit KV kernels are launched with programmatic dependent launch: up to here only the plan's
@@ -288,10 +313,12 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     load_q();
   } else {
     pdl_wait();  // fp8: triggers its dependents after the main loop (below)
+    // Claims only after the wait: the previous launch's merging CTAs reset the counters.
+    if (share && lane == 0) pending = atomicAdd(claim_ctr, 1 << 8);
   }
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
-    if (s < ntiles) {
+    if (has(s)) {
       issue(s, s);
       fetch_pages(s + 1);
     }
@@ -335,9 +362,16 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
       }
     }
   }
-  for (int t = 0; t < ntiles; t++) {
+  for (int t = 0; has(t); t++) {
     const int next = t + STAGES - 1;
-    if (next < ntiles) {
+    if constexpr (FP8) {
+      // Block t + kShareStatic - 1 was read from the ring last iteration (fetch_pages); write the next one.
+      if (share && lane == 0) {
+        ring[warp][(t + kShareStatic) & 7] = share_warps * kShareStatic + (pending >> 8);
+        pending = atomicAdd(claim_ctr, 1 << 8);
+      }
+    }
+    if (has(next)) {
       issue(next, next % STAGES);
       fetch_pages(next + 1);
     }
@@ -346,7 +380,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     __syncwarp();
 
     const int stage = t % STAGES;
-    const int tile_pos = kv_start + t * TILE;
+    const int tile_pos = base(t) - wrow;  // rows wrow .. wrow + 15 of the tile are this warp's
     // S = Q K^T for this warp's 16 tokens: rows = q heads, columns = tokens.
     float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
     if constexpr (FP8) {
@@ -512,6 +546,8 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   }
   cp_async_wait<0>();
   if constexpr (FP8) {
+    // The last claim's value is used, so it has landed before this CTA counts itself finished.
+    if (share && lane == 0) ring[warp][0] = pending;
     if (last) pdl_launch_dependents();
   }
   __syncthreads();
@@ -588,13 +624,15 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
 
   // ---- split request: the last of its chunks to finish merges all of them (no second kernel) ----
   // Counters are zero at the start of every run: plan zeroes them and the merging CTA resets its own.
-  const int chunks = it1.z, first_row = it1.w;
+  const int chunks = share ? -it1.z : it1.z, first_row = it1.w;
   __shared__ int is_last;
   __threadfence();  // this CTA's partials are visible device-wide before it is counted
   __syncthreads();
   if (tid == 0) {
     int* counter = a.counters + int64_t(req) * cta.width() + cta.x();
-    is_last = atomicAdd(counter, 1) == chunks - 1;
+    // Shared chunks: finished chunks in the low 8 bits, claims above.
+    const int done = atomicAdd(counter, 1);
+    is_last = (share ? done & 255 : done) == chunks - 1;
     if (is_last) *counter = 0;
   }
   __syncthreads();
@@ -676,12 +714,16 @@ __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
 
 // Persistent form: a grid of (CTAs an item) x lanes, sized to stay resident; row y runs the items of
 // lane y one after the other (scheduleDecodeLanes in src/attention/scheduler.ts balances their tiles).
+// fp8: a request cut between lanes 2k and 2k + 1 may be shared (chunks < 0 in its items); lane 2k + 1
+// then runs its items in reverse order, so both lanes end on the shared request.
 template <typename T, typename TKV, int D>
 __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_lanes_kernel(const __grid_constant__ DecodeArgs a) {
-  const int end = a.lane_starts[blockIdx.y + 1];
-  for (int i = a.lane_starts[blockIdx.y]; i < end; i++) {
-    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, i == end - 1);
+  const int begin = a.lane_starts[blockIdx.y], end = a.lane_starts[blockIdx.y + 1];
+  const bool reverse = sizeof(TKV) == 1 && (blockIdx.y & 1) && end > begin && a.items[begin * kItemInts + 6] < 0;
+  for (int k = begin; k < end; k++) {
+    const int i = reverse ? begin + end - 1 - k : k;
+    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, k == end - 1);
     __syncthreads();  // the next item's loads reuse the shared memory this one merged in
   }
 }
