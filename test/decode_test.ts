@@ -61,6 +61,7 @@ interface Case {
   disableSplitKv?: boolean;
   persistent?: boolean;
   shareChunks?: boolean;
+  shareBatch?: number;
 }
 
 /** Everything a case's GPU run and its reference need. */
@@ -202,6 +203,7 @@ function runCase(c: Case): void {
     disableSplitKv: c.disableSplitKv,
     persistent: c.persistent,
     shareChunks: c.shareChunks,
+    shareBatch: c.shareBatch,
   });
   using q = Tensor.fromRaw(s.qRaw, [c.batch, s.hqo, s.d], s.qDtype);
   using out = Tensor.empty([c.batch, s.hqo, s.d], s.qDtype).fillBytes(0xff);
@@ -465,15 +467,19 @@ for (
   const [kv, d, heads, batch, pageSize, layout, share, extra] of [
     ["e4m3", 128, [32, 8], 16, 16, "NHD", true, {}],
     ["e4m3", 128, [32, 8], 16, 16, "NHD", false, {}],
-    ["e5m2", 128, [32, 8], 5, 16, "NHD", true, { fixedSplitSize: 64 }],
-    ["e4m3", 128, [32, 8], 9, 5, "HND", true, { pos: "ROPE_LLAMA", windowLeft: 1500 }],
-    ["e5m2", 64, [64, 8], 3, 16, "NHD", true, { pos: "ALIBI", fixedSplitSize: 200 }],
-    ["e4m3", 256, [16, 2], 6, 1, "HND", true, { logitsSoftCap: 20 }],
+    ["e5m2", 128, [32, 8], 5, 16, "NHD", true, { fixedSplitSize: 64, shareBatch: 1 }],
+    ["e4m3", 128, [32, 8], 9, 5, "HND", true, { pos: "ROPE_LLAMA", windowLeft: 1500, shareBatch: 2 }],
+    ["e5m2", 128, [64, 8], 3, 16, "NHD", true, { pos: "ALIBI", fixedSplitSize: 200 }],
+    ["e4m3", 128, [16, 2], 6, 1, "HND", true, { logitsSoftCap: 20 }],
+    ["e4m3", 128, [8, 8], 2, 64, "NHD", true, { fixedSplitSize: 64, maxLen: 16384, shareBatch: 1 }],
+    // Other head dims keep fixed chunks.
     ["e4m3", 64, [8, 8], 2, 64, "NHD", true, { fixedSplitSize: 64, maxLen: 16384 }],
+    ["e5m2", 256, [16, 2], 6, 1, "HND", true, {}],
     // The persistent grid: pairs of lanes share a request (default) or not.
     ["e4m3", 128, [32, 8], 64, 16, "NHD", true, { persistent: true }],
     ["e5m2", 128, [32, 8], 64, 16, "NHD", false, { persistent: true }],
-    ["e4m3", 64, [16, 4], 150, 5, "HND", true, { persistent: true, maxLen: 700, windowLeft: 300 }],
+    ["e4m3", 128, [16, 4], 150, 5, "HND", true, { persistent: true, maxLen: 700, windowLeft: 300 }],
+    ["e5m2", 128, [32, 8], 100, 16, "NHD", true, { persistent: true, shareBatch: 1, pos: "ROPE_LLAMA" }],
   ] as [DType, number, [number, number], number, number, KvLayout, boolean, Partial<Case>][]
 ) {
   CASES.push({
@@ -784,6 +790,13 @@ test("decode plan: bad page tables are refused naming the argument", () => {
     "UNSUPPORTED",
     /\(q bf16, kv f16, head dim 128\)/,
   );
+  for (const shareBatch of [0, 4, 1.5, NaN]) {
+    assertThrowsCode(
+      () => w.plan(table1.indptr, table1.indices, table1.last, 32, 8, 128, 16, { kvDtype: "e4m3", shareBatch }),
+      "INVALID_ARGUMENT",
+      /Cannot plan decode as 'shareBatch' must be an integer from 1 to 3: received/,
+    );
+  }
   assertThrowsCode(
     () => w.plan([0, 1] as unknown as Int32Array, table1.indices, table1.last, 32, 8, 128, 16),
     "INVALID_ARGUMENT",

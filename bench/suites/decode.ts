@@ -77,6 +77,7 @@ export const decodeSuite: Suite = {
       kvLayout?: "HND";
       persistent?: boolean;
       shareChunks?: boolean;
+      shareBatch?: number;
     };
     type Job = [DType, number, number, boolean, Extra?];
     const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
@@ -87,14 +88,16 @@ export const decodeSuite: Suite = {
     const noShare = env("FI_BENCH_DECODE_NO_SHARE") === "1";
     const noExtras = env("FI_BENCH_DECODE_NO_EXTRAS") === "1";
     const fp8Extras: Job[] = [
-      // Shared chunks (the split's CTAs claim a request's blocks from one counter) against fixed chunks.
+      // Shared chunks (the split's CTAs claim a request's 16-token blocks from one counter, shareBatch at a
+      // time; default 3) against fixed chunks; lanes 2k, 2k + 1 sharing their cut request against not.
       ["e4m3", 16, 4096, false, { shareChunks: false }],
-      ["e4m3", 64, 2048, false, { persistent: false }],
-      ["e4m3", 64, 2048, false, { persistent: false, shareChunks: false }],
-      ["e4m3", 16, 4096, false, { fixedSplitSize: 1024 }],
-      // Lanes with pairs sharing a request (default) against none.
+      ["e4m3", 16, 4096, false, { shareBatch: 1 }],
+      ["e4m3", 16, 4096, false, { shareBatch: 2 }],
       ["e4m3", 64, 2048, false, { shareChunks: false }],
+      ["e4m3", 64, 2048, false, { shareBatch: 1 }],
       ["e4m3", 256, 1024, false, { shareChunks: false }],
+      ["e4m3", 64, 2048, false, { persistent: false }],
+      ["e4m3", 16, 4096, false, { fixedSplitSize: 1024 }],
       ["e4m3", 128, 8192, false, { shareChunks: false }],
       // Earlier rounds' explorations (lanes at B16, no split at B64, 2 chunks at B16, HND at B128) are in the
       // history of this file.

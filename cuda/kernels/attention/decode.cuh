@@ -46,6 +46,7 @@ struct DecodeArgs {
   int rope;  // 1: rotate q (at seq_len - 1) and k (at its position), NeoX pairs (i, i + D/2)
   float rope_rcp_scale, rope_log2_rcp_theta;
   const int* lane_starts;  // persistent grid: [lanes + 1], row l of CTAs runs items lane_starts[l] ..; else null
+  int share_batch;         // shared chunks (fp8): 16-token blocks a warp claims at once (1 .. 3); 0: off
 };
 
 constexpr int kDecodeTile = 64;
@@ -180,9 +181,10 @@ __device__ __forceinline__ float4 unswizzle4(float4 x, int key) {
 // PDL: 16-bit KV waits and triggers right after its first page ids. fp8 KV waits there too but triggers
 // only when `last` (the CTA's last item) leaves its main loop: triggering at once made the lanes at B128
 // L8k 763 -> 848 us (twice); late, the next launch overlaps this one's merge tail only.
-template <typename T, typename TKV, int D, typename Cta = GridCta>
+template <typename T, typename TKV, int D, typename Cta = GridCta, bool SHARE = false>
 __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}, bool last = true) {
   constexpr bool FP8 = sizeof(TKV) == 1;
+  static_assert(!SHARE || FP8, "shared chunks are an fp8 kernel");
   // Tensor-core type: the q dtype, or fp16 for fp8 KV (fp8 -> fp16 is one cvt per pair; q is
   // converted once per CTA; P in [0, 1] and fp32 accumulators keep the result at q's precision).
   using TC = typename cuda::std::conditional<FP8, __half, T>::type;
@@ -242,24 +244,32 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   // ---- the copy pipeline ----
   const int ntiles = (kv_end - kv_start + TILE - 1) / TILE;
   const int lc = lane % CH, lr0 = warp * 16 + lane / CH;
-  // Shared chunks (fp8; chunks < 0 in the item): the -chunks CTAs of a (request, kv head) all cover the
-  // request's range and their warps claim its 16-token blocks one at a time from a counter, so slow and
-  // fast CTAs end together. Warp t's block: the first kShareStatic are fixed (warp gw of G takes gw + G j),
-  // later ones claimed from the counter a tile ahead; ring[warp][t & 7] holds blocks t .. t + kShareStatic.
-  const bool share = FP8 && it1.z < 0;
+  // Shared chunks (SHARE kernels; chunks < 0 in the item): the -chunks CTAs of a (request, kv head) all
+  // cover the request's range and their warps claim its 16-token blocks from one counter, so slow and fast
+  // CTAs end together. A warp's tile t is one block: tiles 0 .. kShareStatic - 1 are fixed (warp gw of G
+  // takes gw + G t); later ones come in batches of k = share_batch blocks from one atomicAdd by lane 0,
+  // issued k tiles before the batch is written (the atomic's round trip hides under k tiles of loads) and
+  // written kShareStatic - 4 tiles before it is first read. ring[warp][t & 7] holds tile t's block.
+  const bool share = SHARE && it1.z < 0;
   constexpr int kShareStatic = STAGES + 1;
-  __shared__ int ring[FP8 ? NW : 1][8];
+  __shared__ int ring[SHARE ? NW : 1][8];
   int* claim_ctr = a.counters + int64_t(req) * cta.width() + cta.x();
-  int pending = 0;  // lane 0: the claim for block t + kShareStatic, issued one iteration ahead
-  const int share_warps = share ? -it1.z * NW : 0;
+  int pending = 0;  // lane 0: the claim of the next batch (blocks counted from 0)
+  int since = 0;    // lane 0: tiles since the last claim
+  const int share_warps = share ? -it1.z * NW : 0, share_k = a.share_batch;
   // Position of this warp's first row in its tile t (16 tokens from there).
   auto base = [&](int t) {
-    if constexpr (FP8) {
+    if constexpr (SHARE) {
       if (share) return kv_start + 16 * ring[warp][t & 7];
     }
     return kv_start + t * TILE + warp * 16;
   };
-  auto has = [&](int t) { return share ? base(t) < kv_end : t < ntiles; };
+  auto has = [&](int t) {
+    if constexpr (SHARE) {
+      if (share) return base(t) < kv_end;
+    }
+    return t < ntiles;
+  };
   const int shift = a.page_shift;  // page size 2^shift, or -1: divide
   const TKV* kbase = static_cast<const TKV*>(a.k) + int64_t(kvh) * a.kv_sh;
   const TKV* vbase = static_cast<const TKV*>(a.v) + int64_t(kvh) * a.kv_sh;
@@ -296,7 +306,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     }
   };
 
-  if constexpr (FP8) {
+  if constexpr (SHARE) {
     if (share && lane == 0) {
       const int gw = (partial_row - it1.w) * NW + warp;
       for (int j = 0; j < kShareStatic; j++) ring[warp][j] = gw + share_warps * j;
@@ -314,7 +324,9 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   } else {
     pdl_wait();  // fp8: triggers its dependents after the main loop (below)
     // Claims only after the wait: the previous launch's merging CTAs reset the counters.
-    if (share && lane == 0) pending = atomicAdd(claim_ctr, 1 << 8);
+    if constexpr (SHARE) {
+      if (share && lane == 0) pending = atomicAdd(claim_ctr, share_k << 8) >> 8;
+    }
   }
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
@@ -364,11 +376,13 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   }
   for (int t = 0; has(t); t++) {
     const int next = t + STAGES - 1;
-    if constexpr (FP8) {
-      // Block t + kShareStatic - 1 was read from the ring last iteration (fetch_pages); write the next one.
-      if (share && lane == 0) {
-        ring[warp][(t + kShareStatic) & 7] = share_warps * kShareStatic + (pending >> 8);
-        pending = atomicAdd(claim_ctr, 1 << 8);
+    if constexpr (SHARE) {
+      // Every k tiles: the batch claimed k tiles ago becomes tiles t + kShareStatic .. + k - 1 (first read
+      // by fetch_pages at tile t + kShareStatic - 4 > t), and the next batch is claimed.
+      if (share && lane == 0 && since-- == 0) {
+        since = share_k - 1;
+        for (int j = 0; j < share_k; j++) ring[warp][(t + kShareStatic + j) & 7] = share_warps * kShareStatic + pending + j;
+        pending = atomicAdd(claim_ctr, share_k << 8) >> 8;
       }
     }
     if (has(next)) {
@@ -545,9 +559,11 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     __syncwarp();  // this warp's rows of the stage are refilled next iteration
   }
   cp_async_wait<0>();
-  if constexpr (FP8) {
+  if constexpr (SHARE) {
     // The last claim's value is used, so it has landed before this CTA counts itself finished.
     if (share && lane == 0) ring[warp][0] = pending;
+  }
+  if constexpr (FP8) {
     if (last) pdl_launch_dependents();
   }
   __syncthreads();
@@ -706,24 +722,24 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   }
 }
 
-template <typename T, typename TKV, int D>
+template <typename T, typename TKV, int D, bool SHARE = false>
 __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_kernel(const __grid_constant__ DecodeArgs a) {
-  decode_cta<T, TKV, D>(a);
+  decode_cta<T, TKV, D, GridCta, SHARE>(a);
 }
 
 // Persistent form: a grid of (CTAs an item) x lanes, sized to stay resident; row y runs the items of
 // lane y one after the other (scheduleDecodeLanes in src/attention/scheduler.ts balances their tiles).
 // fp8: a request cut between lanes 2k and 2k + 1 may be shared (chunks < 0 in its items); lane 2k + 1
 // then runs its items in reverse order, so both lanes end on the shared request.
-template <typename T, typename TKV, int D>
+template <typename T, typename TKV, int D, bool SHARE = false>
 __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_lanes_kernel(const __grid_constant__ DecodeArgs a) {
   const int begin = a.lane_starts[blockIdx.y], end = a.lane_starts[blockIdx.y + 1];
-  const bool reverse = sizeof(TKV) == 1 && (blockIdx.y & 1) && end > begin && a.items[begin * kItemInts + 6] < 0;
+  const bool reverse = SHARE && (blockIdx.y & 1) && end > begin && a.items[begin * kItemInts + 6] < 0;
   for (int k = begin; k < end; k++) {
     const int i = reverse ? begin + end - 1 - k : k;
-    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, k == end - 1);
+    decode_cta<T, TKV, D, VirtualCta, SHARE>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, k == end - 1);
     __syncthreads();  // the next item's loads reuse the shared memory this one merged in
   }
 }
