@@ -17,7 +17,7 @@ echo "tests rc $?" >> "$OUT/tests_ba.log"
 if [ -f .device-lib/ref.so.xz ]; then xz -dc .device-lib/ref.so.xz > /tmp/ref.so; fi
 FI_BENCH_DECODE_NO_PLAN=1 timeout 70 deno run -A bench/report.ts decode > "$OUT/report_new.log" 2>&1
 if [ -f /tmp/ref.so ]; then
-  FLASHINFER_TS_LIB=/tmp/ref.so FI_BENCH_DECODE_NO_SHARE=1 FI_BENCH_DECODE_NO_EXTRAS=1 FI_BENCH_DECODE_NO_PLAN=1 \
+  FLASHINFER_TS_LIB=/tmp/ref.so FI_BENCH_DECODE_NO_EXTRAS=1 FI_BENCH_DECODE_NO_PLAN=1 \
     timeout 35 deno run -A bench/report.ts decode > "$OUT/report_ref.log" 2>&1
 fi
 for v in new ref; do

@@ -60,8 +60,6 @@ interface Case {
   fixedSplitSize?: number;
   disableSplitKv?: boolean;
   persistent?: boolean;
-  shareChunks?: boolean;
-  shareBatch?: number;
 }
 
 /** Everything a case's GPU run and its reference need. */
@@ -202,8 +200,6 @@ function runCase(c: Case): void {
     fixedSplitSize: c.fixedSplitSize,
     disableSplitKv: c.disableSplitKv,
     persistent: c.persistent,
-    shareChunks: c.shareChunks,
-    shareBatch: c.shareBatch,
   });
   using q = Tensor.fromRaw(s.qRaw, [c.batch, s.hqo, s.d], s.qDtype);
   using out = Tensor.empty([c.batch, s.hqo, s.d], s.qDtype).fillBytes(0xff);
@@ -460,104 +456,7 @@ for (
   });
 }
 
-// fp8 shared chunks (the CTAs of a split request claim its 16-token blocks from one counter; the
-// default for fp8 splits) on and off: few and many chunks (a fixed split of 64 tokens: up to 64), every
-// head dim, both layouts, a page size that is not a power of two, windows, RoPE, ALiBi, soft cap.
-for (
-  const [kv, d, heads, batch, pageSize, layout, share, extra] of [
-    ["e4m3", 128, [32, 8], 16, 16, "NHD", true, {}],
-    ["e4m3", 128, [32, 8], 16, 16, "NHD", false, {}],
-    ["e5m2", 128, [32, 8], 5, 16, "NHD", true, { fixedSplitSize: 64, shareBatch: 1 }],
-    ["e4m3", 128, [32, 8], 9, 5, "HND", true, { pos: "ROPE_LLAMA", windowLeft: 1500, shareBatch: 2 }],
-    ["e5m2", 128, [64, 8], 3, 16, "NHD", true, { pos: "ALIBI", fixedSplitSize: 200 }],
-    ["e4m3", 128, [16, 2], 6, 1, "HND", true, { logitsSoftCap: 20 }],
-    ["e4m3", 128, [8, 8], 2, 64, "NHD", true, { fixedSplitSize: 64, maxLen: 16384, shareBatch: 1 }],
-    // Other head dims keep fixed chunks.
-    ["e4m3", 64, [8, 8], 2, 64, "NHD", true, { fixedSplitSize: 64, maxLen: 16384 }],
-    ["e5m2", 256, [16, 2], 6, 1, "HND", true, {}],
-    // The persistent grid: pairs of lanes share a request (default) or not.
-    ["e4m3", 128, [32, 8], 64, 16, "NHD", true, { persistent: true }],
-    ["e5m2", 128, [32, 8], 64, 16, "NHD", false, { persistent: true }],
-    ["e4m3", 128, [16, 4], 150, 5, "HND", true, { persistent: true, maxLen: 700, windowLeft: 300 }],
-    ["e5m2", 128, [32, 8], 100, 16, "NHD", true, { persistent: true, shareBatch: 1, pos: "ROPE_LLAMA" }],
-  ] as [DType, number, [number, number], number, number, KvLayout, boolean, Partial<Case>][]
-) {
-  CASES.push({
-    name: `shared chunks ${share} ${kv} kv B${batch} H${heads[0]}/${heads[1]} D${d} page ${pageSize} ${layout} ${
-      JSON.stringify(extra)
-    }`,
-    batch,
-    heads,
-    headDim: d,
-    pageSize,
-    layout,
-    qDtype: "bf16",
-    kvDtype: kv,
-    kScale: 1.25,
-    vScale: 0.75,
-    maxLen: 4096,
-    shareChunks: share,
-    ...extra,
-  });
-}
-
 for (const c of CASES) gpuTest(`decode: ${c.name}`, () => runCase(c));
-
-// Shared chunks leave their claim counters at zero (the merging CTA resets them): one CUDA graph
-// replayed several times, and again after re-plans that change the chunk counts, each replay checked
-// against the float64 reference with its outputs poisoned first.
-gpuTest("decode: fp8 shared chunks, CUDA-graph replays and re-plans", () => {
-  for (const kv of ["e4m3", "e5m2"] as DType[]) {
-    const c: Case = {
-      name: `graph shared ${kv}`,
-      batch: 6,
-      heads: [32, 8],
-      headDim: 128,
-      pageSize: 16,
-      layout: "NHD",
-      kvDtype: kv,
-      maxLen: 6000,
-      kScale: 1.25,
-      vScale: 0.75,
-    };
-    const rng = makeRng(seed ^ hash(c.name));
-    const s = buildCase(c, rng);
-    const cache = makeCache(c, s);
-    using ws = new Workspace(64 << 20);
-    using stream = new Stream();
-    using w = new BatchDecodeWithPagedKvCache(ws, {
-      useCudaGraph: true,
-      maxBatchSize: c.batch,
-      maxPages: s.indices.length,
-    });
-    const plan = (fixedSplitSize?: number) =>
-      w.plan(s.indptr, s.indices, s.lastPageLen, s.hqo, s.hkv, s.d, s.ps, {
-        qDtype: "bf16",
-        kvDtype: kv,
-        stream,
-        fixedSplitSize,
-      });
-    plan();
-    assert.ok(w.schedule!.splitSize > 0, "the batch is split");
-    using q = Tensor.fromRaw(s.qRaw, [c.batch, s.hqo, s.d], "bf16");
-    using out = Tensor.empty([c.batch, s.hqo, s.d], "bf16");
-    using lse = Tensor.empty([c.batch, s.hqo], "f32");
-    using g = CudaGraph.capture(
-      stream,
-      () => w.run(q, cache.cache, { out, lse, stream, kScale: c.kScale, vScale: c.vScale }),
-    );
-    const splits: (number | undefined)[] = [undefined, undefined, 1024, 1024, 2048, undefined];
-    for (const [k, split] of splits.entries()) {
-      if (k >= 2) plan(split);
-      out.fillBytes(0xff, stream);
-      lse.fillBytes(0xff, stream);
-      g.replay(stream);
-      const label = `${c.name} replay ${k} (split ${w.schedule!.splitSize}, items ${w.schedule!.numItems})`;
-      checkAgainstReference(c, s, out.toArray(stream), lse.toArray(stream), rng, label);
-    }
-    cache.dispose();
-  }
-});
 
 // fp8 KV kernels use programmatic dependent launch (they wait for the previous kernel before reading q
 // and the KV, and let the next one start during their merge): two runs back to back where the second's
@@ -790,13 +689,6 @@ test("decode plan: bad page tables are refused naming the argument", () => {
     "UNSUPPORTED",
     /\(q bf16, kv f16, head dim 128\)/,
   );
-  for (const shareBatch of [0, 4, 1.5, NaN]) {
-    assertThrowsCode(
-      () => w.plan(table1.indptr, table1.indices, table1.last, 32, 8, 128, 16, { kvDtype: "e4m3", shareBatch }),
-      "INVALID_ARGUMENT",
-      /Cannot plan decode as 'shareBatch' must be an integer from 1 to 3: received/,
-    );
-  }
   assertThrowsCode(
     () => w.plan([0, 1] as unknown as Int32Array, table1.indices, table1.last, 32, 8, 128, 16),
     "INVALID_ARGUMENT",

@@ -8,7 +8,6 @@ import {
   ITEM_INTS,
   scheduleDecode,
   scheduleDecodeLanes,
-  SHARE_MAX_CHUNKS,
   waveBalanceChunks,
 } from "../src/attention/scheduler.ts";
 
@@ -114,66 +113,6 @@ test("scheduler: a batch with a nearly empty last wave is split to even the wave
   for (const [b, perSm] of [[64, 2], [128, 3], [256, 3], [256, 2], [17, 2], [33, 2]]) {
     assert.equal(waveBalanceChunks(b, 8, 132, perSm), 1, `B${b} at ${perSm} CTAs an SM`);
   }
-});
-
-test("scheduler: shared chunks cover the whole request and carry -chunks", () => {
-  const fp8 = { ctasPerItem: 8, numSms: 132, ctasPerSm: 3, shareChunks: true };
-  const l = new Int32Array([4096, 1, 3000, 64, 4096]);
-  const plain = scheduleDecode({ seqLens: l, pageBase: pageBase(5), ...fp8, shareChunks: false });
-  const s = scheduleDecode({ seqLens: l, pageBase: pageBase(5), ...fp8, windowLeft: 1000 });
-  const sp = scheduleDecode({ seqLens: l, pageBase: pageBase(5), ...fp8, shareChunks: false, windowLeft: 1000 });
-  checkCoverage(l, plain);
-  assert.equal(sp.numItems, s.numItems);
-  assert.ok(s.anySplit);
-  assert.deepEqual(s.mergeTable, sp.mergeTable, "the same partial rows as static chunks");
-  for (let i = 0; i < s.numItems; i++) {
-    const it = s.items.subarray(i * ITEM_INTS, i * ITEM_INTS + ITEM_INTS);
-    const st = sp.items.subarray(i * ITEM_INTS, i * ITEM_INTS + ITEM_INTS);
-    const b = it[0], n = s.mergeTable[2 * b + 1];
-    assert.equal(it[3], st[3], `item ${i}: partial row`);
-    if (n > 1) {
-      assert.equal(it[1], Math.max(0, l[b] - 1 - 1000), `item ${i}: starts at the request's window`);
-      assert.equal(it[2], l[b], `item ${i}: ends at the request's end`);
-      assert.equal(it[6], -n, `item ${i}: -chunks`);
-    } else {
-      assert.deepEqual([...it], [...st], `item ${i}: an unsplit request is unchanged`);
-    }
-  }
-  // More chunks than the kernel counts in 8 bits: static chunks.
-  const many = scheduleDecode({ seqLens: lens(1, 64 * 300), pageBase: pageBase(1), ...fp8, fixedSplitSize: 64 });
-  assert.equal(many.numItems, 300);
-  assert.ok(300 > SHARE_MAX_CHUNKS);
-  checkCoverage(lens(1, 64 * 300), many);
-});
-
-test("scheduler: lanes share a request cut between lanes 2k and 2k + 1", () => {
-  const l = new Int32Array(64).map((_, i) => 1 + ((i * 977) % 3000));
-  const input = { seqLens: l, pageBase: pageBase(64), shareChunks: true };
-  const s = scheduleDecodeLanes(input, 49);
-  const p = scheduleDecodeLanes({ ...input, shareChunks: false }, 49);
-  assert.equal(s.numItems, p.numItems);
-  assert.deepEqual([...s.laneStarts], [...p.laneStarts]);
-  let shared = 0;
-  for (let lane = 0; lane < s.numLanes; lane++) {
-    for (let i = s.laneStarts[lane]; i < s.laneStarts[lane + 1]; i++) {
-      const it = s.items.subarray(i * ITEM_INTS, (i + 1) * ITEM_INTS);
-      const st = p.items.subarray(i * ITEM_INTS, (i + 1) * ITEM_INTS);
-      if (it[6] >= 0) {
-        assert.deepEqual([...it], [...st], `item ${i}: unshared items as without sharing`);
-        continue;
-      }
-      shared++;
-      assert.equal(it[6], -2);
-      assert.equal(st[6], 2);
-      assert.deepEqual([it[1], it[2]], [0, l[it[0]]], `item ${i}: the whole request`);
-      // The even lane's last item, or the odd lane's first.
-      assert.ok(
-        lane % 2 === 0 ? i === s.laneStarts[lane + 1] - 1 : i === s.laneStarts[lane],
-        `item ${i} in lane ${lane}`,
-      );
-    }
-  }
-  assert.ok(shared >= 20, `${shared} shared items`);
 });
 
 /** Lane starts are monotone and cover every item; returns the tiles of each lane. */

@@ -76,31 +76,21 @@ export const decodeSuite: Suite = {
       fixedSplitSize?: number;
       kvLayout?: "HND";
       persistent?: boolean;
-      shareChunks?: boolean;
-      shareBatch?: number;
     };
     type Job = [DType, number, number, boolean, Extra?];
     const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
     // FI_BENCH_DECODE_DTYPES=e4m3 times only those KV dtypes (A/B runs of a kernel variant).
     const dtypes = (env("FI_BENCH_DECODE_DTYPES") ?? "bf16,e4m3,e5m2").split(",") as DType[];
     const has = (d: DType) => dtypes.includes(d);
-    // FI_BENCH_DECODE_NO_SHARE=1: fixed chunks everywhere (timing a library without shared chunks).
-    const noShare = env("FI_BENCH_DECODE_NO_SHARE") === "1";
+    // FI_BENCH_DECODE_NO_EXTRAS=1: the target shapes only (e.g. a reference library in the same run).
     const noExtras = env("FI_BENCH_DECODE_NO_EXTRAS") === "1";
     const fp8Extras: Job[] = [
-      // Shared chunks (the split's CTAs claim a request's 16-token blocks from one counter, shareBatch at a
-      // time; default 3) against fixed chunks; lanes 2k, 2k + 1 sharing their cut request against not.
-      ["e4m3", 16, 4096, false, { shareChunks: false }],
-      ["e4m3", 16, 4096, false, { shareBatch: 1 }],
-      ["e4m3", 16, 4096, false, { shareBatch: 2 }],
-      ["e4m3", 64, 2048, false, { shareChunks: false }],
-      ["e4m3", 64, 2048, false, { shareBatch: 1 }],
-      ["e4m3", 256, 1024, false, { shareChunks: false }],
-      ["e4m3", 64, 2048, false, { persistent: false }],
-      ["e4m3", 16, 4096, false, { fixedSplitSize: 1024 }],
-      ["e4m3", 128, 8192, false, { shareChunks: false }],
-      // Earlier rounds' explorations (lanes at B16, no split at B64, 2 chunks at B16, HND at B128) are in the
-      // history of this file.
+      // The persistent grid (lanes) against one CTA row per item, at every target shape.
+      ...main.map(([b, l]): Job => ["e4m3", b, l, false, { persistent: b * 8 < 132 }]),
+      ["e4m3", 64, 2048, false, { disableSplitKv: true }],
+      ["e4m3", 16, 4096, false, { fixedSplitSize: 2048 }],
+      // Each head's tokens contiguous (HND) against NHD's 128-byte rows interleaved by head.
+      ["e4m3", 128, 8192, false, { kvLayout: "HND" }],
     ];
     // The target shapes first (bf16, then fp8), explorations last.
     const jobs: Job[] = [
@@ -153,7 +143,6 @@ export const decodeSuite: Suite = {
             qDtype: "bf16",
             kvDtype: dtype,
             stream,
-            ...(noShare ? { shareChunks: false } : {}),
             ...planExtra,
           });
           return w;

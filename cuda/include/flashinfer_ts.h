@@ -139,10 +139,8 @@ FI_API int32_t fi_apply_rope(const uint8_t* params, uint64_t stream);
 // ---- attention: batch decode over a paged KV cache ------------------------------------------------
 // One call runs the decode kernel over the planned work items; split requests are merged in the same
 // kernel (counters: [requests][kv heads x head groups] int32, zero between runs; plan zeroes them).
-// Tables (items, indices, counters, alibi) live in the workspace, written by plan. merge_rows is
-// reserved (0). share_batch > 0 (fp8 KV at head dim 128): items with chunks < 0 are shared chunks, each
-// covering the request, whose warps claim share_batch (1 .. 3) 16-token blocks at a time from the
-// request's counter (claims in bits 8.., finished chunks in bits 0..7). num_lanes > 0: a persistent grid of num_lanes rows of CTAs, row l running
+// Tables (items, indices, counters, alibi) live in the workspace, written by plan. merge_rows and
+// run_merge are reserved (0). num_lanes > 0: a persistent grid of num_lanes rows of CTAs, row l running
 // items lane_starts[l] .. lane_starts[l + 1] - 1 in turn, where lane_starts [num_lanes + 1] int32 follow
 // the num_items items; 0: one row of CTAs per item.
 // q [batch, Hqo, D]; k/v: page p, slot s, head h at p * kv_stride_page + s * kv_stride_slot +
@@ -155,7 +153,7 @@ typedef struct fi_decode_params {
   int64_t q_stride_b, q_stride_h, o_stride_b, o_stride_h;
   int64_t kv_stride_page, kv_stride_slot, kv_stride_head;
   int32_t num_items, merge_rows, num_qo_heads, num_kv_heads, head_dim, page_size;
-  int32_t q_dtype, kv_dtype, rope, share_batch, num_pages, num_lanes;
+  int32_t q_dtype, kv_dtype, rope, run_merge, num_pages, num_lanes;
   float sm_scale, logits_soft_cap, rope_rcp_scale, rope_rcp_theta, k_scale, v_scale;
 } fi_decode_params;
 FI_API int32_t fi_batch_decode_run(const uint8_t* params, uint64_t stream);

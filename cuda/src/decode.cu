@@ -18,21 +18,14 @@ static_assert(offsetof(fi_decode_params, q_stride_b) == 88 && offsetof(fi_decode
 
 namespace {
 
-template <typename T, typename TKV, int D, bool SHARE = false>
+template <typename T, typename TKV, int D>
 int32_t launch_decode(const DecodeArgs& a, int items, int lanes, int kv_heads, cudaStream_t stream) {
-  // Shared chunks are compiled for fp8 KV at head dim 128 only (the fp8 default's shape).
-  if constexpr (sizeof(TKV) == 1 && D == 128 && !SHARE) {
-    if (a.share_batch > 0) return launch_decode<T, TKV, D, true>(a, items, lanes, kv_heads, stream);
-  } else if constexpr (!SHARE) {
-    if (a.share_batch > 0) return set_error(FI_ERR_UNSUPPORTED, "batch decode: shared chunks need fp8 KV at head dim 128");
-  }
   constexpr int smem = decode_smem_bytes<T, TKV, D>();
   static bool configured = false;  // the attribute is per function; setting it twice is harmless
   if (!configured) {
-    FI_CUDA(cudaFuncSetAttribute(batch_decode_kernel<T, TKV, D, SHARE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    FI_CUDA(cudaFuncSetAttribute(batch_decode_kernel<T, TKV, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    FI_CUDA(cudaFuncSetAttribute(batch_decode_lanes_kernel<T, TKV, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  smem));
-    FI_CUDA(cudaFuncSetAttribute(batch_decode_lanes_kernel<T, TKV, D, SHARE>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = true;
   }
   const int rows = lanes > 0 ? lanes : items;
@@ -41,11 +34,11 @@ int32_t launch_decode(const DecodeArgs& a, int items, int lanes, int kv_heads, c
   // Programmatic dependent launch: the CTAs read their work item and first page ids while the previous
   // kernel drains (16-bit KV: B1 L4k 14.9 -> 13.9 us; fp8 triggers its dependents late, see decode.cuh).
   if (lanes > 0 && sizeof(TKV) == 2) {  // 16-bit lanes (off by default) trigger early: launched plainly
-    batch_decode_lanes_kernel<T, TKV, D, SHARE><<<grid, kDecodeThreads, smem, stream>>>(a);
+    batch_decode_lanes_kernel<T, TKV, D><<<grid, kDecodeThreads, smem, stream>>>(a);
   } else if (lanes > 0) {  // persistent grid (num_lanes; the default for fp8)
-    FI_CUDA(fi::launch(batch_decode_lanes_kernel<T, TKV, D, SHARE>, grid, dim3(kDecodeThreads), smem, stream, a));
+    FI_CUDA(fi::launch(batch_decode_lanes_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a));
   } else {
-    FI_CUDA(fi::launch(batch_decode_kernel<T, TKV, D, SHARE>, grid, dim3(kDecodeThreads), smem, stream, a));
+    FI_CUDA(fi::launch(batch_decode_kernel<T, TKV, D>, grid, dim3(kDecodeThreads), smem, stream, a));
   }
   FI_CHECK_LAUNCH("batch_decode");
   return FI_OK;
@@ -75,7 +68,7 @@ int32_t by_kv_dtype(int kv_dtype, int q_dtype, int d, const DecodeArgs& a, int i
 // Checks a parameter block and turns it into kernel arguments.
 int32_t fi::attn::args_from_params(const fi_decode_params& p, DecodeArgs& a) {
   if (p.num_items < 0 || p.num_qo_heads <= 0 || p.num_kv_heads <= 0 || p.num_qo_heads % p.num_kv_heads ||
-      p.page_size <= 0 || p.num_lanes < 0 || p.share_batch < 0 || p.share_batch > 3)
+      p.page_size <= 0 || p.num_lanes < 0)
     return set_error(FI_ERR_INVALID_ARGUMENT, "batch decode: items %d, heads %d/%d, page size %d", p.num_items,
                      p.num_qo_heads, p.num_kv_heads, p.page_size);
   a = DecodeArgs{};
@@ -106,7 +99,6 @@ int32_t fi::attn::args_from_params(const fi_decode_params& p, DecodeArgs& a) {
   a.rope = p.rope;
   a.rope_rcp_scale = p.rope_rcp_scale;
   a.rope_log2_rcp_theta = std::log2(p.rope_rcp_theta);
-  a.share_batch = p.share_batch;
   return FI_OK;
 }
 

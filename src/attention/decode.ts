@@ -73,15 +73,6 @@ export interface DecodePlanOptions extends VariantOptions {
    */
   persistent?: boolean;
   /**
-   * fp8 KV: the chunks of a split request share its tiles (their warps claim 16-token blocks from one
-   * counter) instead of each taking a fixed range, so a slow CTA does not end late (default true). In
-   * the persistent grid, a request cut between lanes 2k and 2k + 1 is shared by the two. fp8 at head
-   * dim 128 only (other head dims keep fixed chunks).
-   */
-  shareChunks?: boolean;
-  /** Shared chunks: 16-token blocks a warp claims at once, 1 to 3 (default 3). A tuning knob. */
-  shareBatch?: number;
-  /**
    * Check every page index on the host (default true): a bad one is a clear error at plan/run. With
    * false the O(pages) scan is skipped and the kernel reads a page outside the cache as zeros.
    */
@@ -119,8 +110,6 @@ interface Plan {
   numItems: number;
   /** Persistent grid rows (0: one row per item). */
   numLanes: number;
-  /** Shared chunks: blocks a warp claims at once (the shared-chunk kernel); 0: the plain kernel. */
-  shareBatch: number;
 }
 
 interface WorkspaceLayout {
@@ -289,13 +278,6 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       }
     }
 
-    const shareBatch = options.shareBatch ?? 3;
-    if (!Number.isInteger(shareBatch) || shareBatch < 1 || shareBatch > 3) {
-      invalid(op, "shareBatch", "an integer from 1 to 3", shareBatch);
-    }
-    // Shared chunks run a kernel of their own (fp8 at head dim 128); CUDA-graph mode always takes it
-    // for those dtypes, so any later plan's items replay correctly in the captured launch.
-    const shareable = (kvDtype === "e4m3" || kvDtype === "e5m2") && headDim === 128;
     const numSms = this.#numSms ?? (this.#deviceSms ??= Device.current().smCount);
     const group = numQoHeads / numKvHeads;
     const ctasPerItem = numKvHeads * Math.ceil(group / 16);
@@ -315,7 +297,6 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       disableSplitKv: options.disableSplitKv,
       // A captured grid has a fixed item count: no wave balancing there.
       balanceWaves: !this.useCudaGraph,
-      shareChunks: shareable && (options.shareChunks ?? true),
     };
     let fixed: Schedule | undefined;
     let layout: WorkspaceLayout;
@@ -379,11 +360,8 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     }
     if (sched.items !== views.items) views.items.set(sched.items.subarray(0, sched.numItems * ITEM_INTS));
     if (laneSched) views.items.copyWithin(sched.numItems * ITEM_INTS, views.items.length - (lanes + 1));
-    // Split requests count their finished chunks (and shared ones their claims) here; every run leaves
-    // them at zero again.
+    // Split requests count their finished chunks here; every run leaves them at zero again.
     views.counters.fill(0);
-    let anyShared = false;
-    for (let i = 0; i < sched.numItems && !anyShared; i++) anyShared = views.items[i * ITEM_INTS + 6] < 0;
     // Padding (CUDA-graph grid): items past the plan do nothing.
     if (this.useCudaGraph) { for (let i = sched.numItems; i < itemCap; i++) views.items[i * ITEM_INTS] = -1; }
     if (variant.posEncoding === 2) views.alibi.set(alibiSlopes(numQoHeads));
@@ -410,7 +388,6 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       splitSize: sched.splitSize,
       numItems: sched.numItems,
       numLanes: laneSched?.numLanes ?? 0,
-      shareBatch: shareable && (anyShared || this.useCudaGraph) ? (this.useCudaGraph ? 3 : shareBatch) : 0,
     };
   }
 
@@ -523,7 +500,6 @@ function launchDecode(
     counters: ws + BigInt(L.counters),
     numItems: p.gridItems,
     numLanes: p.numLanes,
-    shareBatch: p.shareBatch,
     numQoHeads: p.numQoHeads,
     numKvHeads: p.numKvHeads,
     headDim: p.headDim,
@@ -552,8 +528,6 @@ export interface DecodeParamFields {
   numItems: number;
   /** Persistent grid rows; 0 (default): one row per item. */
   numLanes?: number;
-  /** Shared-chunk kernel: blocks a warp claims at once; 0 (default): off. */
-  shareBatch?: number;
   numQoHeads: number;
   numKvHeads: number;
   headDim: number;
@@ -594,7 +568,7 @@ export function decodeParams(f: DecodeParamFields): Uint8Array {
     DTYPE_CODE[f.qDtype],
     DTYPE_CODE[f.kvDtype],
     v.posEncoding === 1 ? 1 : 0,
-    f.shareBatch ?? 0,
+    0, // run_merge (reserved)
     view.numPages,
     f.numLanes ?? 0,
   ]

@@ -35,19 +35,7 @@ export interface ScheduleInput {
   disableSplitKv?: boolean;
   /** Split requests of a batch that fills the GPU to even out its waves (default true). */
   balanceWaves?: boolean;
-  /**
-   * The chunks of a split request share its range (fp8 decode kernel only): each chunk item covers the
-   * whole request and carries -chunks, and the CTAs' warps claim 16-token blocks from one counter, so the
-   * chunks end together. Requests of more than SHARE_MAX_CHUNKS chunks or SHARE_MAX_TOKENS tokens keep
-   * static chunks (the kernel counts claims and finished chunks in one int32).
-   */
-  shareChunks?: boolean;
 }
-
-/** Most chunks a shared request may have (finished chunks are counted in 8 bits). */
-export const SHARE_MAX_CHUNKS = 255;
-/** Longest request whose chunks may share (its block claims fit 23 bits). */
-export const SHARE_MAX_TOKENS = 1 << 26;
 
 export interface Schedule {
   /** numItems x ITEM_INTS. */
@@ -175,17 +163,16 @@ export function scheduleDecode(input: ScheduleInput, out?: { items?: Int32Array;
     const first = partial;
     mergeTable[2 * b] = n > 1 ? partial : 0;
     mergeTable[2 * b + 1] = n > 1 ? n : 0;
-    const share = input.shareChunks === true && n > 1 && n <= SHARE_MAX_CHUNKS && len <= SHARE_MAX_TOKENS;
     for (let j = 0; j < n; j++, i++) {
       const o = i * ITEM_INTS;
-      const start = share ? s0 : s0 + j * (n > 1 ? split : 0);
+      const start = s0 + j * (n > 1 ? split : 0);
       items[o] = b;
       items[o + 1] = start;
-      items[o + 2] = n > 1 && !share ? Math.min(seqLens[b], start + split) : seqLens[b];
+      items[o + 2] = n > 1 ? Math.min(seqLens[b], start + split) : seqLens[b];
       items[o + 3] = n > 1 ? partial++ : -1;
       items[o + 4] = seqLens[b];
       items[o + 5] = pageBase[b];
-      items[o + 6] = share ? -n : n;
+      items[o + 6] = n;
       items[o + 7] = n > 1 ? first : 0;
     }
   }
@@ -213,7 +200,7 @@ export function decodeLanes(numSms: number, ctasPerSm: number, ctasPerItem: numb
 }
 
 export function scheduleDecodeLanes(
-  input: Pick<ScheduleInput, "seqLens" | "pageBase" | "windowLeft" | "shareChunks">,
+  input: Pick<ScheduleInput, "seqLens" | "pageBase" | "windowLeft">,
   lanes: number,
   out?: { items?: Int32Array; mergeTable?: Int32Array; laneStarts?: Int32Array },
   snapTiles = 1,
@@ -276,10 +263,6 @@ export function scheduleDecodeLanes(
     const l0 = laneOf(g);
     const l1 = n === 0 ? l0 : laneOf(g + n - 1);
     const chunks = l1 - l0 + 1;
-    // Shared pair: the last item of an even lane and the first of the next (odd) lane, which the kernel
-    // runs in reverse order, so both lanes end on it and split it as their speeds allow.
-    const share = input.shareChunks === true && chunks === 2 && (l0 & 1) === 0 &&
-      seqLens[b] - s0 <= SHARE_MAX_TOKENS;
     const first = partial;
     mergeTable[2 * b] = chunks > 1 ? partial : 0;
     mergeTable[2 * b + 1] = chunks > 1 ? chunks : 0;
@@ -288,12 +271,12 @@ export function scheduleDecodeLanes(
       const t0 = Math.max(g, cuts[l]) - g, t1 = Math.min(g + n, cuts[l + 1]) - g;
       const o = i * ITEM_INTS;
       items[o] = b;
-      items[o + 1] = share ? s0 : s0 + t0 * DECODE_TILE;
-      items[o + 2] = chunks > 1 && !share ? Math.min(seqLens[b], s0 + t1 * DECODE_TILE) : seqLens[b];
+      items[o + 1] = s0 + t0 * DECODE_TILE;
+      items[o + 2] = chunks > 1 ? Math.min(seqLens[b], s0 + t1 * DECODE_TILE) : seqLens[b];
       items[o + 3] = chunks > 1 ? partial++ : -1;
       items[o + 4] = seqLens[b];
       items[o + 5] = pageBase[b];
-      items[o + 6] = share ? -2 : chunks;
+      items[o + 6] = chunks;
       items[o + 7] = chunks > 1 ? first : 0;
     }
     g += n;

@@ -46,7 +46,6 @@ struct DecodeArgs {
   int rope;  // 1: rotate q (at seq_len - 1) and k (at its position), NeoX pairs (i, i + D/2)
   float rope_rcp_scale, rope_log2_rcp_theta;
   const int* lane_starts;  // persistent grid: [lanes + 1], row l of CTAs runs items lane_starts[l] ..; else null
-  int share_batch;         // shared chunks (fp8): 16-token blocks a warp claims at once (1 .. 3); 0: off
 };
 
 constexpr int kDecodeTile = 64;
@@ -181,10 +180,9 @@ __device__ __forceinline__ float4 unswizzle4(float4 x, int key) {
 // PDL: 16-bit KV waits and triggers right after its first page ids. fp8 KV waits there too but triggers
 // only when `last` (the CTA's last item) leaves its main loop: triggering at once made the lanes at B128
 // L8k 763 -> 848 us (twice); late, the next launch overlaps this one's merge tail only.
-template <typename T, typename TKV, int D, typename Cta = GridCta, bool SHARE = false>
+template <typename T, typename TKV, int D, typename Cta = GridCta>
 __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = {}, bool last = true) {
   constexpr bool FP8 = sizeof(TKV) == 1;
-  static_assert(!SHARE || FP8, "shared chunks are an fp8 kernel");
   // Tensor-core type: the q dtype, or fp16 for fp8 KV (fp8 -> fp16 is one cvt per pair; q is
   // converted once per CTA; P in [0, 1] and fp32 accumulators keep the result at q's precision).
   using TC = typename cuda::std::conditional<FP8, __half, T>::type;
@@ -244,32 +242,6 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   // ---- the copy pipeline ----
   const int ntiles = (kv_end - kv_start + TILE - 1) / TILE;
   const int lc = lane % CH, lr0 = warp * 16 + lane / CH;
-  // Shared chunks (SHARE kernels; chunks < 0 in the item): the -chunks CTAs of a (request, kv head) all
-  // cover the request's range and their warps claim its 16-token blocks from one counter, so slow and fast
-  // CTAs end together. A warp's tile t is one block: tiles 0 .. kShareStatic - 1 are fixed (warp gw of G
-  // takes gw + G t); later ones come in batches of k = share_batch blocks from one atomicAdd by lane 0,
-  // issued k tiles before the batch is written (the atomic's round trip hides under k tiles of loads) and
-  // written kShareStatic - 4 tiles before it is first read. ring[warp][t & 7] holds tile t's block.
-  const bool share = SHARE && it1.z < 0;
-  constexpr int kShareStatic = STAGES + 1;
-  __shared__ int ring[SHARE ? NW : 1][8];
-  int* claim_ctr = a.counters + int64_t(req) * cta.width() + cta.x();
-  int pending = 0;  // lane 0: the claim of the next batch (blocks counted from 0)
-  int since = 0;    // lane 0: tiles since the last claim
-  const int share_warps = share ? -it1.z * NW : 0, share_k = a.share_batch;
-  // Position of this warp's first row in its tile t (16 tokens from there).
-  auto base = [&](int t) {
-    if constexpr (SHARE) {
-      if (share) return kv_start + 16 * ring[warp][t & 7];
-    }
-    return kv_start + t * TILE + warp * 16;
-  };
-  auto has = [&](int t) {
-    if constexpr (SHARE) {
-      if (share) return base(t) < kv_end;
-    }
-    return t < ntiles;
-  };
   const int shift = a.page_shift;  // page size 2^shift, or -1: divide
   const TKV* kbase = static_cast<const TKV*>(a.k) + int64_t(kvh) * a.kv_sh;
   const TKV* vbase = static_cast<const TKV*>(a.v) + int64_t(kvh) * a.kv_sh;
@@ -277,7 +249,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   auto fetch_pages = [&](int t) {
 #pragma unroll
     for (int i = 0; i < RPT; i++) {
-      const int pos = base(t) + lane / CH + i * RSTEP;
+      const int pos = kv_start + t * TILE + lr0 + i * RSTEP;
       const int page = shift >= 0 ? pos >> shift : pos / a.page_size;
       // A page outside the cache (possible only when the host skipped its check) reads as zeros.
       const int id = pos < kv_end ? __ldg(a.indices + page_base + page) : -1;
@@ -288,7 +260,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
 #pragma unroll
     for (int i = 0; i < RPT; i++) {
       const int r = lr0 + i * RSTEP;
-      const int pos = base(t) + lane / CH + i * RSTEP;
+      const int pos = kv_start + t * TILE + r;
       const bool valid = pos < kv_end && pages[i] >= 0;
       const int slot = shift >= 0 ? pos & ((1 << shift) - 1) : pos % a.page_size;
       const int64_t off = valid ? int64_t(pages[i]) * a.kv_sp + int64_t(slot) * a.kv_ss : 0;
@@ -306,13 +278,6 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     }
   };
 
-  if constexpr (SHARE) {
-    if (share && lane == 0) {
-      const int gw = (partial_row - it1.w) * NW + warp;
-      for (int j = 0; j < kShareStatic; j++) ring[warp][j] = gw + share_warps * j;
-    }
-    __syncwarp();
-  }
   fetch_pages(0);
   if constexpr (!FP8) {
     // 16-bit KV kernels are launched with programmatic dependent launch: up to here only the plan's
@@ -323,14 +288,10 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     load_q();
   } else {
     pdl_wait();  // fp8: triggers its dependents after the main loop (below)
-    // Claims only after the wait: the previous launch's merging CTAs reset the counters.
-    if constexpr (SHARE) {
-      if (share && lane == 0) pending = atomicAdd(claim_ctr, share_k << 8) >> 8;
-    }
   }
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
-    if (has(s)) {
+    if (s < ntiles) {
       issue(s, s);
       fetch_pages(s + 1);
     }
@@ -374,18 +335,9 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
       }
     }
   }
-  for (int t = 0; has(t); t++) {
+  for (int t = 0; t < ntiles; t++) {
     const int next = t + STAGES - 1;
-    if constexpr (SHARE) {
-      // Every k tiles: the batch claimed k tiles ago becomes tiles t + kShareStatic .. + k - 1 (first read
-      // by fetch_pages at tile t + kShareStatic - 4 > t), and the next batch is claimed.
-      if (share && lane == 0 && since-- == 0) {
-        since = share_k - 1;
-        for (int j = 0; j < share_k; j++) ring[warp][(t + kShareStatic + j) & 7] = share_warps * kShareStatic + pending + j;
-        pending = atomicAdd(claim_ctr, share_k << 8) >> 8;
-      }
-    }
-    if (has(next)) {
+    if (next < ntiles) {
       issue(next, next % STAGES);
       fetch_pages(next + 1);
     }
@@ -394,7 +346,7 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     __syncwarp();
 
     const int stage = t % STAGES;
-    const int tile_pos = base(t) - wrow;  // rows wrow .. wrow + 15 of the tile are this warp's
+    const int tile_pos = kv_start + t * TILE;
     // S = Q K^T for this warp's 16 tokens: rows = q heads, columns = tokens.
     float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
     if constexpr (FP8) {
@@ -559,10 +511,6 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
     __syncwarp();  // this warp's rows of the stage are refilled next iteration
   }
   cp_async_wait<0>();
-  if constexpr (SHARE) {
-    // The last claim's value is used, so it has landed before this CTA counts itself finished.
-    if (share && lane == 0) ring[warp][0] = pending;
-  }
   if constexpr (FP8) {
     if (last) pdl_launch_dependents();
   }
@@ -640,15 +588,13 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
 
   // ---- split request: the last of its chunks to finish merges all of them (no second kernel) ----
   // Counters are zero at the start of every run: plan zeroes them and the merging CTA resets its own.
-  const int chunks = share ? -it1.z : it1.z, first_row = it1.w;
+  const int chunks = it1.z, first_row = it1.w;
   __shared__ int is_last;
   __threadfence();  // this CTA's partials are visible device-wide before it is counted
   __syncthreads();
   if (tid == 0) {
     int* counter = a.counters + int64_t(req) * cta.width() + cta.x();
-    // Shared chunks: finished chunks in the low 8 bits, claims above.
-    const int done = atomicAdd(counter, 1);
-    is_last = (share ? done & 255 : done) == chunks - 1;
+    is_last = atomicAdd(counter, 1) == chunks - 1;
     if (is_last) *counter = 0;
   }
   __syncthreads();
@@ -722,24 +668,20 @@ __device__ __forceinline__ void decode_cta(const DecodeArgs& a, const Cta cta = 
   }
 }
 
-template <typename T, typename TKV, int D, bool SHARE = false>
+template <typename T, typename TKV, int D>
 __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_kernel(const __grid_constant__ DecodeArgs a) {
-  decode_cta<T, TKV, D, GridCta, SHARE>(a);
+  decode_cta<T, TKV, D>(a);
 }
 
 // Persistent form: a grid of (CTAs an item) x lanes, sized to stay resident; row y runs the items of
 // lane y one after the other (scheduleDecodeLanes in src/attention/scheduler.ts balances their tiles).
-// fp8: a request cut between lanes 2k and 2k + 1 may be shared (chunks < 0 in its items); lane 2k + 1
-// then runs its items in reverse order, so both lanes end on the shared request.
-template <typename T, typename TKV, int D, bool SHARE = false>
+template <typename T, typename TKV, int D>
 __global__ void __launch_bounds__(kDecodeThreads, decode_min_ctas<TKV, D>())
     batch_decode_lanes_kernel(const __grid_constant__ DecodeArgs a) {
-  const int begin = a.lane_starts[blockIdx.y], end = a.lane_starts[blockIdx.y + 1];
-  const bool reverse = SHARE && (blockIdx.y & 1) && end > begin && a.items[begin * kItemInts + 6] < 0;
-  for (int k = begin; k < end; k++) {
-    const int i = reverse ? begin + end - 1 - k : k;
-    decode_cta<T, TKV, D, VirtualCta, SHARE>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, k == end - 1);
+  const int end = a.lane_starts[blockIdx.y + 1];
+  for (int i = a.lane_starts[blockIdx.y]; i < end; i++) {
+    decode_cta<T, TKV, D, VirtualCta>(a, VirtualCta{int(blockIdx.x), i, int(gridDim.x)}, i == end - 1);
     __syncthreads();  // the next item's loads reuse the shared memory this one merged in
   }
 }
