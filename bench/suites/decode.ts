@@ -82,6 +82,8 @@ export const decodeSuite: Suite = {
     // FI_BENCH_DECODE_DTYPES=e4m3 times only those KV dtypes (A/B runs of a kernel variant).
     const dtypes = (env("FI_BENCH_DECODE_DTYPES") ?? "bf16,e4m3,e5m2").split(",") as DType[];
     const has = (d: DType) => dtypes.includes(d);
+    // FI_BENCH_DECODE_NO_EXTRAS=1: the target shapes only (e.g. a reference library in the same run).
+    const noExtras = env("FI_BENCH_DECODE_NO_EXTRAS") === "1";
     const fp8Extras: Job[] = [
       // The persistent grid (lanes) against one CTA row per item, at every target shape.
       ...main.map(([b, l]): Job => ["e4m3", b, l, false, { persistent: b * 8 < 132 }]),
@@ -95,8 +97,8 @@ export const decodeSuite: Suite = {
       ...(has("bf16") ? [...main, [1, 4096]].map(([b, l]): Job => ["bf16", b, l, false]) : []),
       ...dtypes.filter((d) => d !== "bf16").flatMap((d) => main.map(([b, l]): Job => [d, b, l, false])),
       // fp8 alternatives: no wave-balance split at B64, the 2-CTA split size at B16, HND.
-      ...(has("e4m3") ? fp8Extras : []),
-      ...(has("bf16")
+      ...(has("e4m3") && !noExtras ? fp8Extras : []),
+      ...(has("bf16") && !noExtras
         ? [
           [64, 2048, true],
           // Scheduler alternatives at the split-sensitive shapes.
