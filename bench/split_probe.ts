@@ -1,7 +1,7 @@
 /**
  * Probe for BatchAttention's split form (issue 4): where the mixed batch's time goes.
- * 1. The split form at several prefill shares (run with FI_SPLIT_TRACE=1 on a trace build to print when
- *    each half ends).
+ * 1. The split form at several prefill shares (SHARES=0.25,0.3,... to choose them). When each half ends
+ *    was read from a build with timing events on both streams (not kept; bench/NOTES.md has the figures).
  * 2. The decode half alone on a persistent grid sized for fewer SMs: the decode's bandwidth per SM.
  * Usage: deno run -A bench/split_probe.ts
  */
@@ -11,18 +11,9 @@ import { Tensor } from "../src/runtime/tensor.ts";
 import { Stream } from "../src/runtime/stream.ts";
 import { Workspace } from "../src/runtime/workspace.ts";
 import { timeKernel } from "./timing.ts";
+import { mixedBatch } from "./suites/prefill.ts";
 
-const hq = 32, hkv = 8, d = 128, ps = 16, decodes = 128, chunk = 4096, ctx = 8192;
-const B = decodes + 1;
-const qo = new Int32Array(B + 1);
-qo[1] = chunk;
-for (let b = 1; b < B; b++) qo[b + 1] = qo[b] + 1;
-const kvLens = new Int32Array(B).fill(ctx);
-kvLens[0] = chunk;
-const maxBlocks = ctx / ps;
-const table = new Int32Array(B * maxBlocks);
-let next = 0;
-for (let b = 0; b < B; b++) for (let p = 0; p < Math.ceil(kvLens[b] / ps); p++) table[b * maxBlocks + p] = next++;
+const { hq, hkv, d, ps, decodes, chunk, ctx, B, qo, kvLens, maxBlocks, table, pages: next } = mixedBatch();
 const stream = new Stream();
 using k = Tensor.empty([next, ps, hkv, d], "bf16").fillBytes(0x3c);
 using v = Tensor.empty([next, ps, hkv, d], "bf16").fillBytes(0x3c);

@@ -80,20 +80,29 @@ export const prefillSuite: Suite = {
  * timed: our own prefill and decode wrappers run one after the other (the bar the fused launch must
  * beat), and other shares of CTAs starting on the prefill queue.
  */
+/**
+ * The issue's mixed batch: request 0 a causal chunk of 4096 over its own 4096 keys, then 128 decodes at
+ * 8192; 32/8 heads, hd 128, page 16; every request's pages laid out one after the other.
+ */
+export function mixedBatch() {
+  const hq = 32, hkv = 8, d = 128, ps = 16, decodes = 128, chunk = 4096, ctx = 8192;
+  const B = decodes + 1;
+  const qo = new Int32Array(B + 1);
+  qo[1] = chunk;
+  for (let b = 1; b < B; b++) qo[b + 1] = qo[b] + 1;
+  const kvLens = new Int32Array(B).fill(ctx);
+  kvLens[0] = chunk;
+  const maxBlocks = ctx / ps;
+  const table = new Int32Array(B * maxBlocks);
+  let pages = 0;
+  for (let b = 0; b < B; b++) for (let p = 0; p < Math.ceil(kvLens[b] / ps); p++) table[b * maxBlocks + p] = pages++;
+  return { hq, hkv, d, ps, decodes, chunk, ctx, B, qo, kvLens, maxBlocks, table, pages };
+}
+
 export const batchAttentionSuite: Suite = {
   name: "batch_attention",
   run(stream: Stream): Row[] {
-    const hq = 32, hkv = 8, d = 128, ps = 16, decodes = 128, chunk = 4096, ctx = 8192;
-    const B = decodes + 1;
-    const qo = new Int32Array(B + 1);
-    qo[1] = chunk;
-    for (let b = 1; b < B; b++) qo[b + 1] = qo[b] + 1;
-    const kvLens = new Int32Array(B).fill(ctx);
-    kvLens[0] = chunk;
-    const maxBlocks = ctx / ps;
-    const table = new Int32Array(B * maxBlocks);
-    let next = 0;
-    for (let b = 0; b < B; b++) for (let p = 0; p < Math.ceil(kvLens[b] / ps); p++) table[b * maxBlocks + p] = next++;
+    const { hq, hkv, d, ps, decodes, chunk, ctx, B, qo, kvLens, maxBlocks, table, pages: next } = mixedBatch();
     using k = Tensor.empty([next, ps, hkv, d], "bf16").fillBytes(0x3c);
     using v = Tensor.empty([next, ps, hkv, d], "bf16").fillBytes(0x3c);
     using q = Tensor.fromRaw(randomBf16(qo[B] * hq * d), [qo[B], hq, d], "bf16");
