@@ -22,12 +22,21 @@ using out = Tensor.empty([qo[B], hq, d], "bf16");
 using lse = Tensor.empty([qo[B], hq], "f32");
 using ws = new Workspace(16 << 20);
 const shares = (Deno.env.get("SHARES") ?? "0.25,0.3,0.35,0.4,0.45").split(",").map(Number);
-for (const share of [undefined, ...shares]) {
-  using attention = new BatchAttention({ workspace: ws, backend: "auto" });
-  attention.plan(qo, kvLens, table, hq, hkv, d, d, { qDtype: "bf16", pageSize: ps, causal: true, prefillShare: share });
-  const us = timeKernel(stream, () => attention.run(q, [k, v], { out, lse, stream }), { warmup: 2, iters: 10 });
-  console.log(`split share=${share ?? "model"} ${us.toFixed(1)} us`);
+const repeat = Number(Deno.env.get("REPEAT") ?? 1), warmup = Number(Deno.env.get("WARMUP") ?? 2);
+for (let r = 0; r < repeat; r++) {
+  for (const share of Deno.env.get("MODEL_LAST") ? [...shares, undefined] : [undefined, ...shares]) {
+    using attention = new BatchAttention({ workspace: ws, backend: "auto" });
+    attention.plan(qo, kvLens, table, hq, hkv, d, d, {
+      qDtype: "bf16",
+      pageSize: ps,
+      causal: true,
+      prefillShare: share,
+    });
+    const us = timeKernel(stream, () => attention.run(q, [k, v], { out, lse, stream }), { warmup, iters: 10 });
+    console.log(`split share=${share ?? "model"} (P ${share ? Math.round(share * 132) : "model"}) ${us.toFixed(1)} us`);
+  }
 }
+if (Deno.env.get("NODECODE")) Deno.exit(0);
 const decodeBytes = 2 * 2 * hkv * d * decodes * ctx;
 const dIndptr = new Int32Array(decodes + 1), dIndices = new Int32Array(decodes * maxBlocks);
 for (let b = 0; b < decodes; b++) {
