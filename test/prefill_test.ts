@@ -1075,13 +1075,9 @@ gpuTest("BatchAttention: fp16 hd64 4/4, HND, page 1, non-causal, soft cap and wi
 gpuTest("BatchAttention: decode only with split KV (run twice: counters reset), split and fused", () => {
   for (const backend of ["auto", "fused"] as const) {
     runMixed({
-      dtype: "bf16",
-      d: 128,
+      ...LLAMA_LIKE,
       hq: 32,
       hkv: 8,
-      ps: 16,
-      layout: "NHD",
-      causal: true,
       backend,
       path: backend === "auto" ? "split" : "fused",
       runs: 2,
@@ -1093,25 +1089,15 @@ gpuTest("BatchAttention: decode only with split KV (run twice: counters reset), 
 
 gpuTest("BatchAttention: prefill only and ALiBi take the prefill kernel", () => {
   runMixed({
-    dtype: "bf16",
-    d: 128,
-    hq: 8,
+    ...LLAMA_LIKE,
     hkv: 8,
-    ps: 16,
-    layout: "NHD",
-    causal: true,
     path: "prefill",
     qoLens: [300, 17],
     kvLens: [300, 500],
   });
   runMixed({
+    ...LLAMA_LIKE,
     dtype: "f16",
-    d: 128,
-    hq: 8,
-    hkv: 2,
-    ps: 16,
-    layout: "NHD",
-    causal: true,
     path: "prefill",
     variant: { posEncodingMode: "ALIBI" },
     qoLens: [1, 40, 1],

@@ -51,17 +51,25 @@ let totalDraws = 0;
 const DRAWS_PER_CALL = 1 << 16;
 
 /** Draws DRAWS_PER_CALL tokens from one row twice (offsets 0 and 1) and checks them against `want`. */
+/** What every statistical draw passes its sampler: the rows to draw, the seed, the offset, the flags. */
+interface DrawOptions {
+  indices: Tensor;
+  seed: number;
+  offset: number;
+  valid: Tensor;
+}
+
 function checkStatistics(
   name: string,
   d: number,
   want: Float64Array,
-  draw: (ix: Tensor, offset: number, valid: Tensor) => Tensor,
+  draw: (o: DrawOptions) => Tensor,
 ) {
   using ix = Tensor.fromRaw(new Int32Array(DRAWS_PER_CALL), [DRAWS_PER_CALL], "i32");
   const counts = new Float64Array(d);
   for (const offset of [0, 1]) {
     using valid = Tensor.empty([DRAWS_PER_CALL], "u8").fillBytes(0x7f);
-    using tokens = draw(ix, offset, valid);
+    using tokens = draw({ indices: ix, seed: SEED, offset, valid });
     const t = tokens.toRaw() as Int32Array;
     const h = histogram(t, d);
     for (let i = 0; i < d; i++) counts[i] += h[i];
@@ -85,43 +93,40 @@ gpuTest("sampling: statistics of every sampler over >= 10^6 draws (vocab 111)", 
   using probs = Tensor.fromRaw(p, [1, D], "f32");
   const logitsHost = Float32Array.from(randn(rng, D, 2));
   using logits = Tensor.fromRaw(logitsHost, [1, D], "f32");
-  const cases: [string, FilterSpec, (ix: Tensor, offset: number, valid: Tensor) => Tensor][] = [
+  const cases: [string, FilterSpec, (o: DrawOptions) => Tensor][] = [
     [
       "samplingFromProbs",
       {},
-      (ix, offset, valid) => samplingFromProbs(probs, { indices: ix, seed: SEED, offset, valid }),
+      (o) => samplingFromProbs(probs, o),
     ],
     [
       "topK 10",
       { topK: 10 },
-      (ix, offset, valid) => topKSamplingFromProbs(probs, 10, { indices: ix, seed: SEED, offset, valid }),
+      (o) => topKSamplingFromProbs(probs, 10, o),
     ],
     [
       "topP 0.7",
       { topP: 0.7 },
-      (ix, offset, valid) => topPSamplingFromProbs(probs, 0.7, { indices: ix, seed: SEED, offset, valid }),
+      (o) => topPSamplingFromProbs(probs, 0.7, o),
     ],
     [
       "minP 0.1",
       { minP: 0.1 },
-      (ix, offset, valid) => minPSamplingFromProbs(probs, 0.1, { indices: ix, seed: SEED, offset, valid }),
+      (o) => minPSamplingFromProbs(probs, 0.1, o),
     ],
     [
       "topK 20 topP 0.6 joint",
       { topK: 20, topP: 0.6, order: "joint" },
-      (ix, offset, valid) =>
+      (o) =>
         topKTopPSamplingFromProbs(probs, 20, 0.6, {
-          indices: ix,
-          seed: SEED,
-          offset,
-          valid,
+          ...o,
           filterApplyOrder: "joint",
         }),
     ],
     [
       "topK 20 topP 0.6 top_k_first",
       { topK: 20, topP: 0.6 },
-      (ix, offset, valid) => topKTopPSamplingFromProbs(probs, 20, 0.6, { indices: ix, seed: SEED, offset, valid }),
+      (o) => topKTopPSamplingFromProbs(probs, 20, 0.6, o),
     ],
   ];
   for (const [name, f, draw] of cases) checkStatistics(name, D, filtered(p, f), draw);
@@ -130,14 +135,13 @@ gpuTest("sampling: statistics of every sampler over >= 10^6 draws (vocab 111)", 
     "samplingFromLogits",
     D,
     softmaxRef(logitsHost),
-    (ix, offset, valid) => samplingFromLogits(logits, { indices: ix, seed: SEED, offset, valid }),
+    (o) => samplingFromLogits(logits, o),
   );
   checkStatistics(
     "topKTopPSamplingFromLogits T=0.8",
     D,
     filtered(softmaxRef(logitsHost, 0.8), { topK: 30, topP: 0.8 }),
-    (ix, offset, valid) =>
-      topKTopPSamplingFromLogits(logits, 30, 0.8, { indices: ix, seed: SEED, offset, valid, temperature: 0.8 }),
+    (o) => topKTopPSamplingFromLogits(logits, 30, 0.8, { ...o, temperature: 0.8 }),
   );
 });
 
@@ -150,21 +154,19 @@ gpuTest("sampling: statistics with a row split over a cluster of 4, 8 or 16 CTAs
     "topKTopP cluster 8",
     d,
     filtered(p, f),
-    (ix, offset, valid) =>
-      topKTopPSamplingFromProbs(probs, 40, 0.9, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 8 }),
+    (o) => topKTopPSamplingFromProbs(probs, 40, 0.9, { ...o, ctasPerRow: 8 }),
   );
   checkStatistics(
     "topKTopP cluster 16",
     d,
     filtered(p, f),
-    (ix, offset, valid) =>
-      topKTopPSamplingFromProbs(probs, 40, 0.9, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 16 }),
+    (o) => topKTopPSamplingFromProbs(probs, 40, 0.9, { ...o, ctasPerRow: 16 }),
   );
   checkStatistics(
     "topP cluster 4",
     d,
     filtered(p, { topP: 0.5 }),
-    (ix, offset, valid) => topPSamplingFromProbs(probs, 0.5, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 4 }),
+    (o) => topPSamplingFromProbs(probs, 0.5, { ...o, ctasPerRow: 4 }),
   );
   // plain sampling on 16-byte aligned rows takes the group race (vocab 112 and 32000, split or not)
   const q = probRows(1, 112, 1.5, 7);
@@ -173,13 +175,13 @@ gpuTest("sampling: statistics with a row split over a cluster of 4, 8 or 16 CTAs
     "samplingFromProbs vocab 112",
     112,
     filtered(q, {}),
-    (ix, offset, valid) => samplingFromProbs(probs112, { indices: ix, seed: SEED, offset, valid }),
+    (o) => samplingFromProbs(probs112, o),
   );
   checkStatistics(
     "samplingFromProbs cluster 8",
     d,
     filtered(p, {}),
-    (ix, offset, valid) => samplingFromProbs(probs, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 8 }),
+    (o) => samplingFromProbs(probs, { ...o, ctasPerRow: 8 }),
   );
   console.log(`total draws so far: ${totalDraws}`);
   assert.ok(totalDraws >= 1_000_000, `only ${totalDraws} draws`);
@@ -221,15 +223,13 @@ gpuTest(
       "topP 0.9 cluster 16 (gathered bracket)",
       d,
       filtered(soft, { topP: 0.9 }),
-      (ix, offset, valid) =>
-        topPSamplingFromProbs(probs, 0.9, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 16 }),
+      (o) => topPSamplingFromProbs(probs, 0.9, { ...o, ctasPerRow: 16 }),
     );
     checkStatistics(
       "topK 30 cluster 16 (gathered upper set)",
       d,
       filtered(soft, { topK: 30 }),
-      (ix, offset, valid) =>
-        topKSamplingFromProbs(probs, 30, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 16 }),
+      (o) => topKSamplingFromProbs(probs, 30, { ...o, ctasPerRow: 16 }),
     );
     const tied = tiedRow(d);
     using tiedT = Tensor.fromRaw(tied, [1, d], "f32");
@@ -237,8 +237,7 @@ gpuTest(
       "topP 0.05 among 1231 ties, cluster 16 (bracket too large: cluster rounds)",
       d,
       filtered(tied, { topP: 0.05 }),
-      (ix, offset, valid) =>
-        topPSamplingFromProbs(tiedT, 0.05, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 16 }),
+      (o) => topPSamplingFromProbs(tiedT, 0.05, { ...o, ctasPerRow: 16 }),
     );
     const deep = deepTailRow(d);
     using deepT = Tensor.fromRaw(deep.p, [1, d], "f32");
@@ -246,8 +245,7 @@ gpuTest(
       "topP under the fine bins, cluster 16",
       d,
       filtered(deep.p, { topP: deep.topP }),
-      (ix, offset, valid) =>
-        topPSamplingFromProbs(deepT, deep.topP, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 16 }),
+      (o) => topPSamplingFromProbs(deepT, deep.topP, { ...o, ctasPerRow: 16 }),
     );
     // logits: the first round turns them into weights; a deep threshold lists the slice again
     const deepLogitsHost = Float32Array.from(deep.p, (v) => Math.log(v));
@@ -256,12 +254,9 @@ gpuTest(
       "logits topK d topP deep joint, cluster 16",
       d,
       filtered(softmaxRef(deepLogitsHost), { topK: d, topP: deep.topP, order: "joint" }),
-      (ix, offset, valid) =>
+      (o) =>
         topKTopPSamplingFromLogits(deepLogits, d, deep.topP, {
-          indices: ix,
-          seed: SEED,
-          offset,
-          valid,
+          ...o,
           ctasPerRow: 16,
           filterApplyOrder: "joint",
         }),
@@ -272,12 +267,9 @@ gpuTest(
       "logits topK 40 topP 0.9 T=0.7, cluster 16",
       d,
       filtered(softmaxRef(softLogitsHost, 0.7), { topK: 40, topP: 0.9 }),
-      (ix, offset, valid) =>
+      (o) =>
         topKTopPSamplingFromLogits(softLogits, 40, 0.9, {
-          indices: ix,
-          seed: SEED,
-          offset,
-          valid,
+          ...o,
           ctasPerRow: 16,
           temperature: 0.7,
         }),
@@ -289,12 +281,9 @@ gpuTest(
       "logits topK d topP deep, top-k first, cluster 16",
       d,
       filtered(softmaxRef(deepLogitsHost), { topK: d, topP: deep.topP }),
-      (ix, offset, valid) =>
+      (o) =>
         topKTopPSamplingFromLogits(deepLogits, d, deep.topP, {
-          indices: ix,
-          seed: SEED,
-          offset,
-          valid,
+          ...o,
           ctasPerRow: 16,
         }),
     );
@@ -306,8 +295,7 @@ gpuTest(
         `logits topK ${k} topP ${topP}, 600 finite of ${d}, cluster 16`,
         d,
         filtered(softmaxRef(sparseHost), { topK: k, topP }),
-        (ix, offset, valid) =>
-          topKTopPSamplingFromLogits(sparse, k, topP, { indices: ix, seed: SEED, offset, valid, ctasPerRow: 16 }),
+        (o) => topKTopPSamplingFromLogits(sparse, k, topP, { ...o, ctasPerRow: 16 }),
       );
     }
     // The admissible set against float64 at the issue's vocabulary, one row a launch (the default
