@@ -30,6 +30,22 @@ __device__ __forceinline__ float combine(Op op, float a, float b) {
   return op == kSum ? a + b : op == kMin ? fminf(a, b) : fmaxf(a, b);
 }
 
+// Stores this block's n partials (sm.part) into every cluster peer's sm.peer[ph][this rank] (stores:
+// a load from a peer costs far more), then one cluster barrier: afterwards every block holds all
+// partials locally. Every thread of the block takes part.
+template <int CL>
+__device__ __forceinline__ void push_partials(ReduceSmem& sm, int ph, int n) {
+  static_assert(CL <= kMaxCluster, "peer holds kMaxCluster partials");
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  __syncthreads();  // part is complete
+  const int me = int(cluster.block_rank());
+  for (int t = threadIdx.x; t < n * CL; t += blockDim.x) {
+    *cluster.map_shared_rank(&sm.peer[ph][me][t % n], t / n) = sm.part[t % n];
+  }
+  cluster.sync();
+}
+
 // Slots [0, NS) are summed, [NS, NS + NMIN) take the minimum, the rest the maximum.
 template <int NS, int NMIN, int NMAX>
 __device__ __forceinline__ Op slot_op(int i) {
@@ -66,19 +82,10 @@ __device__ __forceinline__ void row_reduce(float (&v)[NS + NMIN + NMAX], ReduceS
     }
   }
   if constexpr (CL > 1) {
-    // Push this block's partials into every peer (stores: a load from a peer costs far more), one
-    // barrier, then combine the peers' partials locally in rank order. A peer rewrites this phase's
-    // buffer only two reductions later, after a barrier this block reaches after its reads.
-    static_assert(CL <= kMaxCluster, "peer holds kMaxCluster partials");
-    namespace cg = cooperative_groups;
-    cg::cluster_group cluster = cg::this_cluster();
+    // Every block's partials pushed to every block, then combined locally in rank order. A peer rewrites
+    // this phase's buffer only two reductions later, after a barrier this block reaches after its reads.
     const int ph = sm.phase;
-    __syncthreads();  // part is complete
-    const int me = int(cluster.block_rank());
-    for (int t = threadIdx.x; t < N * CL; t += blockDim.x) {
-      *cluster.map_shared_rank(&sm.peer[ph][me][t % N], t / N) = sm.part[t % N];
-    }
-    cluster.sync();
+    push_partials<CL>(sm, ph, N);
     for (int i = warp; i < N; i += warps) {
       const Op op = slot_op<NS, NMIN, NMAX>(i);
       const float id = op == kSum ? 0.f : op == kMin ? INFINITY : -INFINITY;
@@ -131,16 +138,8 @@ __device__ __forceinline__ void row_reduce_softmax(float& m, float& s, float& n,
     }
   }
   if constexpr (CL > 1) {
-    namespace cg = cooperative_groups;
-    cg::cluster_group cluster = cg::this_cluster();
     const int ph = sm.phase;
-    __syncthreads();  // part is complete
-    const int me = int(cluster.block_rank());
-    if (threadIdx.x < 4 * CL) {
-      const int t = threadIdx.x;
-      *cluster.map_shared_rank(&sm.peer[ph][me][t % 4], t / 4) = sm.part[t % 4];
-    }
-    cluster.sync();
+    push_partials<CL>(sm, ph, 4);
     if (warp == 0) {
       const bool in = lane < CL;
       m = in ? sm.peer[ph][lane][0] : -INFINITY, s = in ? sm.peer[ph][lane][1] : 0.f;
