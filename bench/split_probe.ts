@@ -2,10 +2,12 @@
  * Probe for BatchAttention's split form (issue 4): where the mixed batch's time goes.
  * 1. The split form at several prefill shares (SHARES=0.25,0.3,... to choose them). When each half ends
  *    was read from a build with timing events on both streams (not kept; bench/NOTES.md has the figures).
- * 2. The decode half alone on a persistent grid sized for fewer SMs: the decode's bandwidth per SM.
+ * 2. The decode half alone on a persistent grid sized for fewer SMs: the decode's bandwidth per SM
+ *    (DECODE_SMS=plain,60,86 to choose the counts).
  * Usage: deno run -A bench/split_probe.ts
  */
 import { BatchAttention } from "../src/attention/batch_attention.ts";
+import { splitSmsOfShare } from "../src/attention/batch_attention_plan.ts";
 import { BatchDecodeWithPagedKvCache } from "../src/attention/decode.ts";
 import { Tensor } from "../src/runtime/tensor.ts";
 import { Stream } from "../src/runtime/stream.ts";
@@ -33,7 +35,8 @@ for (let r = 0; r < repeat; r++) {
       prefillShare: share,
     });
     const us = timeKernel(stream, () => attention.run(q, [k, v], { out, lse, stream }), { warmup, iters: 10 });
-    console.log(`split share=${share ?? "model"} (P ${share ? Math.round(share * 132) : "model"}) ${us.toFixed(1)} us`);
+    const sms = share === undefined ? "model" : splitSmsOfShare(share, 132);
+    console.log(`split share=${share ?? "model"} (P ${sms}) ${us.toFixed(1)} us`);
   }
 }
 if (Deno.env.get("NODECODE")) Deno.exit(0);
@@ -45,7 +48,9 @@ for (let b = 0; b < decodes; b++) {
 }
 using dws = new Workspace(64 << 20);
 const qd = q.narrow(0, chunk, decodes), od = out.narrow(0, chunk, decodes), ld = lse.narrow(0, chunk, decodes);
-for (const sms of [undefined, 60, 70, 80, 86, 90, 100, 110, 120, 132]) {
+const smsList = Deno.env.get("DECODE_SMS")?.split(",").map((x) => x === "plain" ? undefined : Number(x)) ??
+  [undefined, 60, 70, 80, 86, 90, 100, 110, 120, 132];
+for (const sms of smsList) {
   using decode = new BatchDecodeWithPagedKvCache(dws, { kvLayout: "NHD", numSms: sms });
   decode.plan(dIndptr, dIndices, new Int32Array(decodes).fill(ps), hq, hkv, d, ps, {
     qDtype: "bf16",

@@ -1,7 +1,7 @@
 // BatchAttention's fused-launch planning (pure host logic): which requests go to which queue, how the
 // decode items address their query rows, and how many CTAs start on each queue.
 import { assert, test } from "./harness.ts";
-import { planMixed, splitPrefillSms } from "../src/attention/batch_attention_plan.ts";
+import { planMixed, SPLIT_CLUSTER, splitPrefillSms, splitSmsOfShare } from "../src/attention/batch_attention_plan.ts";
 import { ITEM_INTS } from "../src/attention/scheduler.ts";
 
 const base = {
@@ -90,8 +90,20 @@ test("planMixed: a batch of one kind starts every CTA on its queue; big prefill 
 test("splitPrefillSms: the prefill half gets the SMs that finish both halves together", () => {
   // the issue's batch: 137 GFLOP of causal prefill beside 4.3 GB of decode on 132 SMs
   const p = splitPrefillSms(137e9, 4.3e9, 132);
-  assert.ok(p >= 40 && p <= 50, `${p}`);
-  // more prefill takes more SMs; no decode bytes leaves the decode one SM
+  assert.equal(p, 48);
+  // more prefill takes more SMs; no decode bytes leaves the decode the SMs short of a last cluster
   assert.ok(splitPrefillSms(274e9, 4.3e9, 132) > p);
-  assert.equal(splitPrefillSms(137e9, 0, 132), 131);
+  assert.equal(splitPrefillSms(137e9, 0, 132), 128);
+  // every count is a whole number of the prefill's clusters (small GPUs: any count)
+  for (const f of [1e9, 50e9, 137e9, 500e9]) assert.equal(splitPrefillSms(f, 4.3e9, 132) % SPLIT_CLUSTER, 0);
+  assert.equal(splitPrefillSms(137e9, 0, 6), 5);
+});
+
+test("splitSmsOfShare: a share of the SMs as whole clusters, at least one, leaving the decode an SM", () => {
+  assert.equal(splitSmsOfShare(0.35, 132), 48);
+  assert.equal(splitSmsOfShare(0.01, 132), SPLIT_CLUSTER);
+  assert.equal(splitSmsOfShare(1, 132), 128);
+  assert.equal(splitSmsOfShare(1, 128), 120);
+  assert.equal(splitSmsOfShare(0.5, 4), 2);
+  assert.equal(splitSmsOfShare(1, 4), 3);
 });

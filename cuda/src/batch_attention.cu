@@ -133,6 +133,10 @@ extern "C" int32_t fi_batch_attention_run(const uint8_t* prefill_params, const u
 // ---- the split form: the Hopper prefill kernel on prefill_ctas SMs beside the plain decode kernel --
 namespace {
 
+// The split form's prefill CTAs launch in clusters of this many when their count is a multiple of it
+// (SPLIT_CLUSTER in src/attention/batch_attention_plan.ts rounds the count).
+constexpr int kSplitCluster = 8;
+
 // A high-priority side stream and two events per device, made on first use: the prefill half runs on
 // the side stream (its waiting CTAs go ahead of the decode's as SMs free up), joined back into the
 // caller's stream.
@@ -190,8 +194,10 @@ extern "C" int32_t fi_batch_attention_run_split(const uint8_t* prefill_params, c
   // that the prefill has finished.
   FI_CUDA(cudaEventRecord(side->fork, s));
   FI_CUDA(cudaStreamWaitEvent(side->stream, side->fork, 0));
+  // The prefill's CTAs go in clusters of kSplitCluster, which packs them onto fewer GPCs (the host rounds
+  // prefill_ctas to a multiple): the decode beside them ran 30-40 us faster on the H100 (bench/NOTES.md).
   if (const int32_t st = prefill_hopper::launch(b.pa, b.pp.dtype, d, b.work, b.pp.num_qo_heads, side->stream,
-                                                prefill_ctas > 0 ? prefill_ctas : 1);
+                                                prefill_ctas > 0 ? prefill_ctas : 1, kSplitCluster);
       st != FI_OK)
     return st;
   const int32_t st = fi_batch_decode_run(decode_params, stream);

@@ -11,8 +11,9 @@ namespace fi::prefill_hopper {
 bool available();
 // Runs `tiles` x (heads >> pack_shift) work items of 128 query rows (the FA2 kernel's tile and work
 // table) on a persistent grid of at most one CTA per SM, and at most max_ctas CTAs when max_ctas > 0
-// (BatchAttention leaves the other SMs to a concurrent decode).
+// (BatchAttention leaves the other SMs to a concurrent decode). cluster > 1: the grid (when a multiple of
+// it and it fits) is launched in clusters of that many CTAs, which packs them onto fewer GPCs.
 int32_t launch(const prefill::PrefillArgs& a, int dtype, int head_dim, int tiles, int heads, cudaStream_t stream,
-               int max_ctas = 0);
+               int max_ctas = 0, int cluster = 1);
 
 }  // namespace fi::prefill_hopper

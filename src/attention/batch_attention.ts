@@ -28,7 +28,7 @@ import { PinnedBuffer } from "../runtime/memory.ts";
 import { Event, streamHandle, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
 import { tableCursor, Workspace } from "../runtime/workspace.ts";
-import { planMixed, splitPrefillSms } from "./batch_attention_plan.ts";
+import { planMixed, splitPrefillSms, splitSmsOfShare } from "./batch_attention_plan.ts";
 import { BATCH_ATTENTION_FUSED } from "./compiled.ts";
 import { decodeParams, expectQoLayout } from "./decode.ts";
 import { expectPagesCover, kvCacheView, maxPageId } from "./paged_kv_cache.ts";
@@ -393,9 +393,7 @@ export class BatchAttention implements Disposable {
         if (n === 1) bytes += kv * numKvHeads * headDim * 2 * 2;
         else flops += 4 * numQoHeads * headDim * (o.causal ? n * kv - (n * (n - 1)) / 2 : n * kv);
       }
-      splitSms = o.shareGiven
-        ? Math.min(sms - 1, Math.max(1, Math.round(o.share * sms)))
-        : splitPrefillSms(flops, bytes, sms);
+      splitSms = o.shareGiven ? splitSmsOfShare(o.share, sms) : splitPrefillSms(flops, bytes, sms);
     }
     this.#prefill?.dispose();
     this.#prefill = undefined;

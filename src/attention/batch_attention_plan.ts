@@ -103,16 +103,31 @@ export function planMixed(input: MixedInput): MixedPlan {
 }
 
 /**
+ * The split form launches its prefill CTAs in clusters of this many (kSplitCluster in
+ * cuda/src/batch_attention.cu), which packs them onto fewer GPCs: beside them the decode ran 30-40 µs
+ * faster on the H100 (bench/NOTES.md). Prefill SM counts are multiples of it.
+ */
+export const SPLIT_CLUSTER = 8;
+
+/** `share` of `numSms` as a prefill SM count for the split form: a multiple of SPLIT_CLUSTER below numSms. */
+export function splitSmsOfShare(share: number, numSms: number): number {
+  if (numSms <= SPLIT_CLUSTER) return Math.min(numSms - 1, Math.max(1, Math.round(share * numSms)));
+  const clusters = Math.round((share * numSms) / SPLIT_CLUSTER);
+  return SPLIT_CLUSTER * Math.min(Math.ceil(numSms / SPLIT_CLUSTER) - 1, Math.max(1, clusters));
+}
+
+/**
  * SMs for the prefill half of the split form (the Hopper prefill kernel beside the plain decode
  * kernel): the count that finishes both halves together under a rate model measured on the H100
  * (bench/NOTES.md): the prefill at 1.7 TFLOP/s an SM, the decode at 28 GB/s an SM up to the 3.0 TB/s
  * DRAM roofline. The 1.7 is a fit of measured totals, not the prefill's own rate: beside the decode the
  * prefill keeps about 3.3 (3.4 alone) and the decode slows by a fifth instead. Its choice for the 4096 +
- * 128 x 8192 batch, 46 of 132 SMs, was the best share in a sweep.
+ * 128 x 8192 batch, 46 of 132 SMs, was the best share in a sweep; in steps of SPLIT_CLUSTER it is 48.
  */
 export function splitPrefillSms(prefillFlops: number, decodeBytes: number, numSms: number): number {
-  let best = 1, bestTime = Infinity;
-  for (let p = 1; p < numSms; p++) {
+  const step = numSms > SPLIT_CLUSTER ? SPLIT_CLUSTER : 1;
+  let best = step, bestTime = Infinity;
+  for (let p = step; p < numSms; p += step) {
     const prefill = prefillFlops / (1.7e12 * p);
     const decode = decodeBytes / Math.min(3.0e12, 28e9 * (numSms - p));
     const t = Math.max(prefill, decode);
