@@ -76,9 +76,13 @@ export const decodeSuite: Suite = {
       fixedSplitSize?: number;
       kvLayout?: "HND";
       persistent?: boolean;
+      numSms?: number;
     };
     type Job = [DType, number, number, boolean, Extra?];
-    const main: [number, number][] = [[16, 4096], [64, 2048], [128, 8192], [256, 1024]];
+    // FI_BENCH_DECODE_SHAPES=16x4096,64x2048 times only those target shapes.
+    const only = env("FI_BENCH_DECODE_SHAPES")?.split(",");
+    const main = ([[16, 4096], [64, 2048], [128, 8192], [256, 1024]] as [number, number][])
+      .filter(([b, l]) => !only || only.includes(`${b}x${l}`));
     // FI_BENCH_DECODE_DTYPES=e4m3 times only those KV dtypes (A/B runs of a kernel variant).
     const dtypes = (env("FI_BENCH_DECODE_DTYPES") ?? "bf16,e4m3,e5m2").split(",") as DType[];
     const has = (d: DType) => dtypes.includes(d);
@@ -91,6 +95,10 @@ export const decodeSuite: Suite = {
       ["e4m3", 16, 4096, false, { fixedSplitSize: 2048 }],
       // Each head's tokens contiguous (HND) against NHD's 128-byte rows interleaved by head.
       ["e4m3", 128, 8192, false, { kvLayout: "HND" }],
+      // FI_BENCH_DECODE_FP8_SMS=110,120: the lanes sized for that many SMs, at every target shape.
+      ...(env("FI_BENCH_DECODE_FP8_SMS")?.split(",").map(Number) ?? []).flatMap((numSms) =>
+        main.map(([b, l]): Job => ["e4m3", b, l, false, { numSms }])
+      ),
     ];
     // The target shapes first (bf16, then fp8), explorations last.
     const jobs: Job[] = [
@@ -109,6 +117,9 @@ export const decodeSuite: Suite = {
         ].map(([b, l, sh, x]) => ["bf16", b, l, sh, x] as Job)
         : []),
     ];
+    // FI_BENCH_DECODE_JOBS='[["bf16", 128, 8192, {"fixedSplitSize": 4096}]]': more rows, as [dtype, B, L, extra].
+    const more = JSON.parse(env("FI_BENCH_DECODE_JOBS") ?? "[]") as [DType, number, number, Extra?][];
+    jobs.push(...more.map(([d, b, l, x]): Job => [d, b, l, false, x]));
     const bf16Us = new Map<string, number>(); // by shape, for the fp8 rows' ratio
     for (const [dtype, batch, len, shuffle, extra] of jobs) {
       {
@@ -117,7 +128,7 @@ export const decodeSuite: Suite = {
         // At least 1 GiB of cache so runs do not hit L2; small shapes rotate over page ranges.
         const minPages = Math.ceil((1 << 30) / (2 * PS * HKV * D * kvBytes));
         const pages = Math.max(pagesNeeded, batch === 1 ? minPages : 0);
-        const { kvLayout, ...planExtra } = extra ?? {};
+        const { kvLayout, numSms, ...planExtra } = extra ?? {};
         const inner = kvLayout === "HND" ? [HKV, PS, D] : [PS, HKV, D]; // a page's K (or V) half
         using cache = Tensor.fromRaw(randomBits(Math.min(pages, BLOCK) * 2 * PS * HKV * D, kvBytes as 1 | 2), [
           Math.min(pages, BLOCK),
@@ -137,7 +148,7 @@ export const decodeSuite: Suite = {
         const kv = big ?? cache;
         const rot = batch === 1 ? 16 : 1;
         const wrappers = Array.from({ length: rot }, (_, r) => {
-          const w = new BatchDecodeWithPagedKvCache(rot > 1 ? new Workspace(16 << 20) : ws, { kvLayout });
+          const w = new BatchDecodeWithPagedKvCache(rot > 1 ? new Workspace(16 << 20) : ws, { kvLayout, numSms });
           const t = table(batch, len, pages, r * pagesNeeded, shuffle);
           w.plan(t.indptr, t.indices, t.last, HQO, HKV, D, PS, {
             qDtype: "bf16",
