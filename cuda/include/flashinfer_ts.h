@@ -274,6 +274,7 @@ FI_API int32_t fi_batch_attention_ctas(int32_t head_dim, int32_t dtype);
 // The split form: the Hopper prefill kernel on at most prefill_ctas SMs (a high-priority side stream,
 // forked from and joined back into `stream`) beside the plain decode kernel over the same decode
 // items; both blocks as for fi_batch_attention_run. Two launches: a captured run replays its own plan.
+// A prefill_ctas that is a multiple of 8 launches in clusters of 8 CTAs (packed onto fewer GPCs).
 FI_API int32_t fi_batch_attention_run_split(const uint8_t* prefill_params, const uint8_t* decode_params,
                                             int32_t prefill_ctas, uint64_t stream);
 // The SMs the split form can spread over, 0 where it does not apply (no sm_90 device or not compiled).

@@ -12,7 +12,8 @@
  *
  * On an sm_90 GPU the default backend ("auto") runs such a batch in split form instead: the Hopper
  * prefill kernel on part of the SMs beside the decode kernel on the rest, two launches forked and
- * joined inside run() (faster: the Hopper kernel is about twice the fused kernel's prefill part).
+ * joined inside run() (faster: the Hopper kernel is about twice the fused kernel's prefill part). The
+ * prefill's CTAs launch in clusters of SPLIT_CLUSTER, which packs them onto fewer GPCs.
  *
  * CUDA graphs: a captured run() replays its own plan. With backend "fused" it also replays any later
  * plan that fits the capacity of the largest plan so far: the queue sizes live in device memory and
@@ -61,7 +62,8 @@ export interface BatchAttentionPlanOptions extends VariantOptions {
   /**
    * Fused path: the fraction of the SMs ("partition") or of the resident CTAs ("mix") that start on
    * the prefill queue when the batch has both kinds of work (default 0.5; each CTA turns to the other
-   * queue when its own runs dry).
+   * queue when its own runs dry). Split form: the fraction of the SMs the Hopper prefill takes, rounded
+   * to whole clusters of SPLIT_CLUSTER (default: a rate model's choice, splitPrefillSms).
    */
   prefillShare?: number;
   /**
