@@ -26,18 +26,20 @@ cudaLaunchConfig_t clustered_config(int grid, int cluster, int threads, int smem
 }
 
 // Whether `grid` CTAs in clusters of `cluster` can all be resident at once (a GPU partitioned or shared
-// so that no GPC has `cluster` free SMs falls back to a plain grid). Asked once per grid and cluster.
+// so that no GPC has `cluster` free SMs falls back to a plain grid). Asked once per device, kernel, grid
+// and cluster in a row.
 template <typename Kernel>
-bool clusters_fit(Kernel kernel, int grid, int cluster, int threads, int smem) {
+bool clusters_fit(int dev, Kernel kernel, int grid, int cluster, int threads, int smem) {
   static Kernel asked_kernel = nullptr;
-  static int asked_grid = 0, asked_cluster = 0;
+  static int asked_dev = -1, asked_grid = 0, asked_cluster = 0;
   static bool fits = false;
-  if (asked_kernel != kernel || asked_grid != grid || asked_cluster != cluster) {
+  if (asked_dev != dev || asked_kernel != kernel || asked_grid != grid || asked_cluster != cluster) {
     cudaLaunchAttribute attr;
     const cudaLaunchConfig_t config = clustered_config(grid, cluster, threads, smem, nullptr, &attr);
     int most = 0;
     fits = cudaOccupancyMaxActiveClusters(&most, kernel, &config) == cudaSuccess && most * cluster >= grid;
     cudaGetLastError();  // a failed query must not leak into the next launch check
+    asked_dev = dev;
     asked_kernel = kernel;
     asked_grid = grid;
     asked_cluster = cluster;
@@ -74,7 +76,7 @@ int32_t launch_one(const prefill::PrefillArgs& a, int tiles, int heads, cudaStre
   if (sms[dev] == 0) FI_CUDA(cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev));
   const int cap = max_ctas > 0 && max_ctas < sms[dev] ? max_ctas : sms[dev];
   const int grid = (int)(items < cap ? items : cap);
-  if (cluster > 1 && grid % cluster == 0 && clusters_fit(kernel, grid, cluster, Cfg::kThreads, Cfg::kSmemBytes)) {
+  if (cluster > 1 && grid % cluster == 0 && clusters_fit(dev, kernel, grid, cluster, Cfg::kThreads, Cfg::kSmemBytes)) {
     FI_CUDA(launch_clustered(kernel, grid, cluster, Cfg::kThreads, Cfg::kSmemBytes, stream, a, tiles, head_groups));
   } else {
     kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, tiles, head_groups);
