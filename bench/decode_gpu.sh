@@ -3,12 +3,7 @@
 # for the built library, then the decode report for it and, when .device-lib/ref.so.xz is carried (a
 # reference library, e.g. main's), a report of the target rows for that one in the same run. Logs go to
 # $OUT; a short summary is printed last.
-set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash .device-lib/unpack.sh
-export FI_COMMIT=$(cat .device-lib/commit)
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_prelude.sh"
 timeout 75 deno test -A test/decode_test.ts test/merge_test.ts test/page_test.ts test/scheduler_test.ts \
   > "$OUT/tests.log" 2>&1
 echo "tests rc $?" >> "$OUT/tests.log"

@@ -4,12 +4,7 @@
 # same for the libraries carried as .device-lib/ref.so.xz (a reference: probe and report only) and
 # .device-lib/alt.so.xz (an alternative candidate: tests too), when present. Logs go to $OUT; a short
 # summary is printed last.
-set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash .device-lib/unpack.sh
-export FI_COMMIT=$(cat .device-lib/commit)
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_prelude.sh"
 libs="new"
 for v in ref alt; do
   if [ -f ".device-lib/$v.so.xz" ]; then xz -dc ".device-lib/$v.so.xz" > "/tmp/$v.so" && libs="$libs $v"; fi
