@@ -10,7 +10,8 @@ import {
   kvCacheView,
 } from "../src/attention/paged_kv_cache.ts";
 import type { KvLayout } from "../src/attention/variants.ts";
-import { scanIndices, scanIndicesJs } from "../src/attention/index_scan.ts";
+import { scanIndices, scanIndicesJs, scanIndicesWasm } from "../src/attention/index_scan.ts";
+import { loadedNative, native } from "../src/runtime/library.ts";
 
 const rng = makeRng();
 
@@ -142,24 +143,39 @@ test("kvCacheView: bad caches are refused naming the argument", () => {
   assert.equal(v.v - v.k, BigInt(8 * 16 * 128 * 2));
 });
 
-test("scanIndices: the WebAssembly SIMD scan agrees with the JS loop", () => {
-  for (const n of [0, 1, 3, 4095, 4096, 4097, 10001, 70000]) {
-    const a = Int32Array.from({ length: n + 5 }, () => randint(rng, 0, 1 << 20));
-    const check = () => {
-      const w = scanIndices(a, n), j = scanIndicesJs(a, n);
-      assert.deepEqual(w, j, `n ${n}`);
-    };
-    check();
-    if (n > 0) {
-      a[randint(rng, 0, n - 1)] = -3;
-      check();
-      assert.equal(scanIndices(a, n).negative, true);
-      a.fill(7, 0, n);
-      a[n - 1] = 1 << 30;
-      check();
-      assert.equal(scanIndices(a, n).max, 1 << 30);
+test("scanIndices: the native (AVX2) and WebAssembly SIMD scans agree with the JS loop", () => {
+  // The native scan needs only the library (no GPU); without one, scanIndices is the WebAssembly scan.
+  const haveLibrary = (() => {
+    try {
+      return native() !== undefined;
+    } catch {
+      return false;
     }
-    a[n] = -1; // past n: ignored
-    assert.equal(scanIndices(a, n).negative, n > 0 && scanIndicesJs(a, n).negative);
+  })();
+  const scans: [string, typeof scanIndices][] = [["wasm", scanIndicesWasm], ["default", scanIndices]];
+  if (haveLibrary) {
+    assert.ok(loadedNative(), "the library is loaded, so scanIndices takes the native path");
+  }
+  for (const [name, scan] of scans) {
+    for (const n of [0, 1, 3, 4095, 4096, 4097, 10001, 70000]) {
+      const a = Int32Array.from({ length: n + 5 }, () => randint(rng, 0, 1 << 20));
+      const check = () => assert.deepEqual(scan(a, n), scanIndicesJs(a, n), `${name} n ${n}`);
+      check();
+      if (n > 0) {
+        a[randint(rng, 0, n - 1)] = -3;
+        check();
+        assert.equal(scan(a, n).negative, true);
+        a.fill(7, 0, n);
+        a[n - 1] = 1 << 30;
+        check();
+        assert.equal(scan(a, n).max, 1 << 30);
+        a[n - 1] = -2147483648; // the smallest int32 is the largest unsigned
+        check();
+      }
+      a[n] = -1; // past n: ignored
+      assert.equal(scan(a, n).negative, n > 0 && scanIndicesJs(a, n).negative);
+      // A subarray starts at its own offset.
+      if (n > 8) assert.deepEqual(scan(a.subarray(3), n - 3), scanIndicesJs(a.subarray(3), n - 3), `${name} sub`);
+    }
   }
 });

@@ -55,6 +55,14 @@ gpuTest("runtime: pinned buffer upload, stream and event ordering", async () => 
   await stream.synchronizeAsync();
   assert.ok(stream.query());
   assert.ok(end.elapsedSince(start) >= 0);
+  // An ordering-only event (what plans record every step) syncs, but measures no time.
+  using order = new Event({ timing: false }).record(stream);
+  order.synchronize();
+  assertThrowsCode(
+    () => order.elapsedSince(start),
+    "INVALID_ARGUMENT",
+    /'this event' must be an Event made with timing/,
+  );
   start.dispose();
   end.dispose();
   assert.deepEqual(Array.from(dst.toArray()), Array.from(f));

@@ -189,9 +189,9 @@ int32_t fi_stream_query(uint64_t stream, int32_t* out_done) {
   return FI_OK;
 }
 
-int32_t fi_event_create(uint64_t* out) {
+int32_t fi_event_create(int32_t timing, uint64_t* out) {
   cudaEvent_t e;
-  FI_CUDA(cudaEventCreate(&e));
+  FI_CUDA(cudaEventCreateWithFlags(&e, timing ? cudaEventDefault : cudaEventDisableTiming));
   *out = reinterpret_cast<uint64_t>(e);
   return FI_OK;
 }

@@ -382,7 +382,7 @@ export class BatchAttention implements Disposable {
     i32(L.items, m.items.length).set(m.items);
     i32(L.counters, need.counters).fill(0); // split decodes count their chunks here; runs leave zeros
     this.#pinned.copyToDevice(this.#workspace.ptr, L.uploadEnd, o.stream);
-    (this.#uploaded ??= new Event()).record(o.stream);
+    (this.#uploaded ??= new Event({ timing: false })).record(o.stream);
 
     // The split form where it applies (an sm_90 GPU): the Hopper prefill on the SMs the rate model gives
     // it (or prefillShare of them), the decode kernel on the rest.

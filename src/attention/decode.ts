@@ -369,7 +369,7 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     const stream = options.stream;
     // Only the bytes this plan wrote travel: up to the end of its indices.
     pinned.copyToDevice(this.#workspace.ptr, layout.indices + pages * 4, stream);
-    (this.#events[slot] ??= new Event()).record(stream);
+    (this.#events[slot] ??= new Event({ timing: false })).record(stream);
 
     this.#plan = {
       batch,

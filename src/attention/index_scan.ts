@@ -1,9 +1,11 @@
 /**
  * The page-index check that every plan runs over indices[0, n): the largest index and whether any is
- * negative. It is O(pages) on the host, so it uses a 100-byte WebAssembly SIMD kernel (one unsigned
- * i32x4 max, about 5x faster than the best plain-JS loop), with the JS loop as the fallback where WebAssembly SIMD
- * is unavailable.
+ * negative. It is O(pages) on the host. Where the native library is loaded (every plan on a GPU), one
+ * AVX2 pass of fi_host_index_max reads the caller's array in place; otherwise a 100-byte WebAssembly
+ * SIMD kernel (one unsigned i32x4 max, about 5x faster than the best plain-JS loop, but it must copy
+ * the ids into its memory first), and the JS loop where WebAssembly SIMD is unavailable.
  */
+import { loadedNative } from "../runtime/library.ts";
 
 export interface IndexScan {
   /** The largest index, or -1 when n is 0. */
@@ -91,9 +93,26 @@ function load(): Kernel | null {
   }
 }
 
+const maxOut = new BigInt64Array(1);
+
+/** The unsigned maximum of a[0, n) by the native library, or undefined when it is not loaded. */
+function nativeMax(a: Int32Array, n: number): number | undefined {
+  const lib = loadedNative();
+  if (!lib || lib.fi_host_index_max(a, n, maxOut) !== 0) return undefined;
+  return Number(maxOut[0]);
+}
+
 /** The largest of indices[0, n) and whether any is negative. */
 export function scanIndices(a: Int32Array, n: number): IndexScan {
   if (n < 4096) return scanIndicesJs(a, n);
+  const umax = nativeMax(a, n);
+  if (umax !== undefined) return umax >= 0x80000000 ? scanIndicesJs(a, n) : { max: umax, negative: false };
+  return scanIndicesWasm(a, n);
+}
+
+/** The WebAssembly SIMD scan (the JS loop where WebAssembly SIMD is unavailable). */
+export function scanIndicesWasm(a: Int32Array, n: number): IndexScan {
+  if (n === 0) return { max: -1, negative: false };
   if (kernel === undefined) kernel = load();
   if (!kernel) return scanIndicesJs(a, n);
   const padded = (n + 15) & ~15;

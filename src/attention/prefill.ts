@@ -341,7 +341,7 @@ abstract class BatchPrefillBase extends Resource {
     i32(layout.maskIndptr, maskIndptr);
     if (packed) bytes.set(packed, layout.mask);
     this.#pinned.copyToDevice(this.workspace.ptr, layout.bytes, o.stream);
-    this.#uploaded ??= new Event();
+    this.#uploaded ??= new Event({ timing: false });
     this.#uploaded.record(o.stream);
 
     this.plan_ = {

@@ -1,2 +1,2 @@
 /** The C ABI version this TypeScript expects; the twin of FI_ABI_VERSION in flashinfer_ts.h. */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;

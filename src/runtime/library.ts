@@ -145,6 +145,11 @@ export function native(): Native {
   return current ? current.native : loadLibrary();
 }
 
+/** The library if it is loaded already (never loads or builds it): for optional host-side fast paths. */
+export function loadedNative(): Native | undefined {
+  return current?.native;
+}
+
 /** Where the loaded library came from, or undefined before the first load. */
 export function libraryPath(): string | undefined {
   return current?.path;

@@ -84,13 +84,18 @@ export function streamHandle(stream: StreamLike): bigint {
   return stream.handle;
 }
 
-/** A CUDA event, for ordering and timing. */
+/**
+ * A CUDA event, for ordering and timing. `{ timing: false }` makes one for ordering only, which is
+ * cheaper to record (about 0.4 against 2.4 µs of host time on an H100 machine): plans record one each step.
+ */
 export class Event extends Resource {
   readonly #handle: bigint;
+  readonly timing: boolean;
 
-  constructor() {
+  constructor(options: { timing?: boolean } = {}) {
     super("event");
-    check(native().fi_event_create(u64Out), "cudaEventCreate");
+    this.timing = options.timing ?? true;
+    check(native().fi_event_create(this.timing ? 1 : 0, u64Out), "cudaEventCreate");
     this.#handle = u64Out[0];
     const h = this.#handle;
     this.track(() => native().fi_event_destroy(h));
@@ -112,6 +117,9 @@ export class Event extends Resource {
 
   /** Milliseconds from `start` to this event (both recorded and complete). */
   elapsedSince(start: Event): number {
+    for (const [arg, e] of [["start", start], ["this event", this]] as const) {
+      if (!e.timing) invalid("measure elapsed time", arg, "an Event made with timing", "{ timing: false }");
+    }
     check(native().fi_event_elapsed_ms(start.handle, this.handle, f32Out), "cudaEventElapsedTime");
     return f32Out[0];
   }

@@ -82,7 +82,7 @@ export const symbols = {
     nonblocking: true,
   },
   fi_stream_query: { parameters: ["u64", /* stream */ "buffer" /* int32_t* out_done [1] */], result: "i32" },
-  fi_event_create: { parameters: ["buffer" /* uint64_t* out [1] */], result: "i32" },
+  fi_event_create: { parameters: ["i32", /* int32_t timing */ "buffer" /* uint64_t* out [1] */], result: "i32" },
   fi_event_destroy: { parameters: ["u64" /* event */], result: "i32" },
   fi_event_record: { parameters: ["u64", /* event */ "u64" /* stream */], result: "i32" },
   fi_event_synchronize: { parameters: ["u64" /* event */], result: "i32" },
@@ -228,6 +228,10 @@ export const symbols = {
       "i32", // batch
       "u64", // stream
     ],
+    result: "i32",
+  },
+  fi_host_index_max: {
+    parameters: ["buffer", /* const int32_t* a [n] */ "i64", /* int64_t n */ "buffer" /* int64_t* out [1] */],
     result: "i32",
   },
   fi_get_seq_lens: {
