@@ -749,6 +749,38 @@ gpuTest("decode run: q, cache, workspace and graph maxima are checked against th
   );
 });
 
+gpuTest("decode plan: a large page table is checked as it is staged; a refused plan leaves the last one", () => {
+  // 5000 ids take the one-pass native check-and-copy (canStageIndices); the refusal must come before
+  // anything is uploaded, so the previous plan still runs as before.
+  const pages = 5000, rng = makeRng(seed + 11);
+  const indptr = new Int32Array([0, 2600, pages]), last = new Int32Array([9, 16]);
+  const ids = Int32Array.from({ length: pages }, (_, i) => (i * 7919) % pages);
+  using ws = new Workspace(4 << 20);
+  using w = new BatchDecodeWithPagedKvCache(ws);
+  using cache = Tensor.fromRaw(randomRaw(rng, "bf16", pages * 2 * 16 * 64), [pages, 2, 16, 1, 64], "bf16");
+  using q = Tensor.fromRaw(randomRaw(rng, "bf16", 2 * 4 * 64), [2, 4, 64], "bf16");
+  const plan = (indices: Int32Array) => w.plan(indptr, indices, last, 4, 1, 64, 16, { qDtype: "bf16" });
+  plan(ids);
+  using first = w.run(q, cache);
+  const expected = first.toArray();
+  const negative = ids.slice();
+  negative[4321] = -7;
+  assertThrowsCode(
+    () => plan(negative),
+    "INVALID_ARGUMENT",
+    /'indices' must be in \[0, .*received indices\[4321\] = -7/,
+  );
+  using again = w.run(q, cache);
+  assert.deepEqual(again.toArray(), expected, "the refused plan left the last plan's tables");
+  const outside = ids.slice();
+  outside[17] = pages + 3;
+  plan(outside); // plan knows no cache: the id is refused at run, against the cache's pages
+  assertThrowsCode(() => w.run(q, cache), "INVALID_ARGUMENT", /'indices' must be in \[0, 5000\)/);
+  plan(ids);
+  using third = w.run(q, cache);
+  assert.deepEqual(third.toArray(), expected, "re-planned tables give the same output");
+});
+
 gpuTest("decode: checkIndices false never reads outside the cache (a bad page reads as zeros)", () => {
   using ws = new Workspace(1 << 20);
   using w = new BatchDecodeWithPagedKvCache(ws);

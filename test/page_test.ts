@@ -10,7 +10,7 @@ import {
   kvCacheView,
 } from "../src/attention/paged_kv_cache.ts";
 import type { KvLayout } from "../src/attention/variants.ts";
-import { scanIndices, scanIndicesJs, scanIndicesWasm } from "../src/attention/index_scan.ts";
+import { scanIndices, scanIndicesJs, scanIndicesWasm, stageIndices } from "../src/attention/index_scan.ts";
 import { loadedNative, native } from "../src/runtime/library.ts";
 
 const rng = makeRng();
@@ -143,19 +143,35 @@ test("kvCacheView: bad caches are refused naming the argument", () => {
   assert.equal(v.v - v.k, BigInt(8 * 16 * 128 * 2));
 });
 
+/** Loads the native library if it can be (no GPU needed): the host scans then take their native path. */
+function libraryLoads(): boolean {
+  try {
+    return native() !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+test("stageIndices: copies the ids into the staging buffer and scans them in the same pass", () => {
+  if (libraryLoads()) assert.ok(loadedNative(), "the library is loaded, so large stages take the native pass");
+  for (const n of [0, 5, 4096, 4099, 50001]) {
+    const ids = Int32Array.from({ length: n + 3 }, () => randint(rng, 0, 1 << 24));
+    if (n > 10) ids[n - 7] = -5;
+    for (const src of [ids, ids.subarray(2)]) {
+      const m = Math.min(n, src.length);
+      const dst = new Int32Array(m + 4).fill(-9);
+      assert.deepEqual(stageIndices(src, m, dst), scanIndicesJs(src, m), `n ${m}`);
+      assert.deepEqual(Array.from(dst.subarray(0, m)), Array.from(src.subarray(0, m)), `copy n ${m}`);
+      assert.deepEqual(Array.from(dst.subarray(m)), [-9, -9, -9, -9], `nothing past n ${m}`);
+    }
+  }
+  assert.throws(() => stageIndices(new Int32Array(5000), 5000, new Int32Array(4999)), RangeError);
+});
+
 test("scanIndices: the native (AVX2) and WebAssembly SIMD scans agree with the JS loop", () => {
   // The native scan needs only the library (no GPU); without one, scanIndices is the WebAssembly scan.
-  const haveLibrary = (() => {
-    try {
-      return native() !== undefined;
-    } catch {
-      return false;
-    }
-  })();
   const scans: [string, typeof scanIndices][] = [["wasm", scanIndicesWasm], ["default", scanIndices]];
-  if (haveLibrary) {
-    assert.ok(loadedNative(), "the library is loaded, so scanIndices takes the native path");
-  }
+  if (libraryLoads()) assert.ok(loadedNative(), "the library is loaded, so scanIndices takes the native path");
   for (const [name, scan] of scans) {
     for (const n of [0, 1, 3, 4095, 4096, 4097, 10001, 70000]) {
       const a = Int32Array.from({ length: n + 5 }, () => randint(rng, 0, 1 << 20));

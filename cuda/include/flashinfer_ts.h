@@ -184,8 +184,9 @@ FI_API int32_t fi_get_batch_indices_positions(uint64_t append_indptr, uint64_t s
 FI_API int32_t fi_get_seq_lens(uint64_t indptr, uint64_t last_page_len, uint64_t seq_lens, int32_t batch,
                                int32_t page_size, uint64_t stream);
 // Host only (no GPU, no CUDA call): the largest of a[0, n) compared unsigned, so that any negative id
-// reads as 2^31 or more; out[0] = -1 when n is 0. Plans check their page ids with it (host_scan.cpp).
-FI_API int32_t fi_host_index_max(const int32_t* a, int64_t n, int64_t* out);
+// reads as 2^31 or more; out[0] = -1 when n is 0. With dst (else null), a[0, n) is copied there in the
+// same pass. Plans check their page ids with it while staging them for upload (host_scan.cpp).
+FI_API int32_t fi_host_index_max(const int32_t* a, int64_t n, int32_t* dst, int64_t* out);
 
 // ---- attention: prefill (single, ragged, paged) ----------------------------------------------
 // One launch computes O = softmax(Q K^T * sm_scale [+ variants]) V for every (request, q tile, qo head).

@@ -24,7 +24,15 @@ import { Event, streamHandle, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
 import { tableCursor, Workspace } from "../runtime/workspace.ts";
 import { requireCompiledDecode } from "./compiled.ts";
-import { checkPageTable, type KvCacheView, kvCacheView, type KvLayout, type PagedKvCache } from "./paged_kv_cache.ts";
+import {
+  checkPageTable,
+  expectIndicesIn,
+  type KvCacheView,
+  kvCacheView,
+  type KvLayout,
+  type PagedKvCache,
+} from "./paged_kv_cache.ts";
+import { canStageIndices, stageIndices } from "./index_scan.ts";
 import {
   decodeLanes,
   ITEM_INTS,
@@ -257,6 +265,10 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     if (options.fixedSplitSize !== undefined) positiveInt(op, "fixedSplitSize", options.fixedSplitSize);
     const nb = indptr.length - 1;
     if (!this.#seqLens || this.#seqLens.length !== nb) this.#seqLens = new Int32Array(Math.max(0, nb));
+    // Large page tables are checked as they are copied into the staging buffer (one native pass, below):
+    // a bad id is still refused before anything is uploaded or launched.
+    const checkIndices = options.checkIndices ?? true;
+    const checkWhileStaging = checkIndices && indices instanceof Int32Array && canStageIndices(indices.length);
     const table = checkPageTable(
       op,
       indptr,
@@ -265,7 +277,7 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       pageSize,
       Infinity,
       this.#seqLens,
-      options.checkIndices ?? true,
+      checkIndices && !checkWhileStaging,
     );
     const batch = table.batch;
     const pages = indptr[batch];
@@ -337,6 +349,14 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       this.#views[slot] = undefined;
     }
     const views = this.#viewsFor(slot, pinned, layout, numQoHeads);
+    let maxIndex = table.maxIndex;
+    if (checkWhileStaging) {
+      const scan = stageIndices(indices, pages, views.indices);
+      expectIndicesIn(op, indices, pages, Infinity, scan);
+      maxIndex = scan.max;
+    } else {
+      views.indices.set(pages === indices.length ? indices : indices.subarray(0, pages));
+    }
     const itemCap = views.items.length / ITEM_INTS;
     if (this.#mergeTable.length < 2 * batch) this.#mergeTable = new Int32Array(2 * batch);
     const laneSched = persistent
@@ -365,7 +385,6 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
     // Padding (CUDA-graph grid): items past the plan do nothing.
     if (this.useCudaGraph) { for (let i = sched.numItems; i < itemCap; i++) views.items[i * ITEM_INTS] = -1; }
     if (variant.posEncoding === 2) views.alibi.set(alibiSlopes(numQoHeads));
-    views.indices.set(pages === indices.length ? indices : indices.subarray(0, pages));
     const stream = options.stream;
     // Only the bytes this plan wrote travel: up to the end of its indices.
     pinned.copyToDevice(this.#workspace.ptr, layout.indices + pages * 4, stream);
@@ -384,7 +403,7 @@ export class BatchDecodeWithPagedKvCache implements Disposable {
       gridItems: this.useCudaGraph ? itemCap : sched.numItems,
       mergeRows: 0,
       runMerge: false,
-      maxIndex: table.maxIndex,
+      maxIndex,
       splitSize: sched.splitSize,
       numItems: sched.numItems,
       numLanes: laneSched?.numLanes ?? 0,

@@ -95,11 +95,30 @@ function load(): Kernel | null {
 
 const maxOut = new BigInt64Array(1);
 
-/** The unsigned maximum of a[0, n) by the native library, or undefined when it is not loaded. */
-function nativeMax(a: Int32Array, n: number): number | undefined {
+/** The unsigned maximum of a[0, n) by the native library (copied into dst on the way), or undefined when it is not loaded. */
+function nativeMax(a: Int32Array, n: number, dst: Int32Array | null = null): number | undefined {
   const lib = loadedNative();
-  if (!lib || lib.fi_host_index_max(a, n, maxOut) !== 0) return undefined;
+  if (!lib || lib.fi_host_index_max(a, n, dst, maxOut) !== 0) return undefined;
   return Number(maxOut[0]);
+}
+
+/** Whether scanning indices[0, n) while staging them (stageIndices) is one native pass here. */
+export function canStageIndices(n: number): boolean {
+  return n >= 4096 && loadedNative() !== undefined;
+}
+
+/**
+ * Copies ids[0, n) into dst (a plan's staging buffer) and scans them in the same native pass; where that
+ * is not available (canStageIndices false), a copy then scanIndices.
+ */
+export function stageIndices(ids: Int32Array, n: number, dst: Int32Array): IndexScan {
+  if (dst.length < n || ids.length < n) throw new RangeError(`stageIndices: ${n} ids into ${dst.length} slots`);
+  const umax = n >= 4096 ? nativeMax(ids, n, dst) : undefined;
+  if (umax === undefined) {
+    dst.set(n === ids.length ? ids : ids.subarray(0, n));
+    return scanIndices(ids, n);
+  }
+  return umax >= 0x80000000 ? scanIndicesJs(ids, n) : { max: umax, negative: false };
 }
 
 /** The largest of indices[0, n) and whether any is negative. */

@@ -14,7 +14,7 @@ import { check, native } from "../runtime/library.ts";
 import { streamHandle, type StreamLike } from "../runtime/stream.ts";
 import { Tensor } from "../runtime/tensor.ts";
 import type { KvLayout } from "./variants.ts";
-import { scanIndices } from "./index_scan.ts";
+import { type IndexScan, scanIndices } from "./index_scan.ts";
 
 export type { KvLayout };
 /** One tensor holding K and V, or the pair [k, v]. */
@@ -137,12 +137,17 @@ export function checkPageTable(
     lens[b] = pages > 0 ? (pages - 1) * pageSize + last : 0;
   }
   const n = indptr[batch];
-  const { max, negative } = checkIndices ? scanIndices(indices, n) : { max: -1, negative: false };
-  if (negative || max >= numPages) {
+  const scan = checkIndices ? scanIndices(indices, n) : { max: -1, negative: false };
+  expectIndicesIn(op, indices, n, numPages, scan);
+  return { batch, seqLens: lens, maxIndex: scan.max };
+}
+
+/** Refuses page ids of indices[0, n) outside [0, numPages), given their scan (the error names the first). */
+export function expectIndicesIn(op: string, indices: Int32Array, n: number, numPages: number, scan: IndexScan): void {
+  if (scan.negative || scan.max >= numPages) {
     const bad = indices.subarray(0, n).findIndex((x) => x < 0 || x >= numPages);
     invalid(op, "indices", `in [0, ${numPages}) (the cache's pages)`, `=indices[${bad}] = ${indices[bad]}`);
   }
-  return { batch, seqLens: lens, maxIndex: max };
 }
 
 function expectI32Vector(op: string, arg: string, t: Tensor, length?: number): void {

@@ -231,7 +231,12 @@ export const symbols = {
     result: "i32",
   },
   fi_host_index_max: {
-    parameters: ["buffer", /* const int32_t* a [n] */ "i64", /* int64_t n */ "buffer" /* int64_t* out [1] */],
+    parameters: [
+      "buffer", // const int32_t* a [n]
+      "i64", // int64_t n
+      "buffer", // int32_t* dst [n] or null: a copy made in the same pass
+      "buffer", // int64_t* out [1]
+    ],
     result: "i32",
   },
   fi_get_seq_lens: {
