@@ -18,7 +18,7 @@ import { check, native } from "../../src/runtime/library.ts";
 import { env } from "../../src/runtime/platform.ts";
 import type { Row, Suite } from "./types.ts";
 
-const HQO = 32, HKV = 8, D = 128, PS = 16;
+const HQO = 32, HKV = 8, HEAD_DIM = 128, PS = 16;
 /** Pages of random bits generated on the host; larger caches repeat them (far beyond the L2 still). */
 const BLOCK = 512;
 
@@ -77,6 +77,7 @@ export const decodeSuite: Suite = {
       kvLayout?: "HND";
       persistent?: boolean;
       numSms?: number;
+      headDim?: number;
     };
     type Job = [DType, number, number, boolean, Extra?];
     // FI_BENCH_DECODE_SHAPES=16x4096,64x2048 times only those target shapes.
@@ -124,11 +125,12 @@ export const decodeSuite: Suite = {
     for (const [dtype, batch, len, shuffle, extra] of jobs) {
       {
         const kvBytes = dtype === "bf16" ? 2 : 1;
+        const D = extra?.headDim ?? HEAD_DIM;
         const pagesNeeded = batch * Math.ceil(len / PS);
         // At least 1 GiB of cache so runs do not hit L2; small shapes rotate over page ranges.
         const minPages = Math.ceil((1 << 30) / (2 * PS * HKV * D * kvBytes));
         const pages = Math.max(pagesNeeded, batch === 1 ? minPages : 0);
-        const { kvLayout, numSms, ...planExtra } = extra ?? {};
+        const { kvLayout, numSms, headDim: _, ...planExtra } = extra ?? {};
         const inner = kvLayout === "HND" ? [HKV, PS, D] : [PS, HKV, D]; // a page's K (or V) half
         using cache = Tensor.fromRaw(randomBits(Math.min(pages, BLOCK) * 2 * PS * HKV * D, kvBytes as 1 | 2), [
           Math.min(pages, BLOCK),
@@ -173,12 +175,13 @@ export const decodeSuite: Suite = {
         }
         const bytes = batch * len * HKV * D * 2 * kvBytes + 2 * batch * HQO * D * 2;
         const shape = `B${batch} L${len}`;
-        if (dtype === "bf16" && !shuffle && !extra) bf16Us.set(shape, us);
-        const ratio = bf16Us.has(shape) ? ` ${(us / bf16Us.get(shape)!).toFixed(3)}x bf16;` : "";
+        const key = `${shape} D${D}`;
+        if (dtype === "bf16" && !shuffle && !extra) bf16Us.set(key, us);
+        const ratio = bf16Us.has(key) ? ` ${(us / bf16Us.get(key)!).toFixed(3)}x bf16;` : "";
         const s = wrappers[0].schedule!;
         add({
           op: `batchDecode ${dtype === "bf16" ? "bf16" : `bf16 q / ${dtype} kv`}`,
-          shape: `${shape} H32/8 D128 p16${shuffle ? " shuffled pages" : ""}${
+          shape: `${shape} H32/8 D${D} p16${shuffle ? " shuffled pages" : ""}${
             extra ? " " + JSON.stringify(extra) : ""
           }`,
           us,
@@ -206,7 +209,7 @@ export const decodeSuite: Suite = {
         const t = table(256, len, 1 << 30);
         for (const checkIndices of [true, false]) {
           const plan = () =>
-            w.plan(t.indptr, t.indices, t.last, HQO, HKV, D, PS, { qDtype: "bf16", stream, checkIndices });
+            w.plan(t.indptr, t.indices, t.last, HQO, HKV, HEAD_DIM, PS, { qDtype: "bf16", stream, checkIndices });
           for (let i = 0; i < 500; i++) plan();
           const times: number[] = [];
           for (let i = 0; i < 1000; i++) {
